@@ -1,0 +1,24 @@
+//! entra-redis-proxy: a sidecar that lets any Redis client talk to Azure Cache for Redis /
+//! Azure Managed Redis with Microsoft Entra ID authentication.
+//!
+//! Layout (one concern per module):
+//! - [`config`]: the typed configuration (defaults < file < environment < flags) and its validation.
+//! - [`logging`]: tracing-subscriber set-up (text or JSON).
+//! - [`resp`]: allocation-free RESP2/RESP3/inline frame scanners; pure, no I/O.
+//! - [`token`]: access tokens, the [`token::TokenSource`] trait, the token file and Entra
+//!   credentials, and the [`token::TokenManager`] that refreshes and publishes tokens.
+//! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
+//! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
+//! - [`server`]: listeners, the accept loop, connection limits, shutdown.
+//! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod resp;
+pub mod server;
+pub mod session;
+pub mod token;
+pub mod upstream;

@@ -1,0 +1,191 @@
+//! Access tokens and where they come from.
+//!
+//! - [`AccessToken`]: a token as the proxy uses it (secret, AUTH username, expiry). Its secret
+//!   is zeroized on drop and never printed by `Debug`.
+//! - [`TokenSource`]: anything that can produce a token (a token file, an Entra credential).
+//! - [`TokenManager`]: the background task that keeps a fresh token published on a `watch`
+//!   channel, refreshing before expiry and retrying forever on failure.
+
+pub mod file;
+pub mod jwt;
+pub mod manager;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use zeroize::Zeroizing;
+
+pub use manager::{RefreshPolicy, TokenManager, TokenManagerHandle};
+
+/// A secret string: zeroized when dropped, redacted in `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(Zeroizing::new(value))
+    }
+
+    /// The secret itself. Call only where the value must leave the process (the AUTH command).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(\"...\")")
+    }
+}
+
+/// What a [`TokenSource`] returns: the raw token and its expiry as the source reports it.
+#[derive(Debug, Clone)]
+pub struct FetchedToken {
+    /// The access token (a JWT for Entra).
+    pub secret: Secret,
+    /// When the token expires, as reported by the source (or read from the JWT `exp` claim).
+    pub expires_at: SystemTime,
+}
+
+/// A token ready for use: secret, AUTH username, expiry, and the AUTH command built once.
+pub struct AccessToken {
+    secret: Secret,
+    /// The AUTH username: the token's `oid` claim, or the configured username.
+    username: String,
+    /// Expiry of the token.
+    expires_at: SystemTime,
+    /// When the proxy obtained it; the start of its lifetime for the refresh schedule.
+    obtained_at: SystemTime,
+    /// Increases by one with every new token the manager publishes.
+    generation: u64,
+    /// `AUTH <username> <token>` encoded as a RESP array, built once and shared by every
+    /// session (10,000 sessions re-authenticating must not encode it 10,000 times).
+    auth_command: Zeroizing<Vec<u8>>,
+}
+
+impl AccessToken {
+    /// Builds a token. `username` is the AUTH username (already resolved from `oid` or config).
+    pub fn new(
+        secret: Secret,
+        username: String,
+        expires_at: SystemTime,
+        obtained_at: SystemTime,
+        generation: u64,
+    ) -> Self {
+        let auth_command = Zeroizing::new(crate::resp::encode_command(&[
+            b"AUTH",
+            username.as_bytes(),
+            secret.expose().as_bytes(),
+        ]));
+        AccessToken {
+            secret,
+            username,
+            expires_at,
+            obtained_at,
+            generation,
+            auth_command,
+        }
+    }
+
+    /// The raw token.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// The AUTH username.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Expiry time.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// When the proxy obtained this token.
+    pub fn obtained_at(&self) -> SystemTime {
+        self.obtained_at
+    }
+
+    /// Sequence number of this token (1 for the first).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// `AUTH <username> <token>` as RESP bytes, ready to write to the upstream connection.
+    pub fn auth_command(&self) -> &[u8] {
+        &self.auth_command
+    }
+
+    /// True once the expiry has passed.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.expires_at
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("secret", &self.secret)
+            .field("username", &self.username)
+            .field("expires_at", &crate::token::jwt::unix_seconds(self.expires_at))
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// The current token as every session sees it: `None` until the first token arrives.
+pub type CurrentToken = Option<Arc<AccessToken>>;
+
+/// Why a token could not be obtained. Messages name the source and the cause, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The source's input (file, secret, certificate) could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// What was being read ("token file", "client secret file").
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token is not a usable JWT (not three parts, bad base64, bad JSON, missing claim).
+    #[error("the token is not a valid JWT: {0}")]
+    Malformed(String),
+    /// The token has no `oid` claim and no username is configured.
+    #[error("the token has no `oid` claim; set `username` (--username) to the AUTH user name")]
+    NoUsername,
+    /// The identity provider or credential failed.
+    #[error("{0}")]
+    Credential(String),
+    /// The acquisition took longer than the configured timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// A boxed future, so that [`TokenSource`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something that can produce access tokens: a token file, or an Entra ID credential.
+///
+/// The [`TokenManager`] owns scheduling, timeouts and retries; a source only fetches.
+pub trait TokenSource: Send + Sync + 'static {
+    /// A short description for logs and errors, e.g. `token-file /var/run/token`. No secrets.
+    fn describe(&self) -> String;
+
+    /// Obtains a token. Each call must return the freshest token the source can give (a
+    /// credential that caches must be bypassed, or a scheduled refresh returns the old token).
+    fn fetch(&self) -> BoxFuture<'_, Result<FetchedToken, TokenError>>;
+
+    /// Resolves when the source knows its token has changed (e.g. the token file was
+    /// rewritten); the manager then fetches at once. Sources that cannot tell never resolve.
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
