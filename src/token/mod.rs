@@ -189,3 +189,27 @@ pub trait TokenSource: Send + Sync + 'static {
         Box::pin(std::future::pending())
     }
 }
+
+/// Builds the token source the configuration names. Only `token-file` so far; the Entra ID
+/// credentials plug in here.
+pub fn build_source(
+    settings: &crate::config::Settings,
+) -> Result<Arc<dyn TokenSource>, TokenError> {
+    use crate::config::CredentialKind;
+    match settings.credential {
+        CredentialKind::TokenFile => {
+            let path = settings.token_file.clone().ok_or_else(|| {
+                TokenError::Credential(
+                    "credential `token-file` needs `token_file` (--token-file PATH)".into(),
+                )
+            })?;
+            Ok(Arc::new(file::TokenFileSource::new(
+                path,
+                settings.token_file_poll,
+            )))
+        }
+        other => Err(TokenError::Credential(format!(
+            "credential {other:?} is not available yet"
+        ))),
+    }
+}
