@@ -18,6 +18,7 @@
 //! behind them and its reply is recognised by position. After a client's `RESET`, which
 //! de-authenticates, an AUTH is injected at once. See `docs/session.md`.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,12 +142,14 @@ enum Kind {
     Reset,
     ClientReply(ReplyMode),
     Monitor,
+    /// PING from a RESP2 subscriber served through RESP3: its reply is translated.
+    PingSubscribed,
 }
 
 impl Kind {
     /// True if the command changes how later replies must be counted.
     fn changes_state(self) -> bool {
-        self != Kind::Plain
+        !matches!(self, Kind::Plain | Kind::PingSubscribed)
     }
 }
 
@@ -181,8 +184,11 @@ enum Pending {
         /// Frames still expected, once resolved at the head of the queue.
         remaining: Option<usize>,
     },
-    /// A reply the proxy gives itself (the client's AUTH).
-    Local(&'static [u8]),
+    /// A reply the proxy gives itself (the client's AUTH, a refused command).
+    Local(Cow<'static, [u8]>),
+    /// A HELLO the proxy injected to switch the upstream protocol (RESP2 subscribers); its
+    /// reply is swallowed.
+    Hello { version: u8 },
     /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
     Reauth {
         token: Arc<AccessToken>,
@@ -195,6 +201,8 @@ enum Pending {
 enum Route {
     /// Forward to the client.
     Client,
+    /// Send these bytes to the client instead (protocol translation).
+    Replace(Vec<u8>),
     /// Swallow: the reply to something the proxy sent.
     Proxy,
 }
@@ -223,7 +231,11 @@ struct Session<C> {
     to_client: Vec<Segment>,
 
     // Reply-side state: the server's state as the reply stream shows it.
+    /// The upstream connection's protocol.
     proto: u8,
+    /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
+    /// served through RESP3).
+    client_proto: u8,
     reply_mode: ReplyMode,
     in_multi: bool,
     monitor: bool,
@@ -240,6 +252,13 @@ struct Session<C> {
     state_changes_in_flight: usize,
     /// The next command is affected by CLIENT REPLY SKIP: treat it as state-changing.
     skip_next_sent: bool,
+    /// The client's protocol once everything sent so far has run.
+    client_proto_sent: u8,
+    /// The upstream connection's protocol once everything sent so far has run.
+    upstream_proto_sent: u8,
+    /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
+    /// subscribed through a RESP3 upstream, to know when to switch back).
+    predicted_subs: Subscriptions,
 
     // Authentication.
     token_rx: watch::Receiver<CurrentToken>,
@@ -275,6 +294,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             to_upstream: Vec::new(),
             to_client: Vec::new(),
             proto: 2,
+            client_proto: 2,
             reply_mode: ReplyMode::On,
             in_multi: false,
             monitor: false,
@@ -285,6 +305,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             multi_epoch: 0,
             state_changes_in_flight: 0,
             skip_next_sent: false,
+            client_proto_sent: 2,
+            upstream_proto_sent: 2,
+            predicted_subs: Subscriptions::default(),
             token_rx,
             auth_generation: token.generation(),
             reauths_in_flight: 0,
@@ -413,10 +436,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     }
                 }
             };
-            let is_reset = matches!(
-                action,
-                Action::Forward(Kind::Reset, _) | Action::Rewrite(Kind::Reset, ..)
-            );
+            let kind = match &action {
+                Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
+                Action::Local(_) => Kind::Plain,
+            };
+            if matches!(kind, Kind::Subscribe(_))
+                && self.client_proto_sent == 2
+                && self.upstream_proto_sent == 2
+            {
+                // A RESP2 client subscribes: switch the upstream to RESP3 first, so that the
+                // connection can still be re-authenticated (RESP2 subscribers cannot AUTH).
+                self.flush_run(run_start, frame.start);
+                run_start = frame.start;
+                self.inject_hello(3);
+            }
             match action {
                 Action::Forward(kind, nargs) => {
                     self.enqueue_command(kind, nargs);
@@ -425,6 +458,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
                     self.queue.push_back(Pending::Local(reply));
+                    continue;
                 }
                 Action::Rewrite(kind, nargs, bytes) => {
                     self.flush_run(run_start, frame.start);
@@ -433,11 +467,32 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.enqueue_command(kind, nargs);
                 }
             }
-            if is_reset {
-                // After RESET the connection is logged out: AUTH again right behind it.
-                self.flush_run(run_start, pos);
-                run_start = pos;
-                self.inject_auth_after_reset();
+            match kind {
+                Kind::Reset => {
+                    self.client_proto_sent = 2;
+                    self.upstream_proto_sent = 2;
+                    self.predicted_subs.clear();
+                    // After RESET the connection is logged out: AUTH again right behind it.
+                    self.flush_run(run_start, pos);
+                    run_start = pos;
+                    self.inject_auth_after_reset();
+                }
+                Kind::Hello(Some(v)) => {
+                    self.client_proto_sent = v;
+                    self.upstream_proto_sent = v;
+                }
+                Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    let subscribe = matches!(kind, Kind::Subscribe(_));
+                    self.predicted_subs.apply(k, subscribe, &args[1..]);
+                    if self.predicted_subs.is_empty() {
+                        // The last subscription ends: back to RESP2 before the next command.
+                        self.flush_run(run_start, pos);
+                        run_start = pos;
+                        self.inject_hello(2);
+                    }
+                }
+                _ => {}
             }
         }
         self.flush_run(run_start, pos);
@@ -511,12 +566,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let nargs = args.len();
         let kind = full_kind(name, args);
         match kind {
-            Classified::Auth => Action::Local(b"+OK\r\n"),
+            Classified::Auth if self.emulating_sent() => {
+                Action::Local(not_in_subscribed_context(name))
+            }
+            Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
             Classified::Kind(k) => {
                 if self.multi_sent && in_multi_unsupported(k) {
-                    return Action::Local(
+                    return Action::Local(Cow::Borrowed(
                         b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
-                    );
+                    ));
+                }
+                if self.emulating_sent() {
+                    // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
+                    let allowed = match k {
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset => true,
+                        Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
+                            return Action::Forward(Kind::PingSubscribed, nargs)
+                        }
+                        Kind::Plain => name.eq_ignore_ascii_case(b"QUIT"),
+                        _ => false,
+                    };
+                    if !allowed {
+                        return Action::Local(not_in_subscribed_context(name));
+                    }
                 }
                 if let Kind::Hello(_) = k {
                     if let Some(stripped) = strip_hello_auth(args) {
@@ -591,6 +663,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             started: self.reauth_wanted.unwrap_or_else(Instant::now),
         });
         self.reauth_wanted = None;
+    }
+
+    fn inject_hello(&mut self, version: u8) {
+        let v = [b'0' + version];
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(&[&b"HELLO"[..], &v])));
+        self.upstream_proto_sent = version;
+        self.state_changes_in_flight += 1;
+        self.queue.push_back(Pending::Hello { version });
+    }
+
+    /// A RESP2 client subscribed through an upstream switched to RESP3 (send side).
+    fn emulating_sent(&self) -> bool {
+        self.client_proto_sent == 2 && self.upstream_proto_sent == 3
     }
 
     // ---------------------------------------------------------------- re-authentication
@@ -713,6 +799,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             pos += len;
             match self.route(frame.clone()) {
                 Route::Client => {}
+                Route::Replace(bytes) => {
+                    push_range(&mut self.to_client, run_start, frame.start);
+                    run_start = pos;
+                    self.to_client.push(Segment::Owned(bytes));
+                }
                 Route::Proxy => {
                     push_range(&mut self.to_client, run_start, frame.start);
                     run_start = pos;
@@ -750,24 +841,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 return;
             };
             match head {
-                Pending::Local(reply) => {
-                    let reply = *reply;
-                    self.queue.pop_front();
+                Pending::Local(_) => {
+                    let Some(Pending::Local(reply)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
                     match self.reply_mode {
                         ReplyMode::On => {
                             // Keep order: what was routed so far precedes the local reply.
-                            self.to_client.push(Segment::Static(reply));
+                            self.to_client.push(match reply {
+                                Cow::Borrowed(b) => Segment::Static(b),
+                                Cow::Owned(v) => Segment::Owned(v),
+                            });
                         }
                         ReplyMode::Off => {}
                         ReplyMode::Skip => self.reply_mode = ReplyMode::On,
                     }
                 }
-                Pending::Reauth { frames, .. } => {
-                    if *frames > 0 {
-                        return;
-                    }
-                    unreachable!("an injected AUTH always expects a frame");
-                }
+                // Injected commands always expect a frame.
+                Pending::Reauth { .. } | Pending::Hello { .. } => return,
                 Pending::Command {
                     kind,
                     count,
@@ -864,6 +955,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.apply_confirmation(&conf);
                 self.count_confirmation(&conf);
             }
+            if self.client_proto == 2 {
+                // A RESP2 subscriber served through RESP3: pushes become RESP2 arrays.
+                return Route::Replace(push_to_resp2(&self.ubuf[frame]));
+            }
             return Route::Client;
         }
         if self.monitor && is_monitor_line(bytes) {
@@ -908,6 +1003,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Route::Proxy
             }
             Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Hello { version } => {
+                let version = *version;
+                let ok = !is_error;
+                self.queue.pop_front();
+                self.state_changes_in_flight -= 1;
+                if ok {
+                    self.proto = version;
+                } else {
+                    tracing::warn!(
+                        session = self.id,
+                        reply = %String::from_utf8_lossy(bytes).trim(),
+                        "the cache refused HELLO {version}; this RESP2 subscriber cannot be re-authenticated"
+                    );
+                }
+                Route::Proxy
+            }
             Pending::Command { kind, .. } => {
                 let kind = *kind;
                 if let Some(c) = &conf {
@@ -917,17 +1028,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
                         self.complete_head();
                     }
+                    Kind::PingSubscribed if self.client_proto == 2 && self.proto == 3 => {
+                        let out = pong_to_resp2(&self.ubuf[frame.clone()]);
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                        return out.map_or(Route::Client, Route::Replace);
+                    }
                     _ => {
                         self.after_reply(kind, frame);
-                        if let Some(Pending::Command {
-                            remaining: Some(r), ..
-                        }) = self.queue.front_mut()
-                        {
-                            *r = r.saturating_sub(1);
-                            if *r == 0 {
-                                self.complete_head();
-                            }
-                        }
+                        self.decrement_head();
                     }
                 }
                 Route::Client
@@ -955,9 +1064,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 }
             }
             Kind::Exec | Kind::Discard => self.in_multi = false,
-            Kind::Hello(Some(v)) if ok => self.proto = v,
+            Kind::Hello(Some(v)) if ok => {
+                self.proto = v;
+                self.client_proto = v;
+            }
             Kind::Reset => {
                 self.proto = 2;
+                self.client_proto = 2;
                 self.reply_mode = ReplyMode::On;
                 self.in_multi = false;
                 self.monitor = false;
@@ -967,6 +1080,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
             Kind::Monitor if ok => self.monitor = true,
             _ => {}
+        }
+    }
+
+    /// One frame of the head command arrived.
+    fn decrement_head(&mut self) {
+        if let Some(Pending::Command {
+            remaining: Some(r), ..
+        }) = self.queue.front_mut()
+        {
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.complete_head();
+            }
         }
     }
 
@@ -1072,7 +1198,7 @@ fn push_range(plan: &mut Vec<Segment>, start: usize, end: usize) {
 /// What to do with a client command.
 enum Action {
     Forward(Kind, usize),
-    Local(&'static [u8]),
+    Local(Cow<'static, [u8]>),
     Rewrite(Kind, usize, Vec<u8>),
 }
 
@@ -1178,6 +1304,105 @@ fn strip_hello_auth(args: &[&[u8]]) -> Option<(usize, Vec<u8>)> {
         i += 1;
     }
     stripped.then(|| (out.len(), resp::encode_command(&out)))
+}
+
+/// Channel, pattern and shard-channel subscriptions.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    channels: HashSet<Vec<u8>>,
+    patterns: HashSet<Vec<u8>>,
+    shards: HashSet<Vec<u8>>,
+}
+
+impl Subscriptions {
+    fn set(&mut self, k: SubKind) -> &mut HashSet<Vec<u8>> {
+        match k {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Pattern => &mut self.patterns,
+            SubKind::Shard => &mut self.shards,
+        }
+    }
+
+    /// Applies (UN)SUBSCRIBE with these channel arguments (none: unsubscribe from all).
+    fn apply(&mut self, k: SubKind, subscribe: bool, names: &[Vec<u8>]) {
+        let set = self.set(k);
+        match (subscribe, names.is_empty()) {
+            (true, _) => set.extend(names.iter().cloned()),
+            (false, true) => set.clear(),
+            (false, false) => {
+                for n in names {
+                    set.remove(n);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Subscriptions::default();
+    }
+}
+
+/// The arguments of a complete command frame, owned (rare paths only).
+fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
+    if inline {
+        resp::inline_args(frame).unwrap_or_default()
+    } else {
+        resp::multibulk_args(frame)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+}
+
+/// redis-server's refusal of a command on a RESP2 subscribed connection.
+fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    Cow::Owned(
+        format!(
+            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        )
+        .into_bytes(),
+    )
+}
+
+/// A RESP3 push frame as the RESP2 array a subscriber expects: `>` becomes `*`, and the
+/// RESP3 null (an UNSUBSCRIBE with no channel) becomes `$-1`.
+fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.push(b'*');
+    let mut rest = &frame[1..];
+    // Elements of Pub/Sub pushes are flat: blob strings, numbers, nulls.
+    while let Some(i) = memchr::memmem::find(
+        rest, b"
+_
+",
+    ) {
+        out.extend_from_slice(&rest[..i + 2]);
+        out.extend_from_slice(
+            b"$-1
+",
+        );
+        rest = &rest[i + 5..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// A RESP3 reply to PING as a RESP2 subscriber gets it: `["pong", message]`.
+fn pong_to_resp2(reply: &[u8]) -> Option<Vec<u8>> {
+    let mut out = b"*2\r\n$4\r\npong\r\n".to_vec();
+    if reply == b"+PONG\r\n" {
+        out.extend_from_slice(b"$0\r\n\r\n");
+    } else if reply.first() == Some(&b'$') {
+        out.extend_from_slice(reply);
+    } else {
+        return None;
+    }
+    Some(out)
 }
 
 /// A Pub/Sub (un)subscribe confirmation.
