@@ -106,6 +106,7 @@ impl Proxy {
             },
             startup_wait: settings.startup_wait,
             drain_timeout: DRAIN_TIMEOUT,
+            refresh_margin: settings.refresh_margin,
         });
 
         let permits = Arc::new(Semaphore::new(settings.max_connections));
