@@ -25,7 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientMethodOptions, ClientOptions, RetryOptions, Transport};
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{
+    ClientMethodOptions, ClientOptions, Context, Request, RetryOptions, Transport,
+};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertion, ClientAssertionCredential,
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
@@ -167,8 +170,14 @@ impl fmt::Debug for AzureSource {
 
 impl AzureSource {
     /// Builds the `azure_identity` credential for one acquisition.
-    async fn credential(&self) -> Result<Arc<dyn TokenCredential>, TokenError> {
-        let opts = self.client_options.clone();
+    async fn credential(
+        &self,
+        observer: Option<Arc<LastResponse>>,
+    ) -> Result<Arc<dyn TokenCredential>, TokenError> {
+        let mut opts = self.client_options.clone();
+        if let Some(observer) = observer {
+            opts.per_try_policies.push(observer);
+        }
         let fail =
             |e: azure_core::Error| TokenError::Credential(format!("{}: {e}", self.description));
         Ok(match &self.recipe {
@@ -239,11 +248,22 @@ impl AzureSource {
     }
 
     async fn acquire(&self) -> Result<FetchedToken, TokenError> {
-        let credential = self.credential().await?;
+        let observer = Arc::new(LastResponse::default());
+        let credential = self.credential(Some(observer.clone())).await?;
         let token = credential
             .get_token(&[self.scope.as_str()], None)
             .await
-            .map_err(|e| TokenError::Credential(format!("{}: {e}", self.description)))?;
+            .map_err(|e| {
+                // azure_identity's message can lack the HTTP status (a 500 with a body that
+                // is not JSON reads as a JSON error): say what the endpoint answered.
+                let seen = match observer.get() {
+                    Some((status, url)) => {
+                        format!(" (the identity endpoint {url} answered HTTP {status})")
+                    }
+                    None => String::new(),
+                };
+                TokenError::Credential(format!("{}: {e}{seen}", self.description))
+            })?;
         let secret = Secret::new(token.token.secret().to_owned());
         let reported = UNIX_EPOCH
             + Duration::from_secs(u64::try_from(token.expires_on.unix_timestamp()).unwrap_or(0));
@@ -264,6 +284,36 @@ impl TokenSource for AzureSource {
 
     fn fetch(&self) -> BoxFuture<'_, Result<FetchedToken, TokenError>> {
         Box::pin(self.acquire())
+    }
+}
+
+/// A pipeline policy that remembers the status and URL (without query) of the last response,
+/// for error messages.
+#[derive(Debug, Default)]
+struct LastResponse(Mutex<Option<(u16, String)>>);
+
+impl LastResponse {
+    fn get(&self) -> Option<(u16, String)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Policy for LastResponse {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let mut url = request.url().clone();
+        url.set_query(None);
+        let response = next[0].send(ctx, request, &next[1..]).await;
+        if let Ok(r) = &response {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((u16::from(r.status()), url.to_string()));
+        }
+        response
     }
 }
 
@@ -462,19 +512,21 @@ async fn read_secret_file(path: &Path) -> Result<Secret, TokenError> {
 
 /// Checks a recipe at start-up by constructing its credential once (no network).
 fn check(source: AzureSource) -> Result<AzureSource, TokenError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| TokenError::Credential(format!("cannot check the credential: {e}")))?;
-    // A separate thread: build_source may run inside the server's runtime, where blocking
-    // on another runtime is forbidden.
+    // A thread with its own small runtime: build_source may run inside the server's
+    // runtime, where blocking on (or dropping) another runtime is forbidden.
     std::thread::scope(|s| {
-        s.spawn(|| rt.block_on(source.credential()).map(drop))
-            .join()
-            .unwrap_or_else(|_| {
-                Err(TokenError::Credential(
-                    "checking the credential panicked".into(),
-                ))
-            })
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| TokenError::Credential(format!("cannot check the credential: {e}")))?;
+            rt.block_on(source.credential(None)).map(drop)
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(TokenError::Credential(
+                "checking the credential panicked".into(),
+            ))
+        })
     })?;
     Ok(source)
 }
