@@ -178,8 +178,11 @@ impl AzureSource {
         if let Some(observer) = observer {
             opts.per_try_policies.push(observer);
         }
-        let fail =
-            |e: azure_core::Error| TokenError::Credential(format!("{}: {e}", self.description));
+        let fail = |e: azure_core::Error| {
+            // One line: azure_identity appends its troubleshooting link on a new line.
+            let e = e.to_string().replace('\n', " ");
+            TokenError::Credential(format!("{}: {e}", self.description))
+        };
         Ok(match &self.recipe {
             Recipe::ClientSecret {
                 tenant,
@@ -262,6 +265,8 @@ impl AzureSource {
                     }
                     None => String::new(),
                 };
+                // One line: azure_identity appends its troubleshooting link on a new line.
+                let e = e.to_string().replace('\n', " ");
                 TokenError::Credential(format!("{}: {e}{seen}", self.description))
             })?;
         let secret = Secret::new(token.token.secret().to_owned());
