@@ -49,6 +49,8 @@ pub struct SessionContext {
     /// The token refresh margin: blocking waits end this much (at most half of it) before
     /// the token expires, so the connection can re-AUTH in time.
     pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
 }
 
 /// Client bytes read ahead while a blocking command holds the session.
@@ -287,6 +289,8 @@ struct Session<C> {
     reauth_wanted: Option<Instant>,
     /// Whether this session counts in the `reauth_pending` gauge.
     pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 
     // Blocking commands.
     /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
@@ -336,6 +340,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             reauths_in_flight: 0,
             reauth_wanted: None,
             pending_counted: false,
+            reauth_permit: None,
             blocked: false,
             reissue: None,
             ctx,
@@ -394,6 +399,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 r = self.token_rx.changed() => {
                     if r.is_ok() {
                         self.note_token_change();
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
                         self.try_reauth().await?;
                     }
                 }
@@ -768,7 +781,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(wanted_since) = self.reauth_wanted else {
             return Ok(());
         };
-        if !self.at_safe_point() {
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
             return Ok(());
         }
         let Some(token) = self.token_rx.borrow().clone() else {
@@ -776,6 +789,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         if token.generation() <= self.auth_generation {
             self.reauth_wanted = None;
+            self.reauth_permit = None;
             return Ok(());
         }
         let frames = if self.reply_mode == ReplyMode::Off {
@@ -1366,6 +1380,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             return;
         };
         self.reauths_in_flight -= 1;
+        self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
             tracing::debug!(
