@@ -23,6 +23,9 @@ pub struct ConfigProblem(pub String);
 /// Re-AUTHs in flight at once across all sessions (each holds a place until its reply).
 const REAUTH_CONCURRENCY: usize = 64;
 
+/// Upstream reconnections started per second at most, across sessions.
+const RECONNECTS_PER_SECOND: u32 = 200;
+
 /// How long a session waits for replies to commands in flight when it closes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -111,6 +114,7 @@ impl Proxy {
             drain_timeout: DRAIN_TIMEOUT,
             refresh_margin: settings.refresh_margin,
             reauth_limiter: Arc::new(Semaphore::new(REAUTH_CONCURRENCY)),
+            reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
         });
 
         let permits = Arc::new(Semaphore::new(settings.max_connections));
