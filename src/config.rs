@@ -1,15 +1,31 @@
 //! The typed configuration: defaults < file (`--config`, TOML) < environment
 //! (`ENTRA_REDIS_PROXY_*`) < flags, validated at start-up.
 //!
-//! (Loading, validation and `--print-config` are being written; the struct is the contract.)
+//! [`load_from`] parses the command line, layers the sources with the `config` crate and
+//! returns the merged [`Settings`]; [`Settings::validate`] then refuses anything unusable with
+//! a [`ConfigError`] that names the key and says how to set it.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+/// Prefix of the environment variables that configure the proxy (`ENTRA_REDIS_PROXY_UPSTREAM`).
+pub const ENV_PREFIX: &str = "ENTRA_REDIS_PROXY";
+
+/// Port of the cache when `upstream` names none (Azure's TLS port).
+pub const DEFAULT_UPSTREAM_PORT: u16 = 6380;
+
+/// Exit code for a configuration or usage error (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+
 /// Which identity provides tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialKind {
     /// Chain: environment service principal, workload identity, managed identity, Azure CLI.
@@ -30,7 +46,7 @@ pub enum CredentialKind {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Human-readable text.
@@ -167,6 +183,810 @@ impl Default for Settings {
     }
 }
 
+/// A local listener, parsed from one `listen` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address (`HOST:PORT`; a host name is resolved once, at start-up).
+    Tcp(SocketAddr),
+    /// A Unix domain socket (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A configuration or command-line error. Its `Display` is the whole message for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line could not be parsed, or asked for `--help` / `--version`.
+    #[error("{}", .0.render())]
+    Cli(#[from] clap::Error),
+    /// The file given with `--config` could not be read.
+    #[error("cannot read config file {}: {reason}", path.display())]
+    ReadFile {
+        /// The path given with `--config`.
+        path: PathBuf,
+        /// Why reading failed.
+        reason: String,
+    },
+    /// The file given with `--config` is not valid TOML.
+    #[error("config file {} is not valid TOML: {reason}", path.display())]
+    ParseFile {
+        /// The path given with `--config`.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key that the proxy does not know, in the file or the environment.
+    #[error("unknown key `{key}` {origin}: check its spelling; the keys are listed in docs/configuration.md and by --help")]
+    UnknownKey {
+        /// The key as written, in config-file spelling.
+        key: String,
+        /// Where it came from ("in config file x" or "from environment variable Y").
+        origin: String,
+    },
+    /// An environment variable with our prefix holds bytes that are not UTF-8.
+    #[error("environment variable {name} is not valid UTF-8")]
+    NonUnicodeEnv {
+        /// The variable's name.
+        name: String,
+    },
+    /// A value of the wrong type or shape (`refresh_ratio = "abc"`, a bad duration).
+    #[error("`{key}` has a bad value {origin}: {reason}: set {}", how_to_set(key))]
+    BadValue {
+        /// The key, in config-file spelling.
+        key: String,
+        /// Where the value came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value that parsed but is not allowed (out of range, missing, inconsistent).
+    #[error("`{key}` {problem}: set {}", how_to_set(key))]
+    Invalid {
+        /// The key, in config-file spelling.
+        key: String,
+        /// What is wrong, starting with the value when there is one (`= 1.5 is out of range`).
+        problem: String,
+    },
+    /// A TCP listener that is not on loopback, without `allow_non_loopback`.
+    #[error(
+        "`listen` entry `{entry}` is not a loopback address ({addr}): anyone who can reach this \
+         port acts with the proxy's Entra identity on the cache. Keep listen on 127.0.0.1, [::1] \
+         or a unix: socket; or, if the port is protected by other means, set allow_non_loopback \
+         (allow_non_loopback = true in the config file, ENTRA_REDIS_PROXY_ALLOW_NON_LOOPBACK=true, \
+         or --allow-non-loopback) and, once supported, a client password"
+    )]
+    NonLoopback {
+        /// The `listen` entry as written.
+        entry: String,
+        /// The address it resolved to.
+        addr: SocketAddr,
+    },
+}
+
+/// "refresh_ratio in the config file, ENTRA_REDIS_PROXY_REFRESH_RATIO, or --refresh-ratio".
+fn how_to_set(key: &str) -> String {
+    format!(
+        "{key} in the config file, {}, or --{}",
+        env_var_name(key),
+        key.replace('_', "-")
+    )
+}
+
+/// The environment variable for a top-level key.
+fn env_var_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}_{}",
+        key.to_ascii_uppercase().replace('.', "__")
+    )
+}
+
+/// The command line. Every flag is optional and overrides the file and the environment only
+/// when given; defaults live in [`Settings::default`].
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "entra-redis-proxy",
+    version,
+    about = "Lets any Redis client use Azure Cache for Redis with Microsoft Entra ID tokens",
+    long_about = "Lets any Redis client use Azure Cache for Redis / Azure Managed Redis with \
+                  Microsoft Entra ID: point the client at the local listener; the proxy opens a \
+                  TLS connection per client, AUTHs with an Entra token and re-AUTHs before it \
+                  expires.\n\nSettings come from defaults < the --config file (TOML) < \
+                  ENTRA_REDIS_PROXY_<KEY> environment variables < these flags. Durations are \
+                  written 250ms, 5s, 3m or 1h.",
+    after_help = "Every flag has a config-file key (the flag name with _ for -) and an environment \
+                  variable ENTRA_REDIS_PROXY_<KEY>, e.g. --refresh-margin, refresh_margin, \
+                  ENTRA_REDIS_PROXY_REFRESH_MARGIN."
+)]
+pub struct Cli {
+    /// TOML config file; its keys are the flag names with `_` for `-`.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Local listener, HOST:PORT or unix:/path; repeat for several [default: 127.0.0.1:6379].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Allow a non-loopback listener: anyone who reaches it acts as the proxy's Entra identity.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_non_loopback: Option<bool>,
+    /// Most client connections at once; more wait in the accept queue [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// The cache, HOST[:PORT] (port 6380 by default); required.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub upstream: Option<String>,
+    /// Name to verify the cache's certificate against, and SNI [default: the upstream host].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the cache, besides the system roots.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// TCP connect timeout to the cache [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub connect_timeout: Option<Duration>,
+    /// TLS handshake timeout with the cache [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub tls_timeout: Option<Duration>,
+    /// Time allowed for the cache to answer AUTH [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub auth_timeout: Option<Duration>,
+    /// Where tokens come from [default: default].
+    #[arg(long, value_name = "KIND")]
+    pub credential: Option<CredentialKind>,
+    /// File holding a raw access token (credential token-file); re-read when it changes.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// How often the token file is checked for a new token [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub token_file_poll: Option<Duration>,
+    /// AUTH username [default: the token's oid claim].
+    #[arg(long, value_name = "NAME")]
+    pub username: Option<String>,
+    /// Token scope [default: https://redis.azure.com/.default].
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+    /// Entra tenant id (client-secret, client-certificate, workload-identity).
+    #[arg(long, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id; for managed identity, a user-assigned identity's client id.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// User-assigned managed identity, by object id.
+    #[arg(long, value_name = "ID")]
+    pub object_id: Option<String>,
+    /// User-assigned managed identity, by Azure resource id.
+    #[arg(long, value_name = "ID")]
+    pub resource_id: Option<String>,
+    /// File holding the client secret (the secret itself never goes on a command line).
+    #[arg(long, value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Client certificate: PEM with its key, or PFX.
+    #[arg(long, value_name = "PATH")]
+    pub certificate_file: Option<PathBuf>,
+    /// File holding the PFX password.
+    #[arg(long, value_name = "PATH")]
+    pub certificate_password_file: Option<PathBuf>,
+    /// Entra authority host, https:// (sovereign clouds) [default: Azure public cloud].
+    #[arg(long, value_name = "URL")]
+    pub authority_host: Option<String>,
+    /// Extra CA certificates (PEM) trusted for the identity endpoints.
+    #[arg(long, value_name = "PATH")]
+    pub identity_ca_file: Option<PathBuf>,
+    /// Refresh at this fraction of the token's lifetime, in (0, 1] [default: 0.7].
+    #[arg(long, value_name = "FRACTION")]
+    pub refresh_ratio: Option<f64>,
+    /// Refresh at least this long before expiry [default: 3m].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub refresh_margin: Option<Duration>,
+    /// Random jitter, as a fraction of the remaining lifetime, in [0, 1) [default: 0.1].
+    #[arg(long, value_name = "FRACTION")]
+    pub refresh_jitter: Option<f64>,
+    /// First retry delay after a failed token acquisition [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub retry_initial: Option<Duration>,
+    /// Longest retry delay; retries never stop [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub retry_max: Option<Duration>,
+    /// Time allowed for one token acquisition [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub token_timeout: Option<Duration>,
+    /// How long a client command waits for the first token before an error reply; 0 answers
+    /// at once [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub startup_wait: Option<Duration>,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz), HOST:PORT; "" disables it
+    /// [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Log format; the level comes from RUST_LOG [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Largest bulk string a client or the cache may send, in bytes [default: 536870912].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bulk_len: Option<usize>,
+    /// Most arguments in one client command [default: 1048576].
+    #[arg(long, value_name = "N")]
+    pub max_command_args: Option<usize>,
+    /// Longest inline command line, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_inline_len: Option<usize>,
+}
+
+impl Cli {
+    /// Writes every flag that was given over `s`.
+    fn apply(self, s: &mut Settings) {
+        fn set<T>(dst: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        }
+        fn set_opt<T>(dst: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *dst = v;
+            }
+        }
+        if !self.listen.is_empty() {
+            s.listen = self.listen;
+        }
+        set(&mut s.allow_non_loopback, self.allow_non_loopback);
+        set(&mut s.max_connections, self.max_connections);
+        set(&mut s.upstream, self.upstream);
+        set_opt(&mut s.tls_server_name, self.tls_server_name);
+        set_opt(&mut s.ca_file, self.ca_file);
+        set(&mut s.connect_timeout, self.connect_timeout);
+        set(&mut s.tls_timeout, self.tls_timeout);
+        set(&mut s.auth_timeout, self.auth_timeout);
+        set(&mut s.credential, self.credential);
+        set_opt(&mut s.token_file, self.token_file);
+        set(&mut s.token_file_poll, self.token_file_poll);
+        set_opt(&mut s.username, self.username);
+        set(&mut s.scope, self.scope);
+        set_opt(&mut s.tenant_id, self.tenant_id);
+        set_opt(&mut s.client_id, self.client_id);
+        set_opt(&mut s.object_id, self.object_id);
+        set_opt(&mut s.resource_id, self.resource_id);
+        set_opt(&mut s.client_secret_file, self.client_secret_file);
+        set_opt(&mut s.certificate_file, self.certificate_file);
+        set_opt(
+            &mut s.certificate_password_file,
+            self.certificate_password_file,
+        );
+        set_opt(&mut s.authority_host, self.authority_host);
+        set_opt(&mut s.identity_ca_file, self.identity_ca_file);
+        set(&mut s.refresh_ratio, self.refresh_ratio);
+        set(&mut s.refresh_margin, self.refresh_margin);
+        set(&mut s.refresh_jitter, self.refresh_jitter);
+        set(&mut s.retry_initial, self.retry_initial);
+        set(&mut s.retry_max, self.retry_max);
+        set(&mut s.token_timeout, self.token_timeout);
+        set(&mut s.startup_wait, self.startup_wait);
+        set(&mut s.admin_listen, self.admin_listen);
+        set(&mut s.log_format, self.log_format);
+        set(&mut s.max_bulk_len, self.max_bulk_len);
+        set(&mut s.max_command_args, self.max_command_args);
+        set(&mut s.max_inline_len, self.max_inline_len);
+    }
+}
+
+/// What [`load_from`] returns: the merged settings and what the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Defaults < file < environment < flags. Not yet validated: call [`Settings::validate`].
+    pub settings: Settings,
+    /// `--print-config` was given: print [`Settings::redacted_toml`] and exit.
+    pub print_config: bool,
+}
+
+/// Parses `args` (the program name first, as for clap) and layers defaults < `--config` file <
+/// `ENTRA_REDIS_PROXY_*` variables of this process < flags.
+pub fn load_from<I, T>(args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut env = HashMap::new();
+    let prefix = format!("{ENV_PREFIX}_");
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.to_ascii_uppercase().starts_with(&prefix) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::NonUnicodeEnv {
+                name: name.to_owned(),
+            })?;
+        env.insert(name.to_owned(), value);
+    }
+    load_from_env(args, &env)
+}
+
+/// As [`load_from`], with the environment given as a map (variables without our prefix are
+/// ignored), so that tests do not depend on or change the process environment.
+pub fn load_from_env<I, T>(args: I, env: &HashMap<String, String>) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    let prefix = format!("{ENV_PREFIX}_");
+    // Only our variables, keyed by their upper-case name so origins can be reported.
+    let ours: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.to_ascii_uppercase().starts_with(&prefix))
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+        .collect();
+
+    let mut builder = config::Config::builder();
+    if let Some(path) = &cli.config {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+    }
+
+    // `listen` is a list: the variable holds comma-separated entries. Everything else goes
+    // through the config crate as strings, converted to the field's type on deserialization
+    // (no guessing, so `ENTRA_REDIS_PROXY_USERNAME=0123` stays the string "0123").
+    let listen_var = env_var_name("listen");
+    let mut scalars = ours.clone();
+    if let Some(list) = scalars.remove(&listen_var) {
+        let entries: Vec<String> = list.split(',').map(|e| e.trim().to_owned()).collect();
+        builder = builder
+            .set_override("listen", entries)
+            .map_err(|e| ConfigError::BadValue {
+                key: "listen".into(),
+                origin: format!("from {listen_var}"),
+                reason: e.to_string(),
+            })?;
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(scalars)),
+    );
+
+    let origin_of = |key: &str| -> String {
+        let var = env_var_name(key);
+        if ours.contains_key(&var) {
+            format!("from environment variable {var}")
+        } else if let Some(path) = &cli.config {
+            format!("in config file {}", path.display())
+        } else {
+            "from the environment".into()
+        }
+    };
+    let settings: Settings =
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| match e {
+                config::ConfigError::FileParse { cause, .. } => ConfigError::ParseFile {
+                    path: cli.config.clone().unwrap_or_default(),
+                    reason: cause.to_string(),
+                },
+                e => translate_config_error(e, &origin_of),
+            })?;
+
+    let print_config = cli.print_config;
+    let mut settings = settings;
+    cli.apply(&mut settings);
+    Ok(Loaded {
+        settings,
+        print_config,
+    })
+}
+
+/// Turns the `config` crate's error into ours, naming the key and where its value came from.
+fn translate_config_error(
+    e: config::ConfigError,
+    origin_of: &dyn Fn(&str) -> String,
+) -> ConfigError {
+    use config::ConfigError as C;
+    match e {
+        C::Type { ref key, .. } | C::At { ref key, .. } => {
+            let key = key.clone().unwrap_or_default();
+            let reason = match &e {
+                C::Type {
+                    unexpected,
+                    expected,
+                    ..
+                } => format!("found {unexpected}, expected {expected}"),
+                C::At { error, .. } => error.to_string(),
+                _ => unreachable!(),
+            };
+            // A nested key (`a.b`) is reported by its top-level name, which is what exists.
+            let top = key.split(['.', '[']).next().unwrap_or_default().to_owned();
+            if let Some(unknown) = unknown_field(&reason) {
+                return ConfigError::UnknownKey {
+                    origin: origin_of(&format!("{top}.{unknown}")),
+                    key: format!("{top}.{unknown}"),
+                };
+            }
+            let reason = match allowed_values(&top) {
+                Some(allowed) => format!("{reason} (expected one of: {allowed})"),
+                None => reason,
+            };
+            ConfigError::BadValue {
+                origin: origin_of(&top),
+                key: top,
+                reason,
+            }
+        }
+        C::Message(ref m) => match unknown_field(m) {
+            Some(key) => ConfigError::UnknownKey {
+                origin: origin_of(&key),
+                key,
+            },
+            None => ConfigError::BadValue {
+                key: "(unknown)".into(),
+                origin: String::new(),
+                reason: m.clone(),
+            },
+        },
+        other => ConfigError::BadValue {
+            key: "(unknown)".into(),
+            origin: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The accepted spellings of an enum-valued key, for error messages.
+fn allowed_values(key: &str) -> Option<String> {
+    fn names<T: ValueEnum>() -> String {
+        T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    match key {
+        "credential" => Some(names::<CredentialKind>()),
+        "log_format" => Some(names::<LogFormat>()),
+        _ => None,
+    }
+}
+
+/// The field name in serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+impl Settings {
+    /// Checks every rule; the first broken one is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: key.into(),
+            problem,
+        };
+        self.upstream_host_port()?;
+        self.listen_addrs()?;
+
+        for (key, value) in [
+            ("tls_server_name", self.tls_server_name.as_deref()),
+            ("username", self.username.as_deref()),
+            ("tenant_id", self.tenant_id.as_deref()),
+            ("client_id", self.client_id.as_deref()),
+            ("object_id", self.object_id.as_deref()),
+            ("resource_id", self.resource_id.as_deref()),
+            ("authority_host", self.authority_host.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is empty (remove it to use the default)".into(),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("ca_file", &self.ca_file),
+            ("token_file", &self.token_file),
+            ("client_secret_file", &self.client_secret_file),
+            ("certificate_file", &self.certificate_file),
+            ("certificate_password_file", &self.certificate_password_file),
+            ("identity_ca_file", &self.identity_ca_file),
+        ] {
+            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is an empty path (remove it, or give a path)".into(),
+                ));
+            }
+        }
+        if let Some(host) = &self.authority_host {
+            if !host.starts_with("https://") {
+                return Err(invalid(
+                    "authority_host",
+                    format!("= {host:?} must be an https:// URL"),
+                ));
+            }
+        }
+        if self.scope.trim().is_empty() {
+            return Err(invalid(
+                "scope",
+                "is empty (it must be the token scope, e.g. https://redis.azure.com/.default)"
+                    .into(),
+            ));
+        }
+        if self.credential == CredentialKind::TokenFile && self.token_file.is_none() {
+            return Err(invalid(
+                "token_file",
+                "is required when credential = \"token-file\"".into(),
+            ));
+        }
+        if !(self.refresh_ratio > 0.0 && self.refresh_ratio <= 1.0) {
+            return Err(invalid(
+                "refresh_ratio",
+                format!("= {} is out of range (0, 1]", self.refresh_ratio),
+            ));
+        }
+        if !(self.refresh_jitter >= 0.0 && self.refresh_jitter < 1.0) {
+            return Err(invalid(
+                "refresh_jitter",
+                format!("= {} is out of range [0, 1)", self.refresh_jitter),
+            ));
+        }
+        for (key, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("tls_timeout", self.tls_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("token_file_poll", self.token_file_poll),
+            ("retry_initial", self.retry_initial),
+            ("retry_max", self.retry_max),
+            ("token_timeout", self.token_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "= 0s must be greater than zero".into()));
+            }
+        }
+        if self.retry_initial > self.retry_max {
+            return Err(invalid(
+                "retry_initial",
+                format!(
+                    "= {} is greater than retry_max = {}; lower it or raise retry_max",
+                    duration::format(self.retry_initial),
+                    duration::format(self.retry_max)
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("max_bulk_len", self.max_bulk_len),
+            ("max_command_args", self.max_command_args),
+            ("max_inline_len", self.max_inline_len),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "= 0 must be greater than zero".into()));
+            }
+        }
+        if !self.admin_listen.is_empty() {
+            resolve_host_port(&self.admin_listen).map_err(|why| {
+                invalid(
+                    "admin_listen",
+                    format!(
+                        "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
+                        self.admin_listen
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The parsed `listen` entries, refusing a non-loopback TCP address unless
+    /// `allow_non_loopback`. A host name is resolved and its first address used.
+    pub fn listen_addrs(&self) -> Result<Vec<ListenAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "listen".into(),
+                problem: "is empty (the proxy needs at least one listener)".into(),
+            });
+        }
+        let mut out = Vec::with_capacity(self.listen.len());
+        for entry in &self.listen {
+            if let Some(path) = entry.strip_prefix("unix:") {
+                if path.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "listen".into(),
+                        problem: format!("entry {entry:?} has no path (write unix:/path/to.sock)"),
+                    });
+                }
+                out.push(ListenAddr::Unix(PathBuf::from(path)));
+                continue;
+            }
+            let addrs = resolve_host_port(entry).map_err(|why| ConfigError::Invalid {
+                key: "listen".into(),
+                problem: format!("entry {entry:?} is not HOST:PORT or unix:/path ({why})"),
+            })?;
+            if !self.allow_non_loopback {
+                if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                    return Err(ConfigError::NonLoopback {
+                        entry: entry.clone(),
+                        addr: *addr,
+                    });
+                }
+            }
+            out.push(ListenAddr::Tcp(addrs[0]));
+        }
+        Ok(out)
+    }
+
+    /// The cache's host (without IPv6 brackets) and port (6380 when not given).
+    pub fn upstream_host_port(&self) -> Result<(String, u16), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "upstream".into(),
+            problem,
+        };
+        let up = self.upstream.trim();
+        if up.is_empty() {
+            return Err(invalid(
+                "is required (the cache, HOST[:PORT] such as mycache.redis.cache.windows.net)"
+                    .into(),
+            ));
+        }
+        if up.contains("://") || up.contains('/') {
+            return Err(invalid(format!(
+                "= {up:?} must be HOST[:PORT] without a scheme or path"
+            )));
+        }
+        split_host_port(up, Some(DEFAULT_UPSTREAM_PORT))
+            .map_err(|why| invalid(format!("= {up:?} is not HOST[:PORT] ({why})")))
+    }
+
+    /// The name the cache's certificate is checked against: `tls_server_name`, else the
+    /// upstream host.
+    pub fn tls_name(&self) -> String {
+        if let Some(name) = &self.tls_server_name {
+            return name.clone();
+        }
+        match self.upstream_host_port() {
+            Ok((host, _)) => host,
+            Err(_) => self.upstream.trim().to_owned(),
+        }
+    }
+
+    /// The settings as TOML, every key present (unset ones commented out), with any value
+    /// that could be a secret replaced by `"<redacted>"`. File paths are shown, not contents.
+    pub fn redacted_toml(&self) -> String {
+        let json = serde_json::to_string(self).expect("Settings serializes to JSON");
+        let fields = ordered_fields(&json);
+        let mut out = String::new();
+        for (key, value) in fields {
+            let value = redact(&key, value);
+            match value {
+                serde_json::Value::Null => out.push_str(&format!("# {key} = (not set)\n")),
+                v => out.push_str(&format!("{key} = {}\n", toml_value(&v))),
+            }
+        }
+        out
+    }
+}
+
+/// Replaces a value that may hold a secret. A key whose name mentions a secret, password or
+/// token is redacted unless it is a file path (`*_file`) or a known non-secret tuning value.
+fn redact(key: &str, value: serde_json::Value) -> serde_json::Value {
+    const NOT_SECRET: &[&str] = &["token_file_poll", "token_timeout"];
+    let sensitive = ["secret", "password", "token"]
+        .iter()
+        .any(|w| key.contains(w));
+    if !sensitive || key.ends_with("_file") || NOT_SECRET.contains(&key) || value.is_null() {
+        value
+    } else {
+        serde_json::Value::String("<redacted>".into())
+    }
+}
+
+/// The top-level fields of a JSON object, in the order written (serde writes struct order).
+fn ordered_fields(json: &str) -> Vec<(String, serde_json::Value)> {
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = Vec<(String, serde_json::Value)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::Deserializer::deserialize_map(&mut de, Fields).expect("JSON of a struct is an object")
+}
+
+/// A JSON scalar or array as a TOML value (JSON string escapes are valid in TOML basic strings).
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(toml_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 {
+                format!("{f:.1}")
+            } else {
+                n.to_string()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Splits `HOST[:PORT]` (IPv6 in brackets); without a port, `default_port` or an error.
+fn split_host_port(s: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let close = rest.find(']').ok_or("missing `]` after an IPv6 address")?;
+        let host = &rest[..close];
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("`{host}` is not an IPv6 address"))?;
+        let after = &rest[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("unexpected `{after}` after `]`")),
+        };
+        (host, port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("an IPv6 address must be written in brackets, e.g. [::1]:6380".into())
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if host.chars().any(|c| c.is_whitespace()) {
+        return Err("the host contains whitespace".into());
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number"))?,
+        None => default_port.ok_or("the port is missing")?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Resolves `HOST:PORT` (port required; 0 means any free port) to its addresses.
+fn resolve_host_port(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = split_host_port(s, None)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("`{host}` resolves to no address"));
+    }
+    Ok(addrs)
+}
+
 /// Durations as human strings: `250ms`, `5s`, `3m`, `1h` (a bare number is seconds).
 pub mod duration {
     use std::time::Duration;
@@ -194,7 +1014,7 @@ pub mod duration {
                 ))
             }
         };
-        if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("`{s}` is out of range"));
         }
         Ok(Duration::from_secs_f64(secs))
