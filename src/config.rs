@@ -1056,3 +1056,569 @@ pub mod duration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads with the given flags, a config file holding `toml` (if any) and env variables.
+    fn load(
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec!["entra-redis-proxy".into()];
+        if let Some(text) = toml {
+            let path = dir.path().join("proxy.toml");
+            std::fs::write(&path, text).unwrap();
+            args.push("--config".into());
+            args.push(path.to_str().unwrap().into());
+        }
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_from_env(args, &env).map(|l| l.settings)
+    }
+
+    fn valid() -> Settings {
+        Settings {
+            upstream: "cache.example:6380".into(),
+            ..Settings::default()
+        }
+    }
+
+    fn err_text(r: Result<impl fmt::Debug, ConfigError>) -> String {
+        r.expect_err("expected a configuration error").to_string()
+    }
+
+    #[test]
+    fn nothing_given_is_the_defaults() {
+        let s = load(None, &[], &[]).unwrap();
+        assert_eq!(s.redacted_toml(), Settings::default().redacted_toml());
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flag() {
+        let file = r#"
+            upstream = "file.example"
+            refresh_margin = "1m"
+            scope = "file-scope"
+            max_connections = 7
+            listen = ["127.0.0.1:1000"]
+        "#;
+        let env = [
+            ("ENTRA_REDIS_PROXY_UPSTREAM", "env.example"),
+            ("ENTRA_REDIS_PROXY_REFRESH_MARGIN", "2m"),
+            (
+                "ENTRA_REDIS_PROXY_LISTEN",
+                "127.0.0.1:2000, unix:/run/p.sock",
+            ),
+            ("UNRELATED_VARIABLE", "ignored"),
+        ];
+        // File only.
+        let s = load(Some(file), &[], &[]).unwrap();
+        assert_eq!(s.upstream, "file.example");
+        assert_eq!(s.refresh_margin, Duration::from_secs(60));
+        assert_eq!(s.listen, vec!["127.0.0.1:1000"]);
+        // Env over file; keys absent from env keep the file's value.
+        let s = load(Some(file), &env, &[]).unwrap();
+        assert_eq!(s.upstream, "env.example");
+        assert_eq!(s.refresh_margin, Duration::from_secs(120));
+        assert_eq!(s.listen, vec!["127.0.0.1:2000", "unix:/run/p.sock"]);
+        assert_eq!(s.scope, "file-scope");
+        assert_eq!(s.max_connections, 7);
+        // Flags over env; flags not given change nothing.
+        let s = load(
+            Some(file),
+            &env,
+            &[
+                "--upstream",
+                "flag.example",
+                "--listen",
+                "127.0.0.1:3000",
+                "--listen",
+                "[::1]:3001",
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.upstream, "flag.example");
+        assert_eq!(s.listen, vec!["127.0.0.1:3000", "[::1]:3001"]);
+        assert_eq!(s.refresh_margin, Duration::from_secs(120));
+        assert_eq!(s.scope, "file-scope");
+    }
+
+    #[test]
+    fn env_values_are_typed_by_the_field_not_guessed() {
+        let s = load(
+            None,
+            &[
+                ("ENTRA_REDIS_PROXY_USERNAME", "0123"),
+                ("ENTRA_REDIS_PROXY_MAX_CONNECTIONS", "42"),
+                ("ENTRA_REDIS_PROXY_ALLOW_NON_LOOPBACK", "true"),
+                ("ENTRA_REDIS_PROXY_REFRESH_RATIO", "0.5"),
+                ("ENTRA_REDIS_PROXY_CREDENTIAL", "token-file"),
+                ("ENTRA_REDIS_PROXY_TOKEN_FILE", "/run/token"),
+                ("ENTRA_REDIS_PROXY_LOG_FORMAT", "json"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.username.as_deref(), Some("0123"));
+        assert_eq!(s.max_connections, 42);
+        assert!(s.allow_non_loopback);
+        assert_eq!(s.refresh_ratio, 0.5);
+        assert_eq!(s.credential, CredentialKind::TokenFile);
+        assert_eq!(s.token_file, Some(PathBuf::from("/run/token")));
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_flag_sets_its_field() {
+        let s = load(
+            None,
+            &[],
+            &[
+                "--allow-non-loopback",
+                "--max-connections=3",
+                "--upstream=u.example",
+                "--tls-server-name=n.example",
+                "--ca-file=/ca.pem",
+                "--connect-timeout=1s",
+                "--tls-timeout=2s",
+                "--auth-timeout=3s",
+                "--credential=client-secret",
+                "--token-file=/t",
+                "--token-file-poll=250ms",
+                "--username=u",
+                "--scope=s",
+                "--tenant-id=t",
+                "--client-id=c",
+                "--object-id=o",
+                "--resource-id=r",
+                "--client-secret-file=/cs",
+                "--certificate-file=/cf",
+                "--certificate-password-file=/cp",
+                "--authority-host=https://login.example",
+                "--identity-ca-file=/ica",
+                "--refresh-ratio=0.5",
+                "--refresh-margin=4m",
+                "--refresh-jitter=0.2",
+                "--retry-initial=2s",
+                "--retry-max=1h",
+                "--token-timeout=9s",
+                "--startup-wait=0s",
+                "--admin-listen=",
+                "--log-format=json",
+                "--max-bulk-len=10",
+                "--max-command-args=11",
+                "--max-inline-len=12",
+            ],
+        )
+        .unwrap();
+        assert!(s.allow_non_loopback);
+        assert_eq!(s.max_connections, 3);
+        assert_eq!(s.upstream, "u.example");
+        assert_eq!(s.tls_server_name.as_deref(), Some("n.example"));
+        assert_eq!(s.ca_file, Some("/ca.pem".into()));
+        assert_eq!(s.connect_timeout, Duration::from_secs(1));
+        assert_eq!(s.tls_timeout, Duration::from_secs(2));
+        assert_eq!(s.auth_timeout, Duration::from_secs(3));
+        assert_eq!(s.credential, CredentialKind::ClientSecret);
+        assert_eq!(s.token_file, Some("/t".into()));
+        assert_eq!(s.token_file_poll, Duration::from_millis(250));
+        assert_eq!(s.username.as_deref(), Some("u"));
+        assert_eq!(s.scope, "s");
+        assert_eq!(s.tenant_id.as_deref(), Some("t"));
+        assert_eq!(s.client_id.as_deref(), Some("c"));
+        assert_eq!(s.object_id.as_deref(), Some("o"));
+        assert_eq!(s.resource_id.as_deref(), Some("r"));
+        assert_eq!(s.client_secret_file, Some("/cs".into()));
+        assert_eq!(s.certificate_file, Some("/cf".into()));
+        assert_eq!(s.certificate_password_file, Some("/cp".into()));
+        assert_eq!(s.authority_host.as_deref(), Some("https://login.example"));
+        assert_eq!(s.identity_ca_file, Some("/ica".into()));
+        assert_eq!(s.refresh_ratio, 0.5);
+        assert_eq!(s.refresh_margin, Duration::from_secs(240));
+        assert_eq!(s.refresh_jitter, 0.2);
+        assert_eq!(s.retry_initial, Duration::from_secs(2));
+        assert_eq!(s.retry_max, Duration::from_secs(3600));
+        assert_eq!(s.token_timeout, Duration::from_secs(9));
+        assert_eq!(s.startup_wait, Duration::ZERO);
+        assert_eq!(s.admin_listen, "");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.max_bulk_len, 10);
+        assert_eq!(s.max_command_args, 11);
+        assert_eq!(s.max_inline_len, 12);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn allow_non_loopback_flag_can_also_say_false() {
+        let env = [("ENTRA_REDIS_PROXY_ALLOW_NON_LOOPBACK", "true")];
+        let s = load(None, &env, &["--allow-non-loopback=false"]).unwrap();
+        assert!(!s.allow_non_loopback);
+    }
+
+    #[test]
+    fn bad_flag_value_is_a_cli_error() {
+        let e = load(None, &[], &["--refresh-margin", "soon"]).unwrap_err();
+        let ConfigError::Cli(e) = e else {
+            panic!("not a CLI error: {e}")
+        };
+        assert!(e.use_stderr());
+        assert!(e.to_string().contains("--refresh-margin"), "{e}");
+    }
+
+    #[test]
+    fn help_and_version_are_not_failures() {
+        for flag in ["--help", "--version"] {
+            let ConfigError::Cli(e) = load(None, &[], &[flag]).unwrap_err() else {
+                panic!("{flag} should be a clap outcome")
+            };
+            assert!(!e.use_stderr(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let text = err_text(load(
+            Some("upstream = \"x\"\nrefresh_ration = 0.5\n"),
+            &[],
+            &[],
+        ));
+        assert!(text.contains("unknown key `refresh_ration`"), "{text}");
+        assert!(text.contains("proxy.toml"), "{text}");
+    }
+
+    #[test]
+    fn unknown_key_in_env_names_the_variable() {
+        let text = err_text(load(None, &[("ENTRA_REDIS_PROXY_UPSTREAMS", "x")], &[]));
+        assert!(text.contains("unknown key `upstreams`"), "{text}");
+        assert!(text.contains("ENTRA_REDIS_PROXY_UPSTREAMS"), "{text}");
+    }
+
+    #[test]
+    fn bad_type_in_file_names_the_key_and_how_to_set_it() {
+        let text = err_text(load(Some("refresh_ratio = \"abc\"\n"), &[], &[]));
+        assert!(text.contains("`refresh_ratio`"), "{text}");
+        assert!(text.contains("ENTRA_REDIS_PROXY_REFRESH_RATIO"), "{text}");
+        assert!(text.contains("--refresh-ratio"), "{text}");
+        let text = err_text(load(Some("max_connections = -1\n"), &[], &[]));
+        assert!(text.contains("`max_connections`"), "{text}");
+        let text = err_text(load(Some("credential = \"magic\"\n"), &[], &[]));
+        assert!(text.contains("`credential`"), "{text}");
+        assert!(
+            text.contains("managed-identity"),
+            "lists the choices: {text}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_the_key_and_its_origin() {
+        let text = err_text(load(Some("connect_timeout = \"5 parsecs\"\n"), &[], &[]));
+        assert!(text.contains("`connect_timeout`"), "{text}");
+        assert!(text.contains("in config file"), "{text}");
+        let env = [("ENTRA_REDIS_PROXY_REFRESH_MARGIN", "3 minutes")];
+        let text = err_text(load(Some("refresh_margin = \"1m\"\n"), &env, &[]));
+        assert!(text.contains("`refresh_margin`"), "{text}");
+        assert!(
+            text.contains("from environment variable ENTRA_REDIS_PROXY_REFRESH_MARGIN"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_type_in_env_names_the_variable() {
+        let env = [("ENTRA_REDIS_PROXY_MAX_CONNECTIONS", "lots")];
+        let text = err_text(load(None, &env, &[]));
+        assert!(text.contains("`max_connections`"), "{text}");
+        assert!(text.contains("ENTRA_REDIS_PROXY_MAX_CONNECTIONS"), "{text}");
+    }
+
+    #[test]
+    fn unreadable_or_malformed_file_is_reported() {
+        let text = err_text(load_from_env(
+            ["p", "--config", "/nonexistent/entra-redis-proxy.toml"],
+            &HashMap::new(),
+        ));
+        assert!(text.contains("cannot read config file"), "{text}");
+        let text = err_text(load(Some("upstream = \"unterminated\n"), &[], &[]));
+        assert!(text.contains("not valid TOML"), "{text}");
+    }
+
+    #[test]
+    fn defaults_with_upstream_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn upstream_is_required_and_parsed() {
+        let text = err_text(Settings::default().validate());
+        assert!(text.starts_with("`upstream` is required"), "{text}");
+        assert!(text.contains("ENTRA_REDIS_PROXY_UPSTREAM") && text.contains("--upstream"));
+
+        let up = |u: &str| Settings {
+            upstream: u.into(),
+            ..Settings::default()
+        };
+        assert_eq!(
+            up("c.example").upstream_host_port().unwrap(),
+            ("c.example".into(), 6380)
+        );
+        assert_eq!(
+            up("c.example:10000").upstream_host_port().unwrap(),
+            ("c.example".into(), 10000)
+        );
+        assert_eq!(
+            up("[::1]").upstream_host_port().unwrap(),
+            ("::1".into(), 6380)
+        );
+        assert_eq!(
+            up("[::1]:7000").upstream_host_port().unwrap(),
+            ("::1".into(), 7000)
+        );
+        for bad in [
+            "::1",
+            "c.example:port",
+            "c.example:70000",
+            "rediss://c.example",
+            "[::1",
+            ":6380",
+            "[x]:1",
+        ] {
+            let text = err_text(up(bad).validate());
+            assert!(text.starts_with("`upstream`"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn tls_name_defaults_to_the_upstream_host() {
+        let mut s = valid();
+        assert_eq!(s.tls_name(), "cache.example");
+        s.upstream = "[::1]:6380".into();
+        assert_eq!(s.tls_name(), "::1");
+        s.tls_server_name = Some("other.example".into());
+        assert_eq!(s.tls_name(), "other.example");
+    }
+
+    #[test]
+    fn listen_entries_are_parsed() {
+        let mut s = valid();
+        s.listen = vec![
+            "127.0.0.1:0".into(),
+            "[::1]:6379".into(),
+            "unix:/run/proxy.sock".into(),
+            "localhost:7000".into(),
+        ];
+        let addrs = s.listen_addrs().unwrap();
+        assert_eq!(addrs[0], ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(addrs[1], ListenAddr::Tcp("[::1]:6379".parse().unwrap()));
+        assert_eq!(addrs[2], ListenAddr::Unix("/run/proxy.sock".into()));
+        match &addrs[3] {
+            ListenAddr::Tcp(a) => assert!(a.ip().is_loopback() && a.port() == 7000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["127.0.0.1", "unix:", "", "127.0.0.1:x", "::1:6379"] {
+            s.listen = vec![bad.into()];
+            let text = err_text(s.validate());
+            assert!(text.starts_with("`listen`"), "{bad:?}: {text}");
+        }
+        s.listen = vec![];
+        assert!(err_text(s.validate()).starts_with("`listen` is empty"));
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_allow_non_loopback() {
+        let mut s = valid();
+        s.listen = vec!["127.0.0.1:6379".into(), "0.0.0.0:6379".into()];
+        let text = err_text(s.validate());
+        assert!(text.contains("0.0.0.0:6379"), "{text}");
+        assert!(text.contains("Entra identity"), "explains why: {text}");
+        assert!(text.contains("allow_non_loopback"), "{text}");
+        assert!(text.contains("--allow-non-loopback"), "{text}");
+        s.allow_non_loopback = true;
+        s.validate().unwrap();
+        assert_eq!(
+            s.listen_addrs().unwrap()[1],
+            ListenAddr::Tcp("0.0.0.0:6379".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn token_file_credential_requires_token_file() {
+        let mut s = valid();
+        s.credential = CredentialKind::TokenFile;
+        let text = err_text(s.validate());
+        assert!(text.starts_with("`token_file` is required"), "{text}");
+        assert!(text.contains("--token-file"), "{text}");
+        s.token_file = Some("/run/token".into());
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn refresh_ratio_and_jitter_ranges() {
+        let mut s = valid();
+        for (ratio, ok) in [
+            (0.0, false),
+            (-0.1, false),
+            (1.5, false),
+            (f64::NAN, false),
+            (1.0, true),
+            (0.01, true),
+        ] {
+            s.refresh_ratio = ratio;
+            assert_eq!(s.validate().is_ok(), ok, "refresh_ratio {ratio}");
+        }
+        s.refresh_ratio = 1.5;
+        assert_eq!(
+            err_text(s.validate()),
+            "`refresh_ratio` = 1.5 is out of range (0, 1]: set refresh_ratio in the config file, \
+             ENTRA_REDIS_PROXY_REFRESH_RATIO, or --refresh-ratio"
+        );
+        s.refresh_ratio = 0.7;
+        for (jitter, ok) in [(0.0, true), (0.99, true), (1.0, false), (-0.1, false)] {
+            s.refresh_jitter = jitter;
+            assert_eq!(s.validate().is_ok(), ok, "refresh_jitter {jitter}");
+        }
+        s.refresh_jitter = 1.0;
+        assert!(err_text(s.validate()).starts_with("`refresh_jitter` = 1 is out of range [0, 1)"));
+    }
+
+    #[test]
+    fn retry_initial_must_not_exceed_retry_max() {
+        let mut s = valid();
+        s.retry_initial = Duration::from_secs(120);
+        s.retry_max = Duration::from_secs(60);
+        let text = err_text(s.validate());
+        assert!(
+            text.starts_with("`retry_initial` = 2m is greater than retry_max = 1m"),
+            "{text}"
+        );
+        s.retry_initial = Duration::from_secs(60);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn timeouts_and_limits_must_be_positive() {
+        type Poke = fn(&mut Settings);
+        let cases: [(&str, Poke); 11] = [
+            ("connect_timeout", |s| s.connect_timeout = Duration::ZERO),
+            ("tls_timeout", |s| s.tls_timeout = Duration::ZERO),
+            ("auth_timeout", |s| s.auth_timeout = Duration::ZERO),
+            ("token_file_poll", |s| s.token_file_poll = Duration::ZERO),
+            ("retry_initial", |s| s.retry_initial = Duration::ZERO),
+            ("token_timeout", |s| s.token_timeout = Duration::ZERO),
+            ("max_connections", |s| s.max_connections = 0),
+            ("max_bulk_len", |s| s.max_bulk_len = 0),
+            ("max_command_args", |s| s.max_command_args = 0),
+            ("max_inline_len", |s| s.max_inline_len = 0),
+            ("retry_max", |s| {
+                s.retry_initial = Duration::from_millis(1);
+                s.retry_max = Duration::ZERO;
+            }),
+        ];
+        for (key, poke) in cases {
+            let mut s = valid();
+            poke(&mut s);
+            let text = err_text(s.validate());
+            assert!(text.starts_with(&format!("`{key}` =")), "{key}: {text}");
+            assert!(
+                text.contains(&format!("--{}", key.replace('_', "-"))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_optional_values_and_other_fields_are_refused() {
+        let mut s = valid();
+        s.username = Some(String::new());
+        assert!(err_text(s.validate()).starts_with("`username` is empty"));
+        let mut s = valid();
+        s.client_secret_file = Some(PathBuf::new());
+        assert!(err_text(s.validate()).starts_with("`client_secret_file` is an empty path"));
+        let mut s = valid();
+        s.authority_host = Some("http://login.example".into());
+        assert!(err_text(s.validate()).starts_with("`authority_host`"));
+        let mut s = valid();
+        s.scope = " ".into();
+        assert!(err_text(s.validate()).starts_with("`scope` is empty"));
+        let mut s = valid();
+        s.admin_listen = "9464".into();
+        assert!(err_text(s.validate()).starts_with("`admin_listen`"));
+        s.admin_listen = String::new();
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        let ok = [
+            ("250ms", Duration::from_millis(250)),
+            ("5s", Duration::from_secs(5)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("3m", Duration::from_secs(180)),
+            ("1h", Duration::from_secs(3600)),
+            ("7", Duration::from_secs(7)),
+            (" 2m ", Duration::from_secs(120)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(duration::parse(text), Ok(want), "{text}");
+            assert_eq!(
+                duration::parse(&duration::format(want)),
+                Ok(want),
+                "{text} round trip"
+            );
+        }
+        for bad in ["", "s", "5x", "-1s", "1e3", "five"] {
+            assert!(duration::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(duration::format(Duration::from_secs(180)), "3m");
+        assert_eq!(duration::format(Duration::from_millis(1500)), "1500ms");
+        // A bare number in the file is seconds.
+        let s = load(Some("refresh_margin = 90\nretry_initial = 0.5\n"), &[], &[]).unwrap();
+        assert_eq!(s.refresh_margin, Duration::from_secs(90));
+        assert_eq!(s.retry_initial, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn printed_config_loads_back_to_the_same_settings() {
+        let mut s = valid();
+        s.listen = vec!["127.0.0.1:1".into(), "unix:/run/a \"b\".sock".into()];
+        s.username = Some("app".into());
+        s.client_secret_file = Some("/run/secret".into());
+        s.refresh_ratio = 1.0;
+        s.refresh_margin = Duration::from_millis(1500);
+        let printed = s.redacted_toml();
+        assert!(
+            printed.contains("client_secret_file = \"/run/secret\""),
+            "{printed}"
+        );
+        assert!(printed.contains("# tenant_id = (not set)"), "{printed}");
+        let back = load(Some(&printed), &[], &[]).unwrap();
+        assert_eq!(back.redacted_toml(), printed);
+        assert_eq!(back.listen, s.listen);
+        assert_eq!(back.refresh_margin, s.refresh_margin);
+        assert_eq!(back.refresh_ratio, 1.0);
+    }
+
+    #[test]
+    fn secret_looking_values_are_redacted() {
+        use serde_json::json;
+        assert_eq!(
+            redact("client_secret", json!("hunter2")),
+            json!("<redacted>")
+        );
+        assert_eq!(redact("password", json!("hunter2")), json!("<redacted>"));
+        assert_eq!(redact("access_token", json!("eyJ")), json!("<redacted>"));
+        assert_eq!(redact("client_secret", json!(null)), json!(null));
+        assert_eq!(
+            redact("client_secret_file", json!("/run/s")),
+            json!("/run/s")
+        );
+        assert_eq!(redact("token_timeout", json!("30s")), json!("30s"));
+        assert_eq!(redact("username", json!("app")), json!("app"));
+    }
+}
