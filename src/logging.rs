@@ -1,6 +1,7 @@
 //! Logging set-up: `tracing` events to stderr, as text or one JSON object per line, filtered
 //! by `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
 use std::sync::Once;
 
 use tracing_subscriber::EnvFilter;
@@ -25,6 +26,8 @@ pub fn init(format: LogFormat) {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            // Colour codes only for a person at a terminal, never into files or journald.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(true);
         // try_init: a subscriber already installed (tests, embedding) is not an error here.
         let _ = match format {
