@@ -860,6 +860,21 @@ impl Settings {
         }
     }
 
+    /// The token manager's refresh and retry policy, from the `refresh_*`, `retry_*`,
+    /// `token_timeout` and `username` keys.
+    pub fn refresh_policy(&self) -> crate::token::RefreshPolicy {
+        crate::token::RefreshPolicy {
+            ratio: self.refresh_ratio,
+            margin: self.refresh_margin,
+            jitter: self.refresh_jitter,
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+            timeout: self.token_timeout,
+            username: self.username.clone(),
+            ..crate::token::RefreshPolicy::default()
+        }
+    }
+
     /// The settings as TOML, every key present (unset ones commented out), with any value
     /// that could be a secret replaced by `"<redacted>"`. File paths are shown, not contents.
     pub fn redacted_toml(&self) -> String {
@@ -1602,6 +1617,93 @@ mod tests {
         assert_eq!(back.listen, s.listen);
         assert_eq!(back.refresh_margin, s.refresh_margin);
         assert_eq!(back.refresh_ratio, 1.0);
+    }
+
+    #[test]
+    fn refresh_policy_carries_the_settings() {
+        let mut s = valid();
+        s.refresh_ratio = 0.5;
+        s.refresh_margin = Duration::from_secs(240);
+        s.refresh_jitter = 0.2;
+        s.retry_initial = Duration::from_secs(2);
+        s.retry_max = Duration::from_secs(30);
+        s.token_timeout = Duration::from_secs(9);
+        s.username = Some("app".into());
+        let p = s.refresh_policy();
+        assert_eq!(p.ratio, 0.5);
+        assert_eq!(p.margin, Duration::from_secs(240));
+        assert_eq!(p.jitter, 0.2);
+        assert_eq!(p.retry_initial, Duration::from_secs(2));
+        assert_eq!(p.retry_max, Duration::from_secs(30));
+        assert_eq!(p.timeout, Duration::from_secs(9));
+        assert_eq!(p.username.as_deref(), Some("app"));
+    }
+
+    /// Every key, in struct order.
+    fn all_keys() -> Vec<String> {
+        ordered_fields(&serde_json::to_string(&Settings::default()).unwrap())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn example_file_documents_every_key_with_its_true_default() {
+        let example = include_str!("../config/entra-redis-proxy.toml");
+        // Uncomment every `# key = value` line: the result must load, and every key that has
+        // a default must come out equal to it.
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let loaded = load(Some(&uncommented), &[], &[]).unwrap();
+        let defaults = ordered_fields(&serde_json::to_string(&Settings::default()).unwrap());
+        let example_values = ordered_fields(&serde_json::to_string(&loaded).unwrap());
+        for key in all_keys() {
+            assert!(
+                uncommented
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{key} = "))),
+                "config/entra-redis-proxy.toml lacks `{key}`"
+            );
+        }
+        for ((key, default), (_, shown)) in defaults.into_iter().zip(example_values) {
+            if key != "upstream" && !default.is_null() {
+                assert_eq!(shown, default, "example default of `{key}`");
+            }
+        }
+    }
+
+    #[test]
+    fn docs_list_every_key_flag_and_variable() {
+        let docs = include_str!("../docs/configuration.md");
+        for key in all_keys() {
+            let row = format!("| `{key}` | `--{}", key.replace('_', "-"));
+            assert!(
+                docs.contains(&row),
+                "docs/configuration.md lacks a row for `{key}`"
+            );
+            assert!(docs.contains(&format!("`{}`", env_var_name(&key))), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_flag() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for key in all_keys() {
+            let flag = key.replace('_', "-");
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == Some(flag.as_str())),
+                "no --{flag}"
+            );
+        }
     }
 
     #[test]
