@@ -1,5 +1,6 @@
 //! The `entra-redis-proxy` binary: load and validate the configuration, set up logging, run
-//! the server. Configuration errors exit with 64 (EX_USAGE), runtime failures with 1.
+//! the server. Configuration errors (including those the server finds at start-up) exit with
+//! 64 (EX_USAGE), runtime failures with 1.
 
 use std::process::ExitCode;
 
@@ -23,6 +24,12 @@ fn main() -> ExitCode {
     logging::init(settings.log_format);
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
+        // A problem only the server can detect in the configuration (say, a CA file that
+        // does not parse) is still a configuration error for the operator: exit 64.
+        Err(e) if e.downcast_ref::<server::ConfigProblem>().is_some() => {
+            eprintln!("entra-redis-proxy: configuration error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "entra-redis-proxy stopped");
             ExitCode::FAILURE

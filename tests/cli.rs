@@ -235,5 +235,59 @@ fn server_failure_exits_1_with_a_json_log_line() {
     let event: serde_json::Value = serde_json::from_str(last).expect("log lines are JSON");
     assert_eq!(event["level"], "ERROR", "{last}");
     assert!(event["target"].is_string(), "{last}");
-    assert!(event["fields"]["error"].is_string(), "{last}");
+    let error = event["fields"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&addr),
+        "the error names the busy address: {last}"
+    );
+}
+
+#[test]
+fn problem_found_by_the_server_at_start_up_exits_64() {
+    // The CA file exists (so validation passes) but holds no certificate: the server finds
+    // that while building the TLS client, and it is still the operator's configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let mut child = proxy()
+        .args([
+            "--upstream",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "",
+        ])
+        .args(["--credential", "token-file"])
+        .arg("--token-file")
+        .arg(dir.path().join("no-token"))
+        .arg("--ca-file")
+        .arg(&ca)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("proxy started although its CA file holds no certificate");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(64), "stderr: {err}");
+    assert!(
+        err.contains("entra-redis-proxy: configuration error:"),
+        "{err}"
+    );
 }
