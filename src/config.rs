@@ -65,6 +65,7 @@ pub struct Settings {
     /// Allow binding a non-loopback address (anyone who reaches it acts as the Entra identity).
     pub allow_non_loopback: bool,
     /// Most client connections at once; further clients wait in the accept queue.
+    #[serde(deserialize_with = "count::deserialize")]
     pub max_connections: usize,
     /// The cache: `HOST[:PORT]`, port 6380 by default.
     pub upstream: String,
@@ -134,10 +135,13 @@ pub struct Settings {
     /// Log format.
     pub log_format: LogFormat,
     /// Largest bulk string a client or the cache may send.
+    #[serde(deserialize_with = "count::deserialize")]
     pub max_bulk_len: usize,
     /// Most arguments in one client command.
+    #[serde(deserialize_with = "count::deserialize")]
     pub max_command_args: usize,
     /// Longest inline command line.
+    #[serde(deserialize_with = "count::deserialize")]
     pub max_inline_len: usize,
 }
 
@@ -1002,6 +1006,40 @@ fn resolve_host_port(s: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// Whole, non-negative counts. The `config` crate would round `1.5` to `2`; a count written
+/// as a fraction is refused instead.
+pub mod count {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    /// serde: accept a non-negative integer, or a string of one (from the environment).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        struct Count;
+        impl Visitor<'_> for Count {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+                usize::try_from(v).map_err(|_| E::custom(format!("{v} is not a whole number >= 0")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<usize, E> {
+                Err(E::custom(format!("{v} is not a whole number")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+                v.trim()
+                    .parse()
+                    .map_err(|_| E::custom(format!("{v:?} is not a whole number >= 0")))
+            }
+        }
+        d.deserialize_any(Count)
+    }
+}
+
 /// Durations as human strings: `250ms`, `5s`, `3m`, `1h` (a bare number is seconds).
 pub mod duration {
     use std::time::Duration;
@@ -1321,8 +1359,13 @@ mod tests {
         assert!(text.contains("`refresh_ratio`"), "{text}");
         assert!(text.contains("ENTRA_REDIS_PROXY_REFRESH_RATIO"), "{text}");
         assert!(text.contains("--refresh-ratio"), "{text}");
-        let text = err_text(load(Some("max_connections = -1\n"), &[], &[]));
-        assert!(text.contains("`max_connections`"), "{text}");
+        for bad in ["-1", "1.5", "\"many\"", "true"] {
+            let text = err_text(load(Some(&format!("max_connections = {bad}\n")), &[], &[]));
+            assert!(text.contains("`max_connections`"), "{bad}: {text}");
+        }
+        let env = [("ENTRA_REDIS_PROXY_MAX_BULK_LEN", "1.5")];
+        let text = err_text(load(None, &env, &[]));
+        assert!(text.contains("`max_bulk_len`"), "{text}");
         let text = err_text(load(Some("credential = \"magic\"\n"), &[], &[]));
         assert!(text.contains("`credential`"), "{text}");
         assert!(
