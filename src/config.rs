@@ -326,7 +326,7 @@ pub struct Cli {
     /// Most client connections at once; more wait in the accept queue [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// The cache, HOST[:PORT] (port 6380 by default); required.
+    /// The cache, `HOST[:PORT]` (port 6380 by default); required.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub upstream: Option<String>,
     /// Name to verify the cache's certificate against, and SNI [default: the upstream host].
@@ -356,7 +356,7 @@ pub struct Cli {
     /// AUTH username [default: the token's oid claim].
     #[arg(long, value_name = "NAME")]
     pub username: Option<String>,
-    /// Token scope [default: https://redis.azure.com/.default].
+    /// Token scope [default: `https://redis.azure.com/.default`].
     #[arg(long, value_name = "SCOPE")]
     pub scope: Option<String>,
     /// Entra tenant id (client-secret, client-certificate, workload-identity).
