@@ -259,6 +259,9 @@ pub enum ConfigError {
         /// What is wrong, starting with the value when there is one (`= 1.5 is out of range`).
         problem: String,
     },
+    /// A problem the `config` crate reports without naming a key (rare).
+    #[error("{0}")]
+    Other(String),
     /// A TCP listener that is not on loopback, without `allow_non_loopback`.
     #[error(
         "`listen` entry `{entry}` is not a loopback address ({addr}): anyone who can reach this \
@@ -586,7 +589,7 @@ where
 
     let print_config = cli.print_config;
     let mut settings = settings;
-    cli.apply(&mut settings);
+    cli.apply(&mut settings); // flags last: they override everything
     Ok(Loaded {
         settings,
         print_config,
@@ -614,9 +617,14 @@ fn translate_config_error(
             // A nested key (`a.b`) is reported by its top-level name, which is what exists.
             let top = key.split(['.', '[']).next().unwrap_or_default().to_owned();
             if let Some(unknown) = unknown_field(&reason) {
+                let key = if top.is_empty() {
+                    unknown
+                } else {
+                    format!("{top}.{unknown}")
+                };
                 return ConfigError::UnknownKey {
-                    origin: origin_of(&format!("{top}.{unknown}")),
-                    key: format!("{top}.{unknown}"),
+                    origin: origin_of(&key),
+                    key,
                 };
             }
             let reason = match allowed_values(&top) {
@@ -634,17 +642,9 @@ fn translate_config_error(
                 origin: origin_of(&key),
                 key,
             },
-            None => ConfigError::BadValue {
-                key: "(unknown)".into(),
-                origin: String::new(),
-                reason: m.clone(),
-            },
+            None => ConfigError::Other(m.clone()),
         },
-        other => ConfigError::BadValue {
-            key: "(unknown)".into(),
-            origin: String::new(),
-            reason: other.to_string(),
-        },
+        other => ConfigError::Other(other.to_string()),
     }
 }
 

@@ -40,3 +40,15 @@ pub fn init(format: LogFormat) {
         };
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_init_is_harmless() {
+        init(LogFormat::Json);
+        init(LogFormat::Text);
+        tracing::info!(check = 1, "logging initialised");
+    }
+}
