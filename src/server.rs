@@ -20,6 +20,9 @@ use crate::upstream::UpstreamConnector;
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
+/// Re-AUTHs in flight at once across all sessions (each holds a place until its reply).
+const REAUTH_CONCURRENCY: usize = 64;
+
 /// How long a session waits for replies to commands in flight when it closes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,6 +109,8 @@ impl Proxy {
             },
             startup_wait: settings.startup_wait,
             drain_timeout: DRAIN_TIMEOUT,
+            refresh_margin: settings.refresh_margin,
+            reauth_limiter: Arc::new(Semaphore::new(REAUTH_CONCURRENCY)),
         });
 
         let permits = Arc::new(Semaphore::new(settings.max_connections));

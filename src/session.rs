@@ -46,7 +46,15 @@ pub struct SessionContext {
     pub startup_wait: Duration,
     /// How long a closing session waits for replies to commands already forwarded.
     pub drain_timeout: Duration,
+    /// The token refresh margin: blocking waits end this much (at most half of it) before
+    /// the token expires, so the connection can re-AUTH in time.
+    pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
 }
+
+/// Client bytes read ahead while a blocking command holds the session.
+const HELD_MAX: usize = 1024 * 1024;
 
 /// Size reserved in a read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -144,12 +152,18 @@ enum Kind {
     Monitor,
     /// PING from a RESP2 subscriber served through RESP3: its reply is translated.
     PingSubscribed,
+    /// A command that may block (BLPOP, XREAD BLOCK, WAIT...): forwarded as an ordinary
+    /// command unless its wait must be cut into slices (see [`Blocking`]).
+    MaybeBlocking,
 }
 
 impl Kind {
     /// True if the command changes how later replies must be counted.
     fn changes_state(self) -> bool {
-        !matches!(self, Kind::Plain | Kind::PingSubscribed)
+        !matches!(
+            self,
+            Kind::Plain | Kind::PingSubscribed | Kind::MaybeBlocking
+        )
     }
 }
 
@@ -189,6 +203,11 @@ enum Pending {
     /// A HELLO the proxy injected to switch the upstream protocol (RESP2 subscribers); its
     /// reply is swallowed.
     Hello { version: u8 },
+    /// A blocking command whose wait is cut into slices that end before the token expires.
+    Blocking(Box<Blocking>),
+    /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
+    /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
+    StreamProbe { arg: usize },
     /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
     Reauth {
         token: Arc<AccessToken>,
@@ -270,6 +289,14 @@ struct Session<C> {
     reauth_wanted: Option<Instant>,
     /// Whether this session counts in the `reauth_pending` gauge.
     pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+
+    // Blocking commands.
+    /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
+    blocked: bool,
+    /// A slice ended empty before the client's timeout: re-issue it.
+    reissue: Option<Box<Blocking>>,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
@@ -313,6 +340,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             reauths_in_flight: 0,
             reauth_wanted: None,
             pending_counted: false,
+            reauth_permit: None,
+            blocked: false,
+            reissue: None,
             ctx,
         }
     }
@@ -353,7 +383,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         Err(e) => return Err(SessionEnd::UpstreamIo(e)),
                     }
                 }
-                r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() => {
+                r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
                     match r {
                         Ok(0) => {
                             client_open = false;
@@ -369,6 +399,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 r = self.token_rx.changed() => {
                     if r.is_ok() {
                         self.note_token_change();
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
                         self.try_reauth().await?;
                     }
                 }
@@ -387,14 +425,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// True while some command forwarded for the client still waits for its reply.
     fn client_replies_outstanding(&self) -> bool {
-        self.queue
-            .iter()
-            .any(|p| !matches!(p, Pending::Reauth { .. }))
+        self.queue.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Command { .. } | Pending::Local(_) | Pending::Blocking(_)
+            )
+        })
     }
 
     // ---------------------------------------------------------------- client → cache
 
     async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        if self.blocked {
+            // Held until the blocking command's real reply.
+            return Ok(());
+        }
         let limits = self.ctx.limits;
         let mut pos = 0;
         let mut run_start = 0;
@@ -440,6 +485,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
                 Action::Local(_) => Kind::Plain,
             };
+            if kind == Kind::MaybeBlocking {
+                let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                if let Some(block) = self.plan_blocking(args) {
+                    // The wait is cut into slices, re-issued invisibly: hold the client's
+                    // later commands until the real reply (redis-server would not run them
+                    // before either).
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.send_blocking(block, true);
+                    break;
+                }
+            }
             if matches!(kind, Kind::Subscribe(_))
                 && self.client_proto_sent == 2
                 && self.upstream_proto_sent == 2
@@ -546,7 +603,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             let budget = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(budget, self.upstream.read_buf(&mut self.ubuf)).await {
                 Ok(Ok(n)) if n > 0 => {
-                    if self.on_upstream_data().await.is_err() {
+                    if self.route_replies().await.is_err() {
                         break;
                     }
                 }
@@ -605,6 +662,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     fn enqueue_command(&mut self, kind: Kind, nargs: usize) {
+        let kind = if kind == Kind::MaybeBlocking {
+            Kind::Plain
+        } else {
+            kind
+        };
         let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next_sent);
         if kind == Kind::ClientReply(ReplyMode::Skip) {
             self.skip_next_sent = true;
@@ -719,7 +781,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(wanted_since) = self.reauth_wanted else {
             return Ok(());
         };
-        if !self.at_safe_point() {
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
             return Ok(());
         }
         let Some(token) = self.token_rx.borrow().clone() else {
@@ -727,6 +789,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         if token.generation() <= self.auth_generation {
             self.reauth_wanted = None;
+            self.reauth_permit = None;
             return Ok(());
         }
         let frames = if self.reply_mode == ReplyMode::Off {
@@ -772,7 +835,142 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     async fn on_upstream_data(&mut self) -> Result<(), SessionEnd> {
         self.route_replies().await?;
-        self.try_reauth().await
+        if let Some(block) = self.reissue.take() {
+            // A slice ended: re-authenticate first if a token is waiting, then wait again.
+            self.try_reauth().await?;
+            self.to_upstream.clear();
+            self.send_blocking(block, false);
+            self.write_upstream_plan().await?;
+        }
+        self.try_reauth().await?;
+        if !self.blocked && !self.cbuf.is_empty() {
+            // Commands held behind a blocking command.
+            self.on_client_data().await?;
+        }
+        Ok(())
+    }
+
+    /// Decides whether a blocking command must be cut into slices: only where its wait could
+    /// outlast the token, and where its reply can be recognised (no MULTI, replies on).
+    fn plan_blocking(&self, args: Vec<Vec<u8>>) -> Option<Box<Blocking>> {
+        if self.state_changes_in_flight > 0
+            || self.multi_sent
+            || self.in_multi
+            || self.skip_next_sent
+            || self.reply_mode != ReplyMode::On
+            || self.emulating_sent()
+        {
+            return None;
+        }
+        let name = args.first()?.to_ascii_uppercase();
+        let last = args.len().checked_sub(1)?;
+        let (timeout_arg, millis) = match name.as_slice() {
+            b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BRPOPLPUSH" | b"BLMOVE" => {
+                (last, false)
+            }
+            b"BLMPOP" | b"BZMPOP" => (1, false),
+            b"WAIT" => (2, true),
+            b"XREAD" | b"XREADGROUP" => {
+                let streams = args
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+                let block = args[..streams]
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+                (block + 1, true)
+            }
+            _ => return None,
+        };
+        let raw = std::str::from_utf8(args.get(timeout_arg)?).ok()?;
+        let secs: f64 = if millis {
+            raw.parse::<u64>().ok()? as f64 / 1000.0
+        } else {
+            raw.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)?
+        };
+        let slice = self.block_slice();
+        if secs > 0.0 && secs <= slice.as_secs_f64() {
+            return None;
+        }
+        let deadline = (secs > 0.0).then(|| Instant::now() + Duration::from_secs_f64(secs));
+        let wait_replicas = if name == b"WAIT" {
+            std::str::from_utf8(args.get(1)?).ok()?.parse::<i64>().ok()
+        } else {
+            None
+        };
+        let mut probes = Vec::new();
+        if name == b"XREAD" {
+            let streams = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            let n = (args.len() - streams - 1) / 2;
+            for k in 0..n {
+                let id_arg = streams + 1 + n + k;
+                if args.get(id_arg).map(Vec::as_slice) == Some(b"$") {
+                    probes.push((streams + 1 + k, id_arg));
+                }
+            }
+        }
+        Some(Box::new(Blocking {
+            args,
+            timeout_arg,
+            millis,
+            deadline,
+            wait_replicas,
+            probes,
+        }))
+    }
+
+    /// How long one slice of a blocking wait may last: until shortly before the current
+    /// token expires, so that a re-AUTH fits between two slices.
+    fn block_slice(&self) -> Duration {
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return Duration::from_secs(1);
+        };
+        let now = std::time::SystemTime::now();
+        let life = token
+            .expires_at()
+            .duration_since(token.obtained_at())
+            .unwrap_or_default();
+        let guard = (self.ctx.refresh_margin / 2).min(life / 4);
+        let end = token.expires_at().checked_sub(guard).unwrap_or(now);
+        end.duration_since(now)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    }
+
+    /// Queues a slice of a blocking command (and, the first time, the stream probes).
+    fn send_blocking(&mut self, mut block: Box<Blocking>, first: bool) {
+        if first {
+            for (key_arg, id_arg) in std::mem::take(&mut block.probes) {
+                let probe = resp::encode_command(&[
+                    &b"XREVRANGE"[..],
+                    &block.args[key_arg],
+                    b"+",
+                    b"-",
+                    b"COUNT",
+                    b"1",
+                ]);
+                self.to_upstream.push(Segment::Owned(probe));
+                self.queue.push_back(Pending::StreamProbe { arg: id_arg });
+            }
+        }
+        let mut slice = self.block_slice();
+        if let Some(d) = block.deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let timeout = if block.millis {
+            slice.as_millis().max(1).to_string()
+        } else {
+            format!("{:.3}", slice.as_secs_f64().max(0.001))
+        };
+        let mut args: Vec<&[u8]> = block.args.iter().map(Vec::as_slice).collect();
+        args[block.timeout_arg] = timeout.as_bytes();
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(&args)));
+        self.blocked = true;
+        self.queue.push_back(Pending::Blocking(block));
     }
 
     /// Routes every complete frame in the upstream buffer, emits local replies that reached
@@ -857,8 +1055,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         ReplyMode::Skip => self.reply_mode = ReplyMode::On,
                     }
                 }
-                // Injected commands always expect a frame.
-                Pending::Reauth { .. } | Pending::Hello { .. } => return,
+                // Injected and blocking commands always expect a frame.
+                Pending::Reauth { .. }
+                | Pending::Hello { .. }
+                | Pending::Blocking(_)
+                | Pending::StreamProbe { .. } => return,
                 Pending::Command {
                     kind,
                     count,
@@ -1003,6 +1204,35 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Route::Proxy
             }
             Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::StreamProbe { arg } => {
+                let arg = *arg;
+                let id = last_stream_id(bytes);
+                self.queue.pop_front();
+                if let Some(Pending::Blocking(b)) = self
+                    .queue
+                    .iter_mut()
+                    .find(|p| matches!(p, Pending::Blocking(_)))
+                {
+                    b.args[arg] = id;
+                }
+                Route::Proxy
+            }
+            Pending::Blocking(b) => {
+                let timed_out = b.slice_ended_empty(bytes);
+                let client_time_left = b
+                    .deadline
+                    .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
+                let Some(Pending::Blocking(b)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                if timed_out && client_time_left {
+                    self.reissue = Some(b);
+                    Route::Proxy
+                } else {
+                    self.blocked = false;
+                    Route::Client
+                }
+            }
             Pending::Hello { version } => {
                 let version = *version;
                 let ok = !is_error;
@@ -1150,6 +1380,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             return;
         };
         self.reauths_in_flight -= 1;
+        self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
             tracing::debug!(
@@ -1211,12 +1442,13 @@ enum Classified {
 #[inline]
 fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
-        4 => &[b"AUTH", b"EXEC"],
-        5 => &[b"MULTI", b"HELLO", b"RESET"],
-        6 => &[b"CLIENT"],
+        4 => &[b"AUTH", b"EXEC", b"WAIT"],
+        5 => &[b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD"],
+        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP"],
         7 => &[b"DISCARD", b"MONITOR"],
+        8 => &[b"BZPOPMIN", b"BZPOPMAX"],
         9 => &[b"SUBSCRIBE"],
-        10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE"],
+        10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
         11 => &[b"UNSUBSCRIBE"],
         12 => &[b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"],
         _ => return Some(Kind::Plain),
@@ -1261,6 +1493,8 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         Kind::Unsubscribe(SubKind::Pattern)
     } else if is("SUNSUBSCRIBE") {
         Kind::Unsubscribe(SubKind::Shard)
+    } else if BLOCKING.iter().any(|b| is(b)) {
+        Kind::MaybeBlocking
     } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
         if args[2].eq_ignore_ascii_case(b"ON") {
             Kind::ClientReply(ReplyMode::On)
@@ -1276,6 +1510,21 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
     };
     Classified::Kind(k)
 }
+
+/// Commands that can block the connection.
+const BLOCKING: &[&str] = &[
+    "BLPOP",
+    "BRPOP",
+    "BLMOVE",
+    "BLMPOP",
+    "BZMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BRPOPLPUSH",
+    "XREAD",
+    "XREADGROUP",
+    "WAIT",
+];
 
 fn in_multi_unsupported(k: Kind) -> bool {
     matches!(
@@ -1304,6 +1553,51 @@ fn strip_hello_auth(args: &[&[u8]]) -> Option<(usize, Vec<u8>)> {
         i += 1;
     }
     stripped.then(|| (out.len(), resp::encode_command(&out)))
+}
+
+/// A blocking command cut into slices that each end before the token expires; an empty slice
+/// before the client's own timeout is re-issued for the time left, invisibly.
+#[derive(Debug)]
+struct Blocking {
+    /// The client's command; `$` IDs of XREAD are replaced by the probed last IDs.
+    args: Vec<Vec<u8>>,
+    /// Which argument is the timeout.
+    timeout_arg: usize,
+    /// The timeout is in milliseconds (XREAD BLOCK, WAIT), else seconds.
+    millis: bool,
+    /// The client's deadline; `None` waits forever.
+    deadline: Option<Instant>,
+    /// WAIT's replica count: a reply below it is an empty slice.
+    wait_replicas: Option<i64>,
+    /// XREAD `$` arguments to resolve first: (key argument, id argument).
+    probes: Vec<(usize, usize)>,
+}
+
+impl Blocking {
+    /// True if a slice's reply says the wait ended without a result.
+    fn slice_ended_empty(&self, reply: &[u8]) -> bool {
+        if let Some(want) = self.wait_replicas {
+            let got = reply
+                .strip_prefix(b":")
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(|r| r.trim().parse::<i64>().ok());
+            return got.is_some_and(|g| g < want);
+        }
+        matches!(reply, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
+    }
+}
+
+/// The ID in an `XREVRANGE key + - COUNT 1` reply, or `0-0` for an empty stream.
+fn last_stream_id(reply: &[u8]) -> Vec<u8> {
+    if let Some(rest) = reply.strip_prefix(b"*1\r\n*2\r\n$") {
+        if let Some(nl) = memchr::memchr(b'\n', rest) {
+            let id = &rest[nl + 1..];
+            if let Some(end) = memchr::memchr(b'\r', id) {
+                return id[..end].to_vec();
+            }
+        }
+    }
+    b"0-0".to_vec()
 }
 
 /// Channel, pattern and shard-channel subscriptions.
@@ -1490,7 +1784,7 @@ mod tests {
 
     #[test]
     fn quick_kind_lets_ordinary_commands_through() {
-        for c in ["GET", "SET", "LPUSH", "BLPOP", "PING", "CLIENTS", "HSET"] {
+        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "CLIENTS", "HSET"] {
             assert_eq!(quick_kind(c.as_bytes()), Some(Kind::Plain), "{c}");
         }
         for c in [
