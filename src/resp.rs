@@ -536,7 +536,12 @@ mod tests {
         assert_eq!(cmds[3].nargs, 0);
         assert_eq!(
             inline_args(b"set a \"x\\ny\" 'it\\'s'\r\n").unwrap(),
-            vec![b"set".to_vec(), b"a".to_vec(), b"x\ny".to_vec(), b"it's".to_vec()]
+            vec![
+                b"set".to_vec(),
+                b"a".to_vec(),
+                b"x\ny".to_vec(),
+                b"it's".to_vec()
+            ]
         );
         assert!(inline_args(b"get \"abc\r\n").is_err());
     }
@@ -588,7 +593,12 @@ mod tests {
             b"~0\r\n",
         ];
         for c in cases {
-            assert_eq!(scan_reply(c).unwrap(), Some(c.len()), "{:?}", String::from_utf8_lossy(c));
+            assert_eq!(
+                scan_reply(c).unwrap(),
+                Some(c.len()),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
             for end in 0..c.len() {
                 assert_eq!(scan_reply(&c[..end]).unwrap(), None);
             }

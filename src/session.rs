@@ -1,1 +1,2097 @@
-//! TODO
+//! One client connection and its upstream connection: the heart of the proxy.
+//!
+//! The session forwards client commands and cache replies unchanged, scanning frame
+//! boundaries only. It keeps a queue of [`Pending`] entries, one per forwarded command (runs of
+//! ordinary commands share one), a locally answered command, or an `AUTH` the proxy injected,
+//! so that it knows at every moment whether a reply from the cache belongs to the client or to
+//! the proxy.
+//!
+//! How many reply frames an entry expects is decided when it reaches the head of the queue,
+//! from the connection state as the *reply stream* shows it (protocol, `CLIENT REPLY` mode,
+//! subscriptions, MULTI): at that moment every earlier command has been answered, so that
+//! state is exactly the server's state when it ran the command.
+//!
+//! Re-`AUTH` on a token change happens at a *safe point*: no command that changes connection
+//! state is in flight (so the reply-side state is also the send-side state), not inside
+//! MULTI, not a RESP2 subscriber (the server refuses AUTH there), and not with a `CLIENT
+//! REPLY SKIP` pending. Ordinary commands in flight do not prevent it: the AUTH is queued
+//! behind them and its reply is recognised by position. After a client's `RESET`, which
+//! de-authenticates, an AUTH is injected at once. See `docs/session.md`.
+
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::resp::{self, CommandScanner, Limits, ProtocolError, ReplyScanner};
+use crate::token::{AccessToken, CurrentToken, TokenManagerHandle};
+use crate::upstream::{UpstreamConnector, UpstreamStream};
+
+/// What every session shares.
+pub struct SessionContext {
+    /// Opens authenticated upstream connections.
+    pub connector: Arc<UpstreamConnector>,
+    /// The current token and the way to ask for a new one.
+    pub tokens: TokenManagerHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bounds on client commands and cache replies.
+    pub limits: Limits,
+    /// How long a new client waits for the first token before an error reply.
+    pub startup_wait: Duration,
+    /// How long a closing session waits for replies to commands already forwarded.
+    pub drain_timeout: Duration,
+    /// The token refresh margin: blocking waits end this much (at most half of it) before
+    /// the token expires, so the connection can re-AUTH in time.
+    pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
+    /// Paces reconnections after upstream loss, across sessions.
+    pub reconnect_pacer: Arc<ReconnectPacer>,
+}
+
+/// First delay between reconnection attempts (doubled up to 5 s, with jitter).
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A session gives up reopening its upstream connection after this long.
+const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Spaces out reconnections across sessions, so a cache failover does not become a
+/// reconnect storm: at most `per_second` connection attempts start each second.
+pub struct ReconnectPacer {
+    /// When the next attempt may start.
+    next: std::sync::Mutex<Instant>,
+    /// Time between two attempts.
+    interval: Duration,
+}
+
+impl ReconnectPacer {
+    /// A pacer allowing `per_second` attempts a second.
+    pub fn new(per_second: u32) -> Self {
+        ReconnectPacer {
+            next: std::sync::Mutex::new(Instant::now()),
+            interval: Duration::from_secs(1) / per_second.max(1),
+        }
+    }
+
+    /// Waits for this caller's turn.
+    pub async fn wait_turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// Client bytes read ahead while a blocking command holds the session.
+const HELD_MAX: usize = 1024 * 1024;
+
+/// Size reserved in a read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Runs one client session until either side closes or `shutdown` turns true (then the
+/// session finishes the commands in flight and closes).
+pub async fn run<C>(client: C, ctx: Arc<SessionContext>, shutdown: watch::Receiver<bool>, id: u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = ctx.metrics.clone();
+    let _client_gauge = GaugeGuard::new(&metrics.client_connections);
+    metrics.client_connections_total.inc();
+    let mut client = client;
+
+    let token = match ctx.tokens.wait_for_token(ctx.startup_wait).await {
+        Some(t) => t,
+        None => {
+            let status = ctx.tokens.status();
+            let msg =
+                format!(
+                "ERR entra-redis-proxy has no access token yet (credential: {}; last error: {})",
+                ctx.tokens.source(),
+                status.last_error.as_deref().unwrap_or("none yet, still trying"),
+            );
+            tracing::warn!(session = id, "no token for a new client: {msg}");
+            let _ = write_error(&mut client, &msg).await;
+            return;
+        }
+    };
+    let upstream = match ctx.connector.connect(&token).await {
+        Ok(u) => u,
+        Err(err) => {
+            if err.is_auth_rejected() {
+                ctx.tokens.request_refresh();
+            }
+            tracing::warn!(session = id, error = %err, "cannot open the upstream connection");
+            let _ = write_error(
+                &mut client,
+                &format!("ERR entra-redis-proxy cannot open the upstream connection: {err}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
+    tracing::debug!(session = id, user = %token.username(), "session started");
+    let mut session = Session::new(client, upstream, ctx, token, id);
+    let result = session.run(shutdown).await;
+    session.pending_flag(false);
+    match result {
+        Ok(()) => tracing::debug!(session = id, "session closed"),
+        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    }
+}
+
+async fn write_error<C: AsyncWrite + Unpin>(client: &mut C, msg: &str) -> std::io::Result<()> {
+    let line: String = msg
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    client.write_all(format!("-{line}\r\n").as_bytes()).await?;
+    client.flush().await?;
+    client.shutdown().await
+}
+
+/// Why a session ended (for the debug log; clients see errors as RESP replies).
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("client I/O: {0}")]
+    ClientIo(std::io::Error),
+    #[error("upstream I/O: {0}")]
+    UpstreamIo(std::io::Error),
+    #[error("upstream closed the connection")]
+    UpstreamClosed,
+    #[error("client protocol error: {0}")]
+    ClientProtocol(ProtocolError),
+    #[error("upstream protocol error: {0}")]
+    UpstreamProtocol(ProtocolError),
+    #[error("could not reopen the upstream connection: {0}")]
+    Reconnect(String),
+}
+
+/// The commands the session must understand; everything else is [`Kind::Plain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Multi,
+    Exec,
+    Discard,
+    Subscribe(SubKind),
+    Unsubscribe(SubKind),
+    /// HELLO with the protocol version it asks for, if any.
+    Hello(Option<u8>),
+    Reset,
+    ClientReply(ReplyMode),
+    Monitor,
+    /// PING from a RESP2 subscriber served through RESP3: its reply is translated.
+    PingSubscribed,
+    /// A command that may block (BLPOP, XREAD BLOCK, WAIT...): forwarded as an ordinary
+    /// command unless its wait must be cut into slices (see [`Blocking`]).
+    MaybeBlocking,
+    /// SELECT with its database, remembered to restore it on a new connection.
+    Select(Option<u32>),
+    /// WATCH: the session cannot move to a new connection until EXEC/DISCARD/UNWATCH.
+    Watch,
+    /// UNWATCH.
+    Unwatch,
+    /// CLIENT SETNAME, remembered to restore it on a new connection.
+    SetName,
+}
+
+impl Kind {
+    /// True if the command changes how later replies must be counted.
+    fn changes_state(self) -> bool {
+        !matches!(
+            self,
+            Kind::Plain
+                | Kind::PingSubscribed
+                | Kind::MaybeBlocking
+                | Kind::Select(_)
+                | Kind::Watch
+                | Kind::Unwatch
+                | Kind::SetName
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+/// An entry of the reply queue.
+#[derive(Debug)]
+enum Pending {
+    /// Commands forwarded for the client.
+    Command {
+        kind: Kind,
+        /// Ordinary commands coalesce: how many are in this entry.
+        count: usize,
+        /// Argument count (name included), for (UN)SUBSCRIBE.
+        nargs: usize,
+        /// Counts toward `state_changes_in_flight`.
+        state_change: bool,
+        /// For MULTI: the send-side multi epoch it opened, and whether MULTI was already on.
+        multi_epoch: u64,
+        /// Frames still expected, once resolved at the head of the queue.
+        remaining: Option<usize>,
+    },
+    /// A reply the proxy gives itself (the client's AUTH, a refused command).
+    Local(Cow<'static, [u8]>),
+    /// A HELLO the proxy injected to switch the upstream protocol (RESP2 subscribers); its
+    /// reply is swallowed.
+    Hello { version: u8 },
+    /// A blocking command whose wait is cut into slices that end before the token expires.
+    Blocking(Box<Blocking>),
+    /// A command restoring state on a replacement connection; its reply is swallowed.
+    Restore,
+    /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
+    /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
+    StreamProbe { arg: usize },
+    /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
+    Reauth {
+        token: Arc<AccessToken>,
+        frames: usize,
+        started: Instant,
+    },
+}
+
+/// What a frame from the cache is.
+enum Route {
+    /// Forward to the client.
+    Client,
+    /// Send these bytes to the client instead (protocol translation).
+    Replace(Vec<u8>),
+    /// Swallow: the reply to something the proxy sent.
+    Proxy,
+}
+
+/// A piece of output, in order. Ranges point into the session's read buffers.
+enum Segment {
+    Buffer(std::ops::Range<usize>),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+struct Session<C> {
+    id: u64,
+    client: C,
+    upstream: UpstreamStream,
+    ctx: Arc<SessionContext>,
+    /// Bytes read from the client, not yet forwarded (at most one partial command).
+    cbuf: BytesMut,
+    /// Bytes read from the cache, not yet routed (at most one partial frame).
+    ubuf: BytesMut,
+    cscan: CommandScanner,
+    uscan: ReplyScanner,
+    queue: VecDeque<Pending>,
+    /// Output plans, reused to avoid allocations.
+    to_upstream: Vec<Segment>,
+    to_client: Vec<Segment>,
+
+    // Reply-side state: the server's state as the reply stream shows it.
+    /// The upstream connection's protocol.
+    proto: u8,
+    /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
+    /// served through RESP3).
+    client_proto: u8,
+    /// The selected database.
+    db: u32,
+    reply_mode: ReplyMode,
+    in_multi: bool,
+    monitor: bool,
+    channels: HashSet<Vec<u8>>,
+    patterns: HashSet<Vec<u8>>,
+    shards: HashSet<Vec<u8>>,
+
+    // Send-side state.
+    /// MULTI sent and no EXEC/DISCARD/RESET sent since.
+    multi_sent: bool,
+    /// Increases with every MULTI sent.
+    multi_epoch: u64,
+    /// Entries in the queue that change connection state.
+    state_changes_in_flight: usize,
+    /// The next command is affected by CLIENT REPLY SKIP: treat it as state-changing.
+    skip_next_sent: bool,
+    /// The client's protocol once everything sent so far has run.
+    client_proto_sent: u8,
+    /// The upstream connection's protocol once everything sent so far has run.
+    upstream_proto_sent: u8,
+    /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
+    /// subscribed through a RESP3 upstream, to know when to switch back).
+    predicted_subs: Subscriptions,
+    /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
+    watching: bool,
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    client_name: Option<Vec<u8>>,
+
+    // Upstream loss.
+    /// The upstream connection broke while nothing was in flight; a new one is opened
+    /// before the next command (at once for subscribers).
+    upstream_lost: bool,
+    /// Subscription confirmations of a restore still to swallow.
+    restore_confirmations: usize,
+
+    // Authentication.
+    token_rx: watch::Receiver<CurrentToken>,
+    /// Generation of the token the connection is authenticated with (or being re-AUTHed to).
+    auth_generation: u64,
+    /// Injected AUTHs in the queue.
+    reauths_in_flight: usize,
+    /// A newer token than `auth_generation` waits for a safe point, since this instant.
+    reauth_wanted: Option<Instant>,
+    /// Whether this session counts in the `reauth_pending` gauge.
+    pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+
+    // Blocking commands.
+    /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
+    blocked: bool,
+    /// A slice ended empty before the client's timeout: re-issue it.
+    reissue: Option<Box<Blocking>>,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
+    fn new(
+        client: C,
+        upstream: UpstreamStream,
+        ctx: Arc<SessionContext>,
+        token: Arc<AccessToken>,
+        id: u64,
+    ) -> Self {
+        let mut token_rx = ctx.tokens.subscribe();
+        token_rx.mark_unchanged();
+        Session {
+            id,
+            client,
+            upstream,
+            cbuf: BytesMut::new(),
+            ubuf: BytesMut::new(),
+            cscan: CommandScanner::default(),
+            uscan: ReplyScanner::default(),
+            queue: VecDeque::new(),
+            to_upstream: Vec::new(),
+            to_client: Vec::new(),
+            proto: 2,
+            client_proto: 2,
+            reply_mode: ReplyMode::On,
+            in_multi: false,
+            monitor: false,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shards: HashSet::new(),
+            multi_sent: false,
+            multi_epoch: 0,
+            state_changes_in_flight: 0,
+            skip_next_sent: false,
+            client_proto_sent: 2,
+            upstream_proto_sent: 2,
+            predicted_subs: Subscriptions::default(),
+            watching: false,
+            client_name: None,
+            upstream_lost: false,
+            restore_confirmations: 0,
+            db: 0,
+            token_rx,
+            auth_generation: token.generation(),
+            reauths_in_flight: 0,
+            reauth_wanted: None,
+            pending_counted: false,
+            reauth_permit: None,
+            blocked: false,
+            reissue: None,
+            ctx,
+        }
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionEnd> {
+        // A token may have changed between connect and now.
+        self.note_token_change();
+        self.try_reauth().await?;
+        let mut client_open = true;
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            if let Some(since) = draining_since {
+                if !self.client_replies_outstanding() {
+                    break;
+                }
+                if since.elapsed() >= self.ctx.drain_timeout {
+                    tracing::debug!(session = self.id, "drain timeout; closing");
+                    break;
+                }
+            }
+            if self.cbuf.capacity() - self.cbuf.len() < READ_CHUNK / 4 {
+                self.cbuf.reserve(READ_CHUNK);
+            }
+            if self.ubuf.capacity() - self.ubuf.len() < READ_CHUNK / 4 {
+                self.ubuf.reserve(READ_CHUNK);
+            }
+            let drain_sleep = draining_since
+                .map(|s| self.ctx.drain_timeout.saturating_sub(s.elapsed()))
+                .unwrap_or(Duration::MAX);
+            tokio::select! {
+                r = self.upstream.read_buf(&mut self.ubuf), if !self.upstream_lost => {
+                    match r {
+                        Ok(n) if n > 0 => {
+                            self.ctx.metrics.bytes_total.with_label_values(&["upstream_to_client"]).inc_by(n as u64);
+                            self.on_upstream_data().await?;
+                        }
+                        other => {
+                            let end = match other {
+                                Err(e) => SessionEnd::UpstreamIo(e),
+                                _ => SessionEnd::UpstreamClosed,
+                            };
+                            if !self.can_replace_upstream() || draining_since.is_some() {
+                                // Commands in flight or a transaction: the client must see the
+                                // loss and retry on its own.
+                                return Err(end);
+                            }
+                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                            self.upstream_lost = true;
+                            if self.subscribed() || self.monitor {
+                                // Subscribers send nothing: reconnect now.
+                                self.reconnect().await?;
+                            }
+                        }
+                    }
+                }
+                r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
+                    match r {
+                        Ok(0) => {
+                            client_open = false;
+                            draining_since = Some(Instant::now());
+                        }
+                        Ok(n) => {
+                            self.ctx.metrics.bytes_total.with_label_values(&["client_to_upstream"]).inc_by(n as u64);
+                            self.on_client_data().await?;
+                        }
+                        Err(e) => return Err(SessionEnd::ClientIo(e)),
+                    }
+                }
+                r = self.token_rx.changed() => {
+                    if r.is_ok() {
+                        self.note_token_change();
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
+                        self.try_reauth().await?;
+                    }
+                }
+                r = shutdown.changed(), if draining_since.is_none() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        draining_since = Some(Instant::now());
+                    }
+                }
+                _ = tokio::time::sleep(drain_sleep), if draining_since.is_some() => {}
+            }
+        }
+        let _ = self.client.shutdown().await;
+        let _ = self.upstream.shutdown().await;
+        Ok(())
+    }
+
+    /// True while some command forwarded for the client still waits for its reply.
+    fn client_replies_outstanding(&self) -> bool {
+        self.queue.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Command { .. } | Pending::Local(_) | Pending::Blocking(_)
+            )
+        })
+    }
+
+    // ---------------------------------------------------------------- client → cache
+
+    async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        if self.blocked {
+            // Held until the blocking command's real reply.
+            return Ok(());
+        }
+        if self.upstream_lost && !self.cbuf.is_empty() {
+            self.reconnect().await?;
+        }
+        let limits = self.ctx.limits;
+        let mut pos = 0;
+        let mut run_start = 0;
+        let mut commands = 0u64;
+        self.to_upstream.clear();
+        loop {
+            let scanned = match self.cscan.scan(&self.cbuf[pos..], &limits) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    // Forward what came before the bad bytes, then answer and close.
+                    self.flush_run(run_start, pos);
+                    self.write_upstream_plan().await?;
+                    return Err(self.client_protocol_error(e).await);
+                }
+            };
+            let frame = pos..pos + scanned.len;
+            pos += scanned.len;
+            commands += 1;
+            if scanned.nargs == 0 {
+                // redis-server ignores empty commands without a reply.
+                self.flush_run(run_start, frame.start);
+                run_start = pos;
+                continue;
+            }
+            let action = if scanned.inline {
+                let args = resp::inline_args(&self.cbuf[frame.clone()]).unwrap_or_default();
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                self.classify(&refs, &self.cbuf[frame.clone()], true)
+            } else {
+                let name =
+                    &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
+                match quick_kind(name) {
+                    Some(Kind::Plain) => Action::Forward(Kind::Plain, scanned.nargs),
+                    _ => {
+                        let f = &self.cbuf[frame.clone()];
+                        let args = resp::multibulk_args(f);
+                        self.classify(&args, f, false)
+                    }
+                }
+            };
+            let kind = match &action {
+                Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
+                Action::Local(_) => Kind::Plain,
+            };
+            if kind == Kind::MaybeBlocking {
+                let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                if let Some(block) = self.plan_blocking(args) {
+                    // The wait is cut into slices, re-issued invisibly: hold the client's
+                    // later commands until the real reply (redis-server would not run them
+                    // before either).
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.send_blocking(block, true);
+                    break;
+                }
+            }
+            if matches!(kind, Kind::Subscribe(_))
+                && self.client_proto_sent == 2
+                && self.upstream_proto_sent == 2
+            {
+                // A RESP2 client subscribes: switch the upstream to RESP3 first, so that the
+                // connection can still be re-authenticated (RESP2 subscribers cannot AUTH).
+                self.flush_run(run_start, frame.start);
+                run_start = frame.start;
+                self.inject_hello(3);
+            }
+            match action {
+                Action::Forward(kind, nargs) => {
+                    self.enqueue_command(kind, nargs);
+                }
+                Action::Local(reply) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.queue.push_back(Pending::Local(reply));
+                    continue;
+                }
+                Action::Rewrite(kind, nargs, bytes) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.to_upstream.push(Segment::Owned(bytes));
+                    self.enqueue_command(kind, nargs);
+                }
+            }
+            match kind {
+                Kind::Reset => {
+                    self.watching = false;
+                    self.client_name = None;
+                    self.client_proto_sent = 2;
+                    self.upstream_proto_sent = 2;
+                    self.predicted_subs.clear();
+                    // After RESET the connection is logged out: AUTH again right behind it.
+                    self.flush_run(run_start, pos);
+                    run_start = pos;
+                    self.inject_auth_after_reset();
+                }
+                Kind::Hello(v) => {
+                    if let Some(v) = v {
+                        self.client_proto_sent = v;
+                        self.upstream_proto_sent = v;
+                    }
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
+                        self.client_name = args.get(i + 1).cloned();
+                    }
+                }
+                Kind::SetName => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                }
+                Kind::Watch => self.watching = true,
+                Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
+                Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    let subscribe = matches!(kind, Kind::Subscribe(_));
+                    self.predicted_subs.apply(k, subscribe, &args[1..]);
+                    if self.predicted_subs.is_empty() {
+                        // The last subscription ends: back to RESP2 before the next command.
+                        self.flush_run(run_start, pos);
+                        run_start = pos;
+                        self.inject_hello(2);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.flush_run(run_start, pos);
+        self.ctx.metrics.commands_total.inc_by(commands);
+        self.write_upstream_plan().await?;
+        self.cbuf.advance(pos);
+        if self.cbuf.is_empty() && self.cbuf.capacity() > 4 * READ_CHUNK {
+            self.cbuf = BytesMut::new();
+        }
+        // Local replies at the head of the queue can go out now.
+        self.route_replies().await?;
+        self.try_reauth().await
+    }
+
+    fn flush_run(&mut self, start: usize, end: usize) {
+        if end > start {
+            if let Some(Segment::Buffer(r)) = self.to_upstream.last_mut() {
+                if r.end == start {
+                    r.end = end;
+                    return;
+                }
+            }
+            self.to_upstream.push(Segment::Buffer(start..end));
+        }
+    }
+
+    async fn write_upstream_plan(&mut self) -> Result<(), SessionEnd> {
+        if self.to_upstream.is_empty() {
+            return Ok(());
+        }
+        for seg in self.to_upstream.drain(..) {
+            let bytes: &[u8] = match &seg {
+                Segment::Buffer(r) => &self.cbuf[r.clone()],
+                Segment::Static(s) => s,
+                Segment::Owned(v) => v,
+            };
+            self.upstream
+                .write_all(bytes)
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+        }
+        self.upstream.flush().await.map_err(SessionEnd::UpstreamIo)
+    }
+
+    async fn client_protocol_error(&mut self, e: ProtocolError) -> SessionEnd {
+        self.ctx.metrics.client_protocol_errors_total.inc();
+        tracing::info!(session = self.id, error = %e, "closing a client that sent invalid RESP");
+        // Replies to commands already forwarded go out first, then the error.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.client_replies_outstanding() && Instant::now() < deadline {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(budget, self.upstream.read_buf(&mut self.ubuf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    if self.route_replies().await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = write_error(&mut self.client, &format!("ERR {e}")).await;
+        SessionEnd::ClientProtocol(e)
+    }
+
+    /// Decides what to do with a command the session must look into.
+    fn classify(&self, args: &[&[u8]], frame: &[u8], inline: bool) -> Action {
+        let _ = frame;
+        let Some(name) = args.first() else {
+            return Action::Forward(Kind::Plain, 0);
+        };
+        let nargs = args.len();
+        let kind = full_kind(name, args);
+        match kind {
+            Classified::Auth if self.emulating_sent() => {
+                Action::Local(not_in_subscribed_context(name))
+            }
+            Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
+            Classified::Kind(k) => {
+                if self.multi_sent && in_multi_unsupported(k) {
+                    return Action::Local(Cow::Borrowed(
+                        b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
+                    ));
+                }
+                if self.emulating_sent() {
+                    // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
+                    let allowed = match k {
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset => true,
+                        Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
+                            return Action::Forward(Kind::PingSubscribed, nargs)
+                        }
+                        Kind::Plain => name.eq_ignore_ascii_case(b"QUIT"),
+                        _ => false,
+                    };
+                    if !allowed {
+                        return Action::Local(not_in_subscribed_context(name));
+                    }
+                }
+                if let Kind::Hello(_) = k {
+                    if let Some(stripped) = strip_hello_auth(args) {
+                        return Action::Rewrite(k, stripped.0, stripped.1);
+                    }
+                }
+                if inline && k != Kind::Plain {
+                    // Re-encode so the server sees exactly the arguments the session saw.
+                    return Action::Rewrite(k, nargs, resp::encode_command(args));
+                }
+                Action::Forward(k, nargs)
+            }
+        }
+    }
+
+    fn enqueue_command(&mut self, kind: Kind, nargs: usize) {
+        let kind = if kind == Kind::MaybeBlocking {
+            Kind::Plain
+        } else {
+            kind
+        };
+        let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next_sent);
+        if kind == Kind::ClientReply(ReplyMode::Skip) {
+            self.skip_next_sent = true;
+        }
+        match kind {
+            Kind::Multi => {
+                self.multi_epoch += 1;
+            }
+            Kind::Exec | Kind::Discard | Kind::Reset => self.multi_sent = false,
+            _ => {}
+        }
+        let was_multi = self.multi_sent;
+        if kind == Kind::Multi {
+            self.multi_sent = true;
+        }
+        if !state_change {
+            if let Some(Pending::Command {
+                kind: Kind::Plain,
+                count,
+                state_change: false,
+                remaining: None,
+                ..
+            }) = self.queue.back_mut()
+            {
+                *count += 1;
+                return;
+            }
+        } else {
+            self.state_changes_in_flight += 1;
+        }
+        self.queue.push_back(Pending::Command {
+            kind,
+            count: 1,
+            nargs,
+            state_change,
+            multi_epoch: if kind == Kind::Multi && !was_multi {
+                self.multi_epoch
+            } else {
+                0
+            },
+            remaining: None,
+        });
+    }
+
+    fn inject_auth_after_reset(&mut self) {
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return;
+        };
+        self.to_upstream
+            .push(Segment::Owned(token.auth_command().to_vec()));
+        self.auth_generation = token.generation();
+        self.reauths_in_flight += 1;
+        self.queue.push_back(Pending::Reauth {
+            token,
+            frames: 1,
+            started: self.reauth_wanted.unwrap_or_else(Instant::now),
+        });
+        self.reauth_wanted = None;
+    }
+
+    fn inject_hello(&mut self, version: u8) {
+        let v = [b'0' + version];
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(&[&b"HELLO"[..], &v])));
+        self.upstream_proto_sent = version;
+        self.state_changes_in_flight += 1;
+        self.queue.push_back(Pending::Hello { version });
+    }
+
+    /// A RESP2 client subscribed through an upstream switched to RESP3 (send side).
+    fn emulating_sent(&self) -> bool {
+        self.client_proto_sent == 2 && self.upstream_proto_sent == 3
+    }
+
+    // ---------------------------------------------------------------- upstream loss
+
+    /// True if nothing the client sent is in flight and no transaction or WATCH is open:
+    /// the connection can be replaced without the client noticing.
+    fn can_replace_upstream(&self) -> bool {
+        self.state_changes_in_flight == 0
+            && !self.multi_sent
+            && !self.in_multi
+            && !self.watching
+            && !self.blocked
+            && self.reissue.is_none()
+            && self
+                .queue
+                .iter()
+                .all(|p| matches!(p, Pending::Reauth { .. }))
+    }
+
+    /// Opens a new upstream connection (backing off, paced across sessions) and restores the
+    /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
+    async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        let started = Instant::now();
+        let mut failures: u32 = 0;
+        let (upstream, token) = loop {
+            self.ctx.reconnect_pacer.wait_turn().await;
+            let Some(token) = self.token_rx.borrow_and_update().clone() else {
+                return Err(SessionEnd::UpstreamClosed);
+            };
+            match self.ctx.connector.connect(&token).await {
+                Ok(u) => break (u, token),
+                Err(e) => {
+                    if e.is_auth_rejected() {
+                        self.ctx.tokens.request_refresh();
+                    }
+                    failures += 1;
+                    if started.elapsed() >= RECONNECT_GIVE_UP {
+                        tracing::warn!(session = self.id, error = %e, "cannot reopen the upstream connection; closing the client");
+                        return Err(SessionEnd::Reconnect(e.to_string()));
+                    }
+                    let base = RECONNECT_BACKOFF
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(5));
+                    let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::debug!(session = self.id, error = %e, retry_in = ?delay, "reconnect failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.upstream = upstream;
+        self.upstream_lost = false;
+        self.queue.clear();
+        self.reauths_in_flight = 0;
+        self.state_changes_in_flight = 0;
+        self.reauth_permit = None;
+        self.ubuf.clear();
+        self.uscan = ReplyScanner::default();
+        self.auth_generation = token.generation();
+        self.reauth_wanted = None;
+        self.pending_flag(false);
+        self.proto = 2;
+        self.upstream_proto_sent = 2;
+        let reply_off = self.reply_mode == ReplyMode::Off;
+        self.reply_mode = ReplyMode::On;
+
+        self.to_upstream.clear();
+        if self.client_proto == 3 || self.subscribed() {
+            self.inject_hello(3);
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            self.inject_restore(&[b"SELECT", db.as_bytes()]);
+        }
+        if let Some(name) = self.client_name.clone() {
+            self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
+        }
+        for (cmd, kind) in [
+            (&b"SUBSCRIBE"[..], SubKind::Channel),
+            (b"PSUBSCRIBE", SubKind::Pattern),
+            (b"SSUBSCRIBE", SubKind::Shard),
+        ] {
+            let set = self.subs(kind);
+            if set.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(set.iter().map(Vec::as_slice));
+            let bytes = resp::encode_command(&args);
+            self.restore_confirmations += set.len();
+            self.to_upstream.push(Segment::Owned(bytes));
+        }
+        if self.monitor {
+            self.inject_restore(&[b"MONITOR"]);
+        }
+        if reply_off {
+            self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                &b"CLIENT"[..],
+                b"REPLY",
+                b"OFF",
+            ])));
+            self.reply_mode = ReplyMode::Off;
+        }
+        self.write_upstream_plan().await?;
+        self.ctx.metrics.upstream_reconnects_total.inc();
+        tracing::info!(
+            session = self.id,
+            db = self.db,
+            subscribed = self.subscribed(),
+            "upstream connection replaced"
+        );
+        self.note_token_change();
+        Ok(())
+    }
+
+    /// Sends a command that restores state on a new connection; its reply is swallowed.
+    fn inject_restore(&mut self, args: &[&[u8]]) {
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(args)));
+        self.queue.push_back(Pending::Restore);
+    }
+
+    // ---------------------------------------------------------------- re-authentication
+
+    fn note_token_change(&mut self) {
+        let newer = self
+            .token_rx
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|t| t.generation() > self.auth_generation);
+        if newer && self.reauth_wanted.is_none() {
+            self.reauth_wanted = Some(Instant::now());
+            self.pending_flag(true);
+        }
+    }
+
+    fn pending_flag(&mut self, on: bool) {
+        if on != self.pending_counted {
+            self.pending_counted = on;
+            if on {
+                self.ctx.metrics.reauth_pending.inc();
+            } else {
+                self.ctx.metrics.reauth_pending.dec();
+            }
+        }
+    }
+
+    /// True where an injected AUTH cannot disturb the client's stream.
+    fn at_safe_point(&self) -> bool {
+        !self.upstream_lost
+            && self.reauths_in_flight == 0
+            && self.state_changes_in_flight == 0
+            && !self.skip_next_sent
+            && !self.multi_sent
+            && !self.in_multi
+            && self.reply_mode != ReplyMode::Skip
+            && !(self.proto == 2 && self.subscribed())
+    }
+
+    async fn try_reauth(&mut self) -> Result<(), SessionEnd> {
+        let Some(wanted_since) = self.reauth_wanted else {
+            return Ok(());
+        };
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
+            return Ok(());
+        }
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return Ok(());
+        };
+        if token.generation() <= self.auth_generation {
+            self.reauth_wanted = None;
+            self.reauth_permit = None;
+            return Ok(());
+        }
+        let frames = if self.reply_mode == ReplyMode::Off {
+            // Under CLIENT REPLY OFF the AUTH reply would be suppressed: turn replies on
+            // around it so its result can be checked, and off again.
+            let mut cmd = resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"ON"]);
+            cmd.extend_from_slice(token.auth_command());
+            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"OFF"]));
+            self.upstream
+                .write_all(&cmd)
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+            zeroize::Zeroize::zeroize(&mut cmd);
+            2
+        } else {
+            self.upstream
+                .write_all(token.auth_command())
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+            1
+        };
+        self.upstream
+            .flush()
+            .await
+            .map_err(SessionEnd::UpstreamIo)?;
+        tracing::trace!(
+            session = self.id,
+            generation = token.generation(),
+            "re-AUTH sent"
+        );
+        self.auth_generation = token.generation();
+        self.reauths_in_flight += 1;
+        self.reauth_wanted = None;
+        self.queue.push_back(Pending::Reauth {
+            token,
+            frames,
+            started: wanted_since,
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- cache → client
+
+    async fn on_upstream_data(&mut self) -> Result<(), SessionEnd> {
+        self.route_replies().await?;
+        if let Some(block) = self.reissue.take() {
+            // A slice ended: re-authenticate first if a token is waiting, then wait again.
+            self.try_reauth().await?;
+            self.to_upstream.clear();
+            self.send_blocking(block, false);
+            self.write_upstream_plan().await?;
+        }
+        self.try_reauth().await?;
+        if !self.blocked && !self.cbuf.is_empty() {
+            // Commands held behind a blocking command.
+            self.on_client_data().await?;
+        }
+        Ok(())
+    }
+
+    /// Decides whether a blocking command must be cut into slices: only where its wait could
+    /// outlast the token, and where its reply can be recognised (no MULTI, replies on).
+    fn plan_blocking(&self, args: Vec<Vec<u8>>) -> Option<Box<Blocking>> {
+        if self.state_changes_in_flight > 0
+            || self.multi_sent
+            || self.in_multi
+            || self.skip_next_sent
+            || self.reply_mode != ReplyMode::On
+            || self.emulating_sent()
+        {
+            return None;
+        }
+        let name = args.first()?.to_ascii_uppercase();
+        let last = args.len().checked_sub(1)?;
+        let (timeout_arg, millis) = match name.as_slice() {
+            b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BRPOPLPUSH" | b"BLMOVE" => {
+                (last, false)
+            }
+            b"BLMPOP" | b"BZMPOP" => (1, false),
+            b"WAIT" => (2, true),
+            b"XREAD" | b"XREADGROUP" => {
+                let streams = args
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+                let block = args[..streams]
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+                (block + 1, true)
+            }
+            _ => return None,
+        };
+        let raw = std::str::from_utf8(args.get(timeout_arg)?).ok()?;
+        let secs: f64 = if millis {
+            raw.parse::<u64>().ok()? as f64 / 1000.0
+        } else {
+            raw.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)?
+        };
+        let slice = self.block_slice();
+        if secs > 0.0 && secs <= slice.as_secs_f64() {
+            return None;
+        }
+        let deadline = (secs > 0.0).then(|| Instant::now() + Duration::from_secs_f64(secs));
+        let wait_replicas = if name == b"WAIT" {
+            std::str::from_utf8(args.get(1)?).ok()?.parse::<i64>().ok()
+        } else {
+            None
+        };
+        let mut probes = Vec::new();
+        if name == b"XREAD" {
+            let streams = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            let n = (args.len() - streams - 1) / 2;
+            for k in 0..n {
+                let id_arg = streams + 1 + n + k;
+                if args.get(id_arg).map(Vec::as_slice) == Some(b"$") {
+                    probes.push((streams + 1 + k, id_arg));
+                }
+            }
+        }
+        Some(Box::new(Blocking {
+            args,
+            timeout_arg,
+            millis,
+            deadline,
+            wait_replicas,
+            probes,
+        }))
+    }
+
+    /// How long one slice of a blocking wait may last: until shortly before the current
+    /// token expires, so that a re-AUTH fits between two slices.
+    fn block_slice(&self) -> Duration {
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return Duration::from_secs(1);
+        };
+        let now = std::time::SystemTime::now();
+        let life = token
+            .expires_at()
+            .duration_since(token.obtained_at())
+            .unwrap_or_default();
+        let guard = (self.ctx.refresh_margin / 2).min(life / 4);
+        let end = token.expires_at().checked_sub(guard).unwrap_or(now);
+        end.duration_since(now)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    }
+
+    /// Queues a slice of a blocking command (and, the first time, the stream probes).
+    fn send_blocking(&mut self, mut block: Box<Blocking>, first: bool) {
+        if first {
+            for (key_arg, id_arg) in std::mem::take(&mut block.probes) {
+                let probe = resp::encode_command(&[
+                    &b"XREVRANGE"[..],
+                    &block.args[key_arg],
+                    b"+",
+                    b"-",
+                    b"COUNT",
+                    b"1",
+                ]);
+                self.to_upstream.push(Segment::Owned(probe));
+                self.queue.push_back(Pending::StreamProbe { arg: id_arg });
+            }
+        }
+        let mut slice = self.block_slice();
+        if let Some(d) = block.deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let timeout = if block.millis {
+            slice.as_millis().max(1).to_string()
+        } else {
+            format!("{:.3}", slice.as_secs_f64().max(0.001))
+        };
+        let mut args: Vec<&[u8]> = block.args.iter().map(Vec::as_slice).collect();
+        args[block.timeout_arg] = timeout.as_bytes();
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(&args)));
+        self.blocked = true;
+        self.queue.push_back(Pending::Blocking(block));
+    }
+
+    /// Routes every complete frame in the upstream buffer, emits local replies that reached
+    /// the head of the queue, and writes the client's share in order.
+    async fn route_replies(&mut self) -> Result<(), SessionEnd> {
+        let max_bulk = self.ctx.limits.max_bulk;
+        let mut pos = 0;
+        let mut run_start = 0;
+        self.to_client.clear();
+        loop {
+            // Local replies that reach the head go out after what was routed before them.
+            push_range(&mut self.to_client, run_start, pos);
+            run_start = pos;
+            self.settle_head();
+            let len = match self.uscan.scan(&self.ubuf[pos..], max_bulk) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(session = self.id, error = %e, "the cache sent invalid RESP; closing");
+                    return Err(SessionEnd::UpstreamProtocol(e));
+                }
+            };
+            let frame = pos..pos + len;
+            pos += len;
+            match self.route(frame.clone()) {
+                Route::Client => {}
+                Route::Replace(bytes) => {
+                    push_range(&mut self.to_client, run_start, frame.start);
+                    run_start = pos;
+                    self.to_client.push(Segment::Owned(bytes));
+                }
+                Route::Proxy => {
+                    push_range(&mut self.to_client, run_start, frame.start);
+                    run_start = pos;
+                }
+            }
+        }
+        push_range(&mut self.to_client, run_start, pos);
+        self.settle_head();
+        if !self.to_client.is_empty() {
+            for seg in self.to_client.drain(..) {
+                let bytes: &[u8] = match &seg {
+                    Segment::Buffer(r) => &self.ubuf[r.clone()],
+                    Segment::Static(s) => s,
+                    Segment::Owned(v) => v,
+                };
+                self.client
+                    .write_all(bytes)
+                    .await
+                    .map_err(SessionEnd::ClientIo)?;
+            }
+            self.client.flush().await.map_err(SessionEnd::ClientIo)?;
+        }
+        self.ubuf.advance(pos);
+        if self.ubuf.is_empty() && self.ubuf.capacity() > 4 * READ_CHUNK {
+            self.ubuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Resolves the head of the queue: pops entries that expect no frame (emitting local
+    /// replies into the client plan) and fixes how many frames the head expects.
+    fn settle_head(&mut self) {
+        loop {
+            let Some(head) = self.queue.front_mut() else {
+                return;
+            };
+            match head {
+                Pending::Local(_) => {
+                    let Some(Pending::Local(reply)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    match self.reply_mode {
+                        ReplyMode::On => {
+                            // Keep order: what was routed so far precedes the local reply.
+                            self.to_client.push(match reply {
+                                Cow::Borrowed(b) => Segment::Static(b),
+                                Cow::Owned(v) => Segment::Owned(v),
+                            });
+                        }
+                        ReplyMode::Off => {}
+                        ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+                    }
+                }
+                // Injected and blocking commands always expect a frame.
+                Pending::Reauth { .. }
+                | Pending::Restore
+                | Pending::Hello { .. }
+                | Pending::Blocking(_)
+                | Pending::StreamProbe { .. } => return,
+                Pending::Command {
+                    kind,
+                    count,
+                    nargs,
+                    remaining,
+                    ..
+                } => {
+                    if remaining.is_none() {
+                        let (kind, count, nargs) = (*kind, *count, *nargs);
+                        let n = self.expected_frames(kind, count, nargs);
+                        if let Some(Pending::Command { remaining, .. }) = self.queue.front_mut() {
+                            *remaining = Some(n);
+                        }
+                    }
+                    if let Some(Pending::Command {
+                        remaining: Some(0), ..
+                    }) = self.queue.front()
+                    {
+                        self.complete_head();
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How many frames a command at the head of the queue will produce, and the state changes
+    /// that happen when it runs without a reply.
+    fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
+        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        {
+            // Queued: +QUEUED or an error, whatever the command (reply mode aside).
+            return self.apply_reply_mode(count);
+        }
+        match kind {
+            // SUBSCRIBE without a channel: one error.
+            Kind::Subscribe(_) if nargs <= 1 => 1,
+            // Confirmations are sent whatever the reply mode (checked on redis-server 7.0).
+            Kind::Subscribe(_) => nargs - 1,
+            Kind::Unsubscribe(k) => {
+                if nargs > 1 {
+                    nargs - 1
+                } else {
+                    self.subs(k).len().max(1)
+                }
+            }
+            Kind::ClientReply(ReplyMode::On) => {
+                self.reply_mode = ReplyMode::On;
+                1
+            }
+            Kind::ClientReply(mode) => {
+                if self.reply_mode == ReplyMode::Off && mode == ReplyMode::Skip {
+                    return 0;
+                }
+                self.reply_mode = mode;
+                0
+            }
+            _ => self.apply_reply_mode(count),
+        }
+    }
+
+    fn apply_reply_mode(&mut self, count: usize) -> usize {
+        match self.reply_mode {
+            ReplyMode::On => count,
+            ReplyMode::Off => 0,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                count - 1
+            }
+        }
+    }
+
+    fn subs(&self, k: SubKind) -> &HashSet<Vec<u8>> {
+        match k {
+            SubKind::Channel => &self.channels,
+            SubKind::Pattern => &self.patterns,
+            SubKind::Shard => &self.shards,
+        }
+    }
+
+    fn subscribed(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty())
+    }
+
+    /// Decides where a complete frame goes, and updates state.
+    fn route(&mut self, frame: std::ops::Range<usize>) -> Route {
+        let bytes = &self.ubuf[frame.clone()];
+        let first = bytes[0];
+        if first == b'>' {
+            // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
+            // count toward a (UN)SUBSCRIBE at the head.
+            if let Some(conf) = pubsub_confirmation(bytes, true) {
+                if self.restore_confirmations > 0 && matches!(conf.kind, Kind::Subscribe(_)) {
+                    // Re-subscribing on a replacement connection: the client subscribed once.
+                    self.restore_confirmations -= 1;
+                    return Route::Proxy;
+                }
+                self.apply_confirmation(&conf);
+                self.count_confirmation(&conf);
+            }
+            if self.client_proto == 2 {
+                // A RESP2 subscriber served through RESP3: pushes become RESP2 arrays.
+                return Route::Replace(push_to_resp2(&self.ubuf[frame]));
+            }
+            return Route::Client;
+        }
+        if self.monitor && is_monitor_line(bytes) {
+            return Route::Client;
+        }
+        if self.proto == 2 && self.subscribed() && is_resp2_message(bytes) {
+            return Route::Client;
+        }
+        let conf = if self.proto == 2 && (first == b'*') {
+            match self.queue.front() {
+                Some(Pending::Command {
+                    kind: Kind::Subscribe(_) | Kind::Unsubscribe(_),
+                    ..
+                }) if !self.in_multi => pubsub_confirmation(bytes, false),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let is_error = resp::is_error_reply(bytes);
+        let Some(head) = self.queue.front_mut() else {
+            tracing::debug!(
+                session = self.id,
+                "a frame the client did not ask for; forwarding it"
+            );
+            return Route::Client;
+        };
+        match head {
+            Pending::Reauth { frames, .. } => {
+                *frames -= 1;
+                if *frames == 0 {
+                    let ok = bytes == b"+OK\r\n";
+                    let reason = if ok {
+                        String::new()
+                    } else {
+                        resp::error_text(bytes)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned())
+                    };
+                    self.finish_reauth(ok, &reason);
+                }
+                Route::Proxy
+            }
+            Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Restore => {
+                if is_error {
+                    tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+                }
+                self.queue.pop_front();
+                Route::Proxy
+            }
+            Pending::StreamProbe { arg } => {
+                let arg = *arg;
+                let id = last_stream_id(bytes);
+                self.queue.pop_front();
+                if let Some(Pending::Blocking(b)) = self
+                    .queue
+                    .iter_mut()
+                    .find(|p| matches!(p, Pending::Blocking(_)))
+                {
+                    b.args[arg] = id;
+                }
+                Route::Proxy
+            }
+            Pending::Blocking(b) => {
+                let timed_out = b.slice_ended_empty(bytes);
+                let client_time_left = b
+                    .deadline
+                    .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
+                let Some(Pending::Blocking(b)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                if timed_out && client_time_left {
+                    self.reissue = Some(b);
+                    Route::Proxy
+                } else {
+                    self.blocked = false;
+                    Route::Client
+                }
+            }
+            Pending::Hello { version } => {
+                let version = *version;
+                let ok = !is_error;
+                self.queue.pop_front();
+                self.state_changes_in_flight -= 1;
+                if ok {
+                    self.proto = version;
+                } else {
+                    tracing::warn!(
+                        session = self.id,
+                        reply = %String::from_utf8_lossy(bytes).trim(),
+                        "the cache refused HELLO {version}; this RESP2 subscriber cannot be re-authenticated"
+                    );
+                }
+                Route::Proxy
+            }
+            Pending::Command { kind, .. } => {
+                let kind = *kind;
+                if let Some(c) = &conf {
+                    self.apply_confirmation(c);
+                }
+                match kind {
+                    Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
+                        self.complete_head();
+                    }
+                    Kind::PingSubscribed if self.client_proto == 2 && self.proto == 3 => {
+                        let out = pong_to_resp2(&self.ubuf[frame.clone()]);
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                        return out.map_or(Route::Client, Route::Replace);
+                    }
+                    _ => {
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                    }
+                }
+                Route::Client
+            }
+        }
+    }
+
+    /// State changes caused by a command's reply.
+    fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
+        let bytes = &self.ubuf[frame];
+        let ok = !resp::is_error_reply(bytes);
+        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        {
+            return;
+        }
+        match kind {
+            Kind::Multi => {
+                if ok {
+                    self.in_multi = true;
+                } else if let Some(Pending::Command { multi_epoch, .. }) = self.queue.front() {
+                    // A refused MULTI (e.g. on a RESP2 subscriber) opened nothing.
+                    if *multi_epoch != 0 && *multi_epoch == self.multi_epoch {
+                        self.multi_sent = false;
+                    }
+                }
+            }
+            Kind::Exec | Kind::Discard => self.in_multi = false,
+            Kind::Hello(Some(v)) if ok => {
+                self.proto = v;
+                self.client_proto = v;
+            }
+            Kind::Reset => {
+                self.db = 0;
+                self.proto = 2;
+                self.client_proto = 2;
+                self.reply_mode = ReplyMode::On;
+                self.in_multi = false;
+                self.monitor = false;
+                self.channels.clear();
+                self.patterns.clear();
+                self.shards.clear();
+            }
+            Kind::Monitor if ok => self.monitor = true,
+            Kind::Select(Some(db)) if ok => self.db = db,
+            _ => {}
+        }
+    }
+
+    /// One frame of the head command arrived.
+    fn decrement_head(&mut self) {
+        if let Some(Pending::Command {
+            remaining: Some(r), ..
+        }) = self.queue.front_mut()
+        {
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.complete_head();
+            }
+        }
+    }
+
+    fn complete_head(&mut self) {
+        if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
+            if state_change {
+                self.state_changes_in_flight -= 1;
+            }
+        }
+    }
+
+    fn count_confirmation(&mut self, conf: &Confirmation) {
+        if self.in_multi {
+            return;
+        }
+        if let Some(Pending::Command {
+            kind: kind @ (Kind::Subscribe(_) | Kind::Unsubscribe(_)),
+            remaining: Some(r),
+            ..
+        }) = self.queue.front_mut()
+        {
+            if *kind == conf.as_kind() && *r > 0 {
+                *r -= 1;
+                if *r == 0 {
+                    self.complete_head();
+                }
+            }
+        }
+    }
+
+    fn apply_confirmation(&mut self, conf: &Confirmation) {
+        let (set, add) = match conf.kind {
+            Kind::Subscribe(k) => (k, true),
+            Kind::Unsubscribe(k) => (k, false),
+            _ => return,
+        };
+        let set = match set {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Pattern => &mut self.patterns,
+            SubKind::Shard => &mut self.shards,
+        };
+        match (&conf.channel, add) {
+            (Some(c), true) => {
+                set.insert(c.clone());
+            }
+            (Some(c), false) => {
+                set.remove(c);
+            }
+            (None, _) => {}
+        }
+    }
+
+    fn finish_reauth(&mut self, ok: bool, reason: &str) {
+        let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
+            return;
+        };
+        self.reauths_in_flight -= 1;
+        self.reauth_permit = None;
+        self.ctx.metrics.reauth(ok, started.elapsed());
+        if ok {
+            tracing::debug!(
+                session = self.id,
+                generation = token.generation(),
+                user = %token.username(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "re-authenticated"
+            );
+            let newest = self
+                .token_rx
+                .borrow()
+                .as_ref()
+                .map(|t| t.generation())
+                .unwrap_or(0);
+            if newest <= token.generation() && self.reauth_wanted.is_none() {
+                self.pending_flag(false);
+            }
+        } else {
+            // The connection stays logged in as before; ask for a new token and try again
+            // when it arrives.
+            tracing::warn!(
+                session = self.id,
+                user = %token.username(),
+                reply = %reason,
+                "the cache refused the re-AUTH; requesting a new token"
+            );
+            // The next token (generation above this one) triggers another attempt.
+            self.ctx.tokens.request_refresh();
+        }
+    }
+}
+
+fn push_range(plan: &mut Vec<Segment>, start: usize, end: usize) {
+    if end > start {
+        if let Some(Segment::Buffer(r)) = plan.last_mut() {
+            if r.end == start {
+                r.end = end;
+                return;
+            }
+        }
+        plan.push(Segment::Buffer(start..end));
+    }
+}
+
+/// What to do with a client command.
+enum Action {
+    Forward(Kind, usize),
+    Local(Cow<'static, [u8]>),
+    Rewrite(Kind, usize, Vec<u8>),
+}
+
+enum Classified {
+    Auth,
+    Kind(Kind),
+}
+
+/// Fast path: `Some(Kind::Plain)` for any command name that needs no further look.
+#[inline]
+fn quick_kind(name: &[u8]) -> Option<Kind> {
+    let special: &[&[u8]] = match name.len() {
+        4 => &[b"AUTH", b"EXEC", b"WAIT"],
+        5 => &[
+            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
+        ],
+        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
+        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH"],
+        8 => &[b"BZPOPMIN", b"BZPOPMAX"],
+        9 => &[b"SUBSCRIBE"],
+        10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
+        11 => &[b"UNSUBSCRIBE"],
+        12 => &[b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"],
+        _ => return Some(Kind::Plain),
+    };
+    if special.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        None
+    } else {
+        Some(Kind::Plain)
+    }
+}
+
+fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    let k = if is("AUTH") {
+        return Classified::Auth;
+    } else if is("MULTI") {
+        Kind::Multi
+    } else if is("EXEC") {
+        Kind::Exec
+    } else if is("DISCARD") {
+        Kind::Discard
+    } else if is("RESET") {
+        Kind::Reset
+    } else if is("MONITOR") {
+        Kind::Monitor
+    } else if is("HELLO") {
+        let v = args
+            .get(1)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u8>().ok())
+            .filter(|v| *v == 2 || *v == 3);
+        Kind::Hello(v)
+    } else if is("SUBSCRIBE") {
+        Kind::Subscribe(SubKind::Channel)
+    } else if is("PSUBSCRIBE") {
+        Kind::Subscribe(SubKind::Pattern)
+    } else if is("SSUBSCRIBE") {
+        Kind::Subscribe(SubKind::Shard)
+    } else if is("UNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Channel)
+    } else if is("PUNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Pattern)
+    } else if is("SUNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Shard)
+    } else if BLOCKING.iter().any(|b| is(b)) {
+        Kind::MaybeBlocking
+    } else if is("SELECT") {
+        Kind::Select(
+            args.get(1)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok()),
+        )
+    } else if is("WATCH") {
+        Kind::Watch
+    } else if is("UNWATCH") {
+        Kind::Unwatch
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"SETNAME") {
+        Kind::SetName
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
+        if args[2].eq_ignore_ascii_case(b"ON") {
+            Kind::ClientReply(ReplyMode::On)
+        } else if args[2].eq_ignore_ascii_case(b"OFF") {
+            Kind::ClientReply(ReplyMode::Off)
+        } else if args[2].eq_ignore_ascii_case(b"SKIP") {
+            Kind::ClientReply(ReplyMode::Skip)
+        } else {
+            Kind::Plain
+        }
+    } else {
+        Kind::Plain
+    };
+    Classified::Kind(k)
+}
+
+/// Commands that can block the connection.
+const BLOCKING: &[&str] = &[
+    "BLPOP",
+    "BRPOP",
+    "BLMOVE",
+    "BLMPOP",
+    "BZMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BRPOPLPUSH",
+    "XREAD",
+    "XREADGROUP",
+    "WAIT",
+];
+
+fn in_multi_unsupported(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::Hello(_)
+            | Kind::Subscribe(_)
+            | Kind::Unsubscribe(_)
+            | Kind::ClientReply(_)
+            | Kind::Monitor
+    )
+}
+
+/// `HELLO protover AUTH user pass [SETNAME name]` without its AUTH part, re-encoded; `None`
+/// when there is no AUTH.
+fn strip_hello_auth(args: &[&[u8]]) -> Option<(usize, Vec<u8>)> {
+    let mut out: Vec<&[u8]> = Vec::with_capacity(args.len());
+    let mut i = 0;
+    let mut stripped = false;
+    while i < args.len() {
+        if i >= 2 && args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+            i += 3;
+            stripped = true;
+            continue;
+        }
+        out.push(args[i]);
+        i += 1;
+    }
+    stripped.then(|| (out.len(), resp::encode_command(&out)))
+}
+
+/// A blocking command cut into slices that each end before the token expires; an empty slice
+/// before the client's own timeout is re-issued for the time left, invisibly.
+#[derive(Debug)]
+struct Blocking {
+    /// The client's command; `$` IDs of XREAD are replaced by the probed last IDs.
+    args: Vec<Vec<u8>>,
+    /// Which argument is the timeout.
+    timeout_arg: usize,
+    /// The timeout is in milliseconds (XREAD BLOCK, WAIT), else seconds.
+    millis: bool,
+    /// The client's deadline; `None` waits forever.
+    deadline: Option<Instant>,
+    /// WAIT's replica count: a reply below it is an empty slice.
+    wait_replicas: Option<i64>,
+    /// XREAD `$` arguments to resolve first: (key argument, id argument).
+    probes: Vec<(usize, usize)>,
+}
+
+impl Blocking {
+    /// True if a slice's reply says the wait ended without a result.
+    fn slice_ended_empty(&self, reply: &[u8]) -> bool {
+        if let Some(want) = self.wait_replicas {
+            let got = reply
+                .strip_prefix(b":")
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(|r| r.trim().parse::<i64>().ok());
+            return got.is_some_and(|g| g < want);
+        }
+        matches!(reply, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n")
+    }
+}
+
+/// The ID in an `XREVRANGE key + - COUNT 1` reply, or `0-0` for an empty stream.
+fn last_stream_id(reply: &[u8]) -> Vec<u8> {
+    if let Some(rest) = reply.strip_prefix(b"*1\r\n*2\r\n$") {
+        if let Some(nl) = memchr::memchr(b'\n', rest) {
+            let id = &rest[nl + 1..];
+            if let Some(end) = memchr::memchr(b'\r', id) {
+                return id[..end].to_vec();
+            }
+        }
+    }
+    b"0-0".to_vec()
+}
+
+/// Channel, pattern and shard-channel subscriptions.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    channels: HashSet<Vec<u8>>,
+    patterns: HashSet<Vec<u8>>,
+    shards: HashSet<Vec<u8>>,
+}
+
+impl Subscriptions {
+    fn set(&mut self, k: SubKind) -> &mut HashSet<Vec<u8>> {
+        match k {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Pattern => &mut self.patterns,
+            SubKind::Shard => &mut self.shards,
+        }
+    }
+
+    /// Applies (UN)SUBSCRIBE with these channel arguments (none: unsubscribe from all).
+    fn apply(&mut self, k: SubKind, subscribe: bool, names: &[Vec<u8>]) {
+        let set = self.set(k);
+        match (subscribe, names.is_empty()) {
+            (true, _) => set.extend(names.iter().cloned()),
+            (false, true) => set.clear(),
+            (false, false) => {
+                for n in names {
+                    set.remove(n);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Subscriptions::default();
+    }
+}
+
+/// The arguments of a complete command frame, owned (rare paths only).
+fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
+    if inline {
+        resp::inline_args(frame).unwrap_or_default()
+    } else {
+        resp::multibulk_args(frame)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+}
+
+/// redis-server's refusal of a command on a RESP2 subscribed connection.
+fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    Cow::Owned(
+        format!(
+            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        )
+        .into_bytes(),
+    )
+}
+
+/// A RESP3 push frame as the RESP2 array a subscriber expects: `>` becomes `*`, and the
+/// RESP3 null (an UNSUBSCRIBE with no channel) becomes `$-1`.
+fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.push(b'*');
+    let mut rest = &frame[1..];
+    // Elements of Pub/Sub pushes are flat: blob strings, numbers, nulls.
+    while let Some(i) = memchr::memmem::find(
+        rest, b"
+_
+",
+    ) {
+        out.extend_from_slice(&rest[..i + 2]);
+        out.extend_from_slice(
+            b"$-1
+",
+        );
+        rest = &rest[i + 5..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// A RESP3 reply to PING as a RESP2 subscriber gets it: `["pong", message]`.
+fn pong_to_resp2(reply: &[u8]) -> Option<Vec<u8>> {
+    let mut out = b"*2\r\n$4\r\npong\r\n".to_vec();
+    if reply == b"+PONG\r\n" {
+        out.extend_from_slice(b"$0\r\n\r\n");
+    } else if reply.first() == Some(&b'$') {
+        out.extend_from_slice(reply);
+    } else {
+        return None;
+    }
+    Some(out)
+}
+
+/// A Pub/Sub (un)subscribe confirmation.
+struct Confirmation {
+    kind: Kind,
+    channel: Option<Vec<u8>>,
+}
+
+impl Confirmation {
+    fn as_kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// Parses `[kind, channel, count]` confirmations, as a RESP2 array or a RESP3 push.
+fn pubsub_confirmation(frame: &[u8], push: bool) -> Option<Confirmation> {
+    // Cheap filter before decoding: confirmations are 3-element aggregates.
+    if frame.len() < 4 || &frame[1..4] != b"3\r\n" {
+        return None;
+    }
+    let (name, channel) = if push {
+        use redis_protocol::resp3::types::OwnedFrame as F;
+        let (f, _) = redis_protocol::resp3::decode::complete::decode(frame).ok()??;
+        let F::Push { data, .. } = f else { return None };
+        let name = match data.first()? {
+            F::BlobString { data, .. } | F::SimpleString { data, .. } => data.clone(),
+            _ => return None,
+        };
+        let channel = match data.get(1)? {
+            F::BlobString { data, .. } | F::SimpleString { data, .. } => Some(data.clone()),
+            _ => None,
+        };
+        (name, channel)
+    } else {
+        use redis_protocol::resp2::types::OwnedFrame as F;
+        let (f, _) = redis_protocol::resp2::decode::decode(frame).ok()??;
+        let F::Array(data) = f else { return None };
+        let name = match data.first()? {
+            F::BulkString(b) | F::SimpleString(b) => b.clone(),
+            _ => return None,
+        };
+        let channel = match data.get(1)? {
+            F::BulkString(b) | F::SimpleString(b) => Some(b.clone()),
+            _ => None,
+        };
+        (name, channel)
+    };
+    let kind = match name.to_ascii_lowercase().as_slice() {
+        b"subscribe" => Kind::Subscribe(SubKind::Channel),
+        b"psubscribe" => Kind::Subscribe(SubKind::Pattern),
+        b"ssubscribe" => Kind::Subscribe(SubKind::Shard),
+        b"unsubscribe" => Kind::Unsubscribe(SubKind::Channel),
+        b"punsubscribe" => Kind::Unsubscribe(SubKind::Pattern),
+        b"sunsubscribe" => Kind::Unsubscribe(SubKind::Shard),
+        _ => return None,
+    };
+    Some(Confirmation { kind, channel })
+}
+
+/// A RESP2 Pub/Sub message (`message`, `pmessage`, `smessage`), which is not a reply.
+fn is_resp2_message(frame: &[u8]) -> bool {
+    frame.starts_with(b"*3\r\n$7\r\nmessage\r\n")
+        || frame.starts_with(b"*4\r\n$8\r\npmessage\r\n")
+        || frame.starts_with(b"*3\r\n$8\r\nsmessage\r\n")
+}
+
+/// A MONITOR line: `+<seconds>.<micros> [<db> <addr>] ...`. Replies to commands are simple
+/// strings too, but none starts with a timestamp.
+fn is_monitor_line(frame: &[u8]) -> bool {
+    let Some(rest) = frame.strip_prefix(b"+") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'.') {
+        return false;
+    }
+    let rest = &rest[digits + 1..];
+    let frac = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    frac > 0 && rest[frac..].starts_with(b" [")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_kind_lets_ordinary_commands_through() {
+        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "CLIENTS", "HSET"] {
+            assert_eq!(quick_kind(c.as_bytes()), Some(Kind::Plain), "{c}");
+        }
+        for c in [
+            "auth",
+            "Multi",
+            "EXEC",
+            "hello",
+            "client",
+            "subscribe",
+            "SUNSUBSCRIBE",
+        ] {
+            assert_eq!(quick_kind(c.as_bytes()), None, "{c}");
+        }
+    }
+
+    #[test]
+    fn hello_auth_is_stripped() {
+        let args: Vec<&[u8]> = vec![b"HELLO", b"3", b"auth", b"u", b"p", b"SETNAME", b"x"];
+        let (n, bytes) = strip_hello_auth(&args).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            bytes,
+            resp::encode_command(&[&b"HELLO"[..], b"3", b"SETNAME", b"x"])
+        );
+        let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        assert!(strip_hello_auth(&args).is_none());
+    }
+
+    #[test]
+    fn monitor_lines_are_told_from_replies() {
+        assert!(is_monitor_line(
+            b"+1795615083.338690 [0 127.0.0.1:41328] \"PING\"\r\n"
+        ));
+        assert!(!is_monitor_line(b"+OK\r\n"));
+        assert!(!is_monitor_line(b"+PONG\r\n"));
+        assert!(!is_monitor_line(b"+123\r\n"));
+    }
+
+    #[test]
+    fn confirmations_parse_in_both_protocols() {
+        let c = pubsub_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n", false).unwrap();
+        assert_eq!(c.kind, Kind::Subscribe(SubKind::Channel));
+        assert_eq!(c.channel.as_deref(), Some(&b"a"[..]));
+        let c = pubsub_confirmation(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", false).unwrap();
+        assert_eq!(c.kind, Kind::Unsubscribe(SubKind::Channel));
+        assert!(c.channel.is_none());
+        let c =
+            pubsub_confirmation(b">3\r\n$10\r\npsubscribe\r\n$2\r\nh*\r\n:1\r\n", true).unwrap();
+        assert_eq!(c.kind, Kind::Subscribe(SubKind::Pattern));
+        assert!(
+            pubsub_confirmation(b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n", true).is_none()
+        );
+    }
+}

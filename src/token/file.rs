@@ -120,7 +120,10 @@ mod tests {
         let src = TokenFileSource::new(&path, Duration::from_millis(10));
         let t = src.fetch().await.unwrap();
         assert_eq!(t.secret.expose(), jwt(2_000_000_000));
-        assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_secs(2_000_000_000));
+        assert_eq!(
+            t.expires_at,
+            UNIX_EPOCH + Duration::from_secs(2_000_000_000)
+        );
     }
 
     #[tokio::test]

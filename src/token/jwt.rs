@@ -80,7 +80,10 @@ mod tests {
         let t = unsigned_jwt(&serde_json::json!({"oid": "abc", "exp": 1_700_000_000}));
         let c = claims(&t).unwrap();
         assert_eq!(c.oid.as_deref(), Some("abc"));
-        assert_eq!(c.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        assert_eq!(
+            c.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
     }
 
     #[test]

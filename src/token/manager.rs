@@ -130,7 +130,10 @@ impl TokenManagerHandle {
 
     /// The manager's last status.
     pub fn status(&self) -> ManagerStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The source's description, e.g. `token-file /run/token`.
@@ -210,14 +213,11 @@ impl TokenManager {
         let mut expiry_logged = false;
         loop {
             let current = self.tx.borrow().clone();
-            let expiry_wait = current
-                .as_ref()
-                .filter(|_| !expiry_logged)
-                .map(|t| {
-                    t.expires_at()
-                        .duration_since(SystemTime::now())
-                        .unwrap_or_default()
-                });
+            let expiry_wait = current.as_ref().filter(|_| !expiry_logged).map(|t| {
+                t.expires_at()
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+            });
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = self.source.changed() => {
@@ -279,12 +279,9 @@ impl TokenManager {
                         now,
                         generation,
                     );
-                    let at = self.policy.refresh_at(
-                        now,
-                        token.expires_at(),
-                        now,
-                        rand::random::<f64>(),
-                    );
+                    let at =
+                        self.policy
+                            .refresh_at(now, token.expires_at(), now, rand::random::<f64>());
                     let delay = at.duration_since(now).unwrap_or_default();
                     next = Instant::now() + delay;
                     tracing::info!(
@@ -326,7 +323,10 @@ impl TokenManager {
     }
 
     fn status(&self) -> ManagerStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Checks a fetched token: not expired, a username, and whether it is new.

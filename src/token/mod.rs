@@ -132,7 +132,10 @@ impl fmt::Debug for AccessToken {
         f.debug_struct("AccessToken")
             .field("secret", &self.secret)
             .field("username", &self.username)
-            .field("expires_at", &crate::token::jwt::unix_seconds(self.expires_at))
+            .field(
+                "expires_at",
+                &crate::token::jwt::unix_seconds(self.expires_at),
+            )
             .field("generation", &self.generation)
             .finish()
     }
