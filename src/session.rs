@@ -566,7 +566,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let name =
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
-                    Some(Kind::Plain) => Action::Forward(Kind::Plain, scanned.nargs),
+                    // A RESP2 subscriber served through RESP3 has every command looked at.
+                    Some(Kind::Plain) if !self.emulating_sent() => {
+                        Action::Forward(Kind::Plain, scanned.nargs)
+                    }
                     _ => {
                         let f = &self.cbuf[frame.clone()];
                         let args = resp::multibulk_args(f);
