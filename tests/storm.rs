@@ -68,7 +68,9 @@ async fn latency_probe(addr: std::net::SocketAddr, for_how_long: Duration) -> Ve
     let end = Instant::now() + for_how_long;
     while Instant::now() < end {
         let t = Instant::now();
-        c.write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nprobe\r\n").await.unwrap();
+        c.write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nprobe\r\n")
+            .await
+            .unwrap();
         let n = c.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"$-1\r\n", "probe reply");
         out.push(t.elapsed());
@@ -95,12 +97,17 @@ async fn ten_thousand_sessions_survive_one_refresh() {
         );
     }
     let sessions = sessions.min(fit);
-    assert!(sessions >= 1000, "open-files limit {limit} is far too low for this test");
+    assert!(
+        sessions >= 1000,
+        "open-files limit {limit} is far too low for this test"
+    );
     let server = RedisServer::start().await;
     let mut admin = server.admin().await;
     let maxclients = (sessions + 1000).to_string();
     assert_eq!(
-        admin.cmd(&["CONFIG", "SET", "maxclients", &maxclients]).await,
+        admin
+            .cmd(&["CONFIG", "SET", "maxclients", &maxclients])
+            .await,
         Reply::ok()
     );
     let rotator = Rotator::new(&server).await;
