@@ -20,6 +20,9 @@ use crate::upstream::UpstreamConnector;
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
+/// Upstream reconnections started per second at most, across sessions.
+const RECONNECTS_PER_SECOND: u32 = 200;
+
 /// How long a session waits for replies to commands in flight when it closes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -107,6 +110,8 @@ impl Proxy {
             startup_wait: settings.startup_wait,
             drain_timeout: DRAIN_TIMEOUT,
             refresh_margin: settings.refresh_margin,
+            reauth_limiter: Arc::new(Semaphore::new(settings.reauth_concurrency)),
+            reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
         });
 
         let permits = Arc::new(Semaphore::new(settings.max_connections));
