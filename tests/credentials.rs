@@ -18,6 +18,8 @@ use entra_redis_proxy::token::{
 };
 use serde_json::{json, Value};
 
+mod support;
+
 /// Serializes tests that touch the process environment.
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -92,6 +94,11 @@ struct Mock {
 impl Mock {
     /// Starts the mock; `secret` is the only client secret it accepts.
     fn start(secret: &str, extra: &[&str]) -> Mock {
+        Mock::start_with_env(secret, extra, &[])
+    }
+
+    /// [`Mock::start`] with extra environment variables for the mock process.
+    fn start_with_env(secret: &str, extra: &[&str], envs: &[(&str, &str)]) -> Mock {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("mock-secret");
         std::fs::write(&secret_file, secret).unwrap();
@@ -103,6 +110,7 @@ impl Mock {
             .arg("--client-secret-file")
             .arg(&secret_file)
             .args(extra)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -829,4 +837,118 @@ async fn secrets_never_reach_logs_debug_or_errors() {
         }
     }
     std::env::remove_var("AZURE_CLIENT_SECRET");
+}
+
+/// End to end: the proxy with `--credential client-secret` against the mock and a real TLS
+/// redis-server. The mock makes each token's oid an ACL user (through redis-cli) and deletes
+/// it at expiry; the client sees the token's oid as its identity, and survives the deletion
+/// of the first user because the proxy re-authenticated with the next token in time.
+#[tokio::test]
+async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_expiry() {
+    let _env = env_guard().await;
+    let server = support::RedisServer::start().await;
+    let mut admin = server.admin().await;
+    let mock_admin_password = support::random_id();
+    let reply = admin
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "mock-identity-admin",
+            "on",
+            &format!(">{mock_admin_password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .await;
+    assert_eq!(reply, support::Reply::ok());
+    let port = server.port.to_string();
+    let ca = server.tls.ca_file.display().to_string();
+    let cli_args = format!(
+        "-h 127.0.0.1 -p {port} --tls --cacert {ca} --sni localhost --user mock-identity-admin --no-auth-warning"
+    );
+    let client_secret = "e2e-client-secret-value";
+    // The admin password reaches redis-cli through its environment, not its arguments.
+    let mock = Mock::start_with_env(
+        client_secret,
+        &["--lifetime", "8s", "--redis-cli-args", &cli_args],
+        &[("REDISCLI_AUTH", &mock_admin_password)],
+    );
+    let secret_file = write_secret(mock.dir.path(), client_secret);
+    let mut args = support::proxy_args(&server, Path::new("/unused"));
+    let at = args.iter().position(|a| a == "--credential").unwrap();
+    args.drain(at..at + 4); // --credential token-file --token-file PATH
+    let ca_file = mock.ca().display().to_string();
+    let secret_path = secret_file.display().to_string();
+    let authority = mock.authority();
+    for (flag, value) in [
+        ("--credential", "client-secret"),
+        ("--tenant-id", "tenant-e2e"),
+        ("--client-id", "app-e2e"),
+        ("--client-secret-file", secret_path.as_str()),
+        ("--authority-host", authority.as_str()),
+        ("--identity-ca-file", ca_file.as_str()),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    let proxy = support::Proxy::start(&args, "info,entra_redis_proxy=debug").await;
+    let mut client = proxy.client().await;
+    let whoami = |r: support::Reply| {
+        assert!(matches!(r, support::Reply::Bulk(_)), "WHOAMI: {r:?}");
+        r.text().unwrap()
+    };
+    let first = whoami(client.cmd(&["ACL", "WHOAMI"]).await);
+    let issued = mock.issued().await;
+    assert!(
+        issued.iter().any(|i| i["oid"] == first.as_str()),
+        "the session is authenticated as a token's oid: {first} not in {issued:?}"
+    );
+    let first_exp = issued.iter().find(|i| i["oid"] == first.as_str()).unwrap()["exp"]
+        .as_u64()
+        .unwrap();
+    // After the first token expires (and its ACL user is deleted, which disconnects every
+    // connection still using it), the same client connection works as a newer oid.
+    let expired = support::wait_until(Duration::from_secs(30), || async {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        now > first_exp + 1
+    })
+    .await;
+    assert!(expired);
+    let gone = support::wait_until(Duration::from_secs(10), || {
+        let server = &server;
+        let first = first.clone();
+        async move {
+            let mut admin = server.admin().await;
+            let users = admin.cmd(&["ACL", "USERS"]).await;
+            !format!("{users:?}").contains(&first)
+        }
+    })
+    .await;
+    assert!(gone, "the mock deleted the expired token's ACL user");
+    let now_user = whoami(client.cmd(&["ACL", "WHOAMI"]).await);
+    assert_ne!(now_user, first);
+    assert!(
+        mock.issued()
+            .await
+            .iter()
+            .any(|i| i["oid"] == now_user.as_str()),
+        "{now_user} is a token's oid"
+    );
+    assert_eq!(client.cmd(&["PING"]).await, support::Reply::status("PONG"));
+
+    let logs = proxy.raw_logs();
+    assert!(
+        !logs.contains(client_secret),
+        "the client secret reached the proxy log"
+    );
+    for i in mock.issued().await {
+        assert!(
+            !logs.contains(i["token"].as_str().unwrap()),
+            "a token reached the proxy log"
+        );
+    }
 }
