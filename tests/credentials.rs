@@ -278,7 +278,7 @@ async fn client_secret_from_file_gets_fresh_tokens() {
     settings.client_secret_file = Some(write_secret(mock.dir.path(), "s3cret-value-1"));
     let source = build_source(&settings).expect("build");
     assert!(source.describe().contains("client-secret"));
-    assert!(!format!("{}", source.describe()).contains("s3cret"));
+    assert!(!source.describe().contains("s3cret"));
     two_fresh_tokens(source.as_ref(), &mock).await;
     let reqs = mock.requests().await;
     assert_eq!(reqs.len(), 2);
