@@ -54,7 +54,8 @@ OPTIONS:
                            and at the token's expiry
                              redis-cli ARGS ACL DELUSER <oid>
                            ARGS is split on whitespace (no quoting), e.g.
-                           \"-p 6380 --tls --cacert ca.pem --user admin --pass admin-pw\"
+                           \"-p 6380 --tls --cacert ca.pem --user admin --no-auth-warning\"
+                           with the admin password in REDISCLI_AUTH (not in ARGS)
   -h, --help               this text
 
 OUTPUT: on start, lines KEY=VALUE on stdout, then READY:
@@ -171,7 +172,8 @@ impl HttpResponse {
     }
 }
 
-/// Reads a `KEY=VALUE` line list from the flags and runs the mock until killed.
+/// Runs the mock until the process is killed. Prints `KEY=VALUE` lines (address, authority
+/// host, managed-identity endpoint and header) and then `READY` on stdout.
 pub async fn run(config: MockConfig) -> std::io::Result<()> {
     let (cert_chain, key, ca_pem) = tls_material(&config)?;
     if let (Some(path), Some(pem)) = (&config.ca_out, &ca_pem) {
