@@ -803,6 +803,16 @@ async fn secrets_never_reach_logs_debug_or_errors() {
     let wl_source = build_source(&wl).unwrap();
     fetch_checked(wl_source.as_ref(), &mock).await;
 
+    // Managed identity: the identity header is a secret too; and the Azure CLI.
+    mock.set_identity_env();
+    secrets.push(mock.identity_header.clone());
+    let mi_source = build_source(&mock.settings(CredentialKind::ManagedIdentity)).unwrap();
+    fetch_checked(mi_source.as_ref(), &mock).await;
+    let old_path = mock.put_az_on_path();
+    let cli_source = build_source(&mock.settings(CredentialKind::AzureCli)).unwrap();
+    fetch_checked(cli_source.as_ref(), &mock).await;
+    std::env::set_var("PATH", old_path);
+
     // Through the manager too (it logs every new token).
     let (manager, handle) =
         TokenManager::new(source.clone(), fast_policy(Duration::from_secs(10)), None);
@@ -829,10 +839,16 @@ async fn secrets_never_reach_logs_debug_or_errors() {
         logged.contains("TRACE") || logged.contains("DEBUG"),
         "the subscriber captured low-level records"
     );
+    // The capture works: this test's non-secret inputs and the HTTP stack's records are there.
+    assert!(logged.contains("tenant-s"), "our own records were captured");
+    assert!(
+        logged.contains("hyper_util"),
+        "records of the `log` bridge were captured"
+    );
     for s in &secrets {
         assert!(!logged.contains(s.as_str()), "a secret reached the logs");
         assert!(!err_text.contains(s.as_str()), "a secret reached an error");
-        for src in [&source, &cert_source, &wl_source] {
+        for src in [&source, &cert_source, &wl_source, &mi_source, &cli_source] {
             assert!(!src.describe().contains(s.as_str()));
         }
     }
