@@ -906,6 +906,45 @@ mod tests {
         assert_eq!(a.matches('-').count(), 4);
     }
 
+    #[tokio::test]
+    async fn certificate_assertion_is_a_valid_rs256_jwt() {
+        use aws_lc_rs::signature::{KeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sp.pem");
+        std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        let aud = "https://login.example/t/oauth2/v2.0/token";
+        let signer = CertificateAssertion::load(&path, "app", aud).await.unwrap();
+        let jwt = signer.sign().unwrap();
+        let (signed, sig) = jwt.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        UnparsedPublicKey::new(
+            &RSA_PKCS1_2048_8192_SHA256,
+            signer.key.public_key().as_ref(),
+        )
+        .verify(signed.as_bytes(), &sig)
+        .expect("the signature verifies with the certificate's key");
+        let claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(signed.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["aud"], aud);
+        assert_eq!(claims["iss"], "app");
+        assert_eq!(claims["sub"], "app");
+        assert!(claims["exp"].as_u64().unwrap() > claims["nbf"].as_u64().unwrap());
+        // Debug shows no key material.
+        let debug = format!("{signer:?}");
+        assert!(debug.contains("app") && !debug.contains("key"), "{debug}");
+        // Each assertion is new (jti).
+        assert_ne!(signer.sign().unwrap(), jwt);
+    }
+
     #[test]
     fn managed_identity_accepts_one_user_assigned_id_only() {
         let s = Settings {
