@@ -1488,7 +1488,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let version = *version;
                 let ok = !is_error;
                 self.queue.pop_front();
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
                 if ok {
                     self.proto = version;
                 } else {
@@ -1582,7 +1582,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn complete_head(&mut self) {
         if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
             if state_change {
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
             }
         }
     }
@@ -1632,7 +1632,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
             return;
         };
-        self.reauths_in_flight -= 1;
+        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
         self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
