@@ -471,6 +471,13 @@ async fn default_chain_prefers_the_environment_service_principal() {
     );
     let reqs = mock.requests().await;
     assert!(reqs.iter().all(|r| r["via"] == "oauth2"), "{reqs:?}");
+    // The log says which member answered.
+    let logs = String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().any(|l| l.contains("this credential answered")
+            && l.contains("client-secret (tenant tenant-e, client app-6")),
+        "no log line names the member that answered"
+    );
 }
 
 #[tokio::test]
