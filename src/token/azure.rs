@@ -122,27 +122,43 @@ enum SecretInput {
 /// What to build for each acquisition. Holds no secret in clear except [`SecretInput::Env`],
 /// which is a zeroizing [`Secret`].
 enum Recipe {
+    /// `client-secret`: a service principal and its secret.
     ClientSecret {
+        /// Entra tenant id.
         tenant: String,
+        /// Application (client) id.
         client_id: String,
+        /// Where the secret comes from.
         secret: SecretInput,
     },
+    /// `client-certificate`: a service principal and an assertion signed with its key.
     ClientCertificate {
+        /// Entra tenant id.
         tenant: String,
+        /// Application (client) id.
         client_id: String,
+        /// PEM file with the certificate and its RSA key, re-read at every acquisition.
         certificate: PathBuf,
         /// The token endpoint: the `aud` claim of the signed assertion.
         audience: String,
     },
+    /// `workload-identity`: a federated Kubernetes service-account token.
     WorkloadIdentity {
+        /// Entra tenant id.
         tenant: String,
+        /// Client id of the identity the federated credential belongs to.
         client_id: String,
+        /// The projected service-account token; it rotates, so it is read at every acquisition.
         token_file: PathBuf,
     },
+    /// `managed-identity`: the platform's identity endpoint.
     ManagedIdentity {
+        /// A user-assigned identity; `None` for the system-assigned one.
         id: Option<UserAssignedId>,
     },
+    /// `azure-cli`: `az account get-access-token`.
     AzureCli {
+        /// A tenant other than the CLI's default.
         tenant: Option<String>,
     },
 }
