@@ -423,7 +423,9 @@ pub fn build(settings: &Settings) -> Result<Arc<dyn TokenSource>, TokenError> {
 
 /// What every credential shares.
 struct Shared {
+    /// The token scope.
     scope: String,
+    /// Transport with `identity_ca_file`, no library retries, the authority host.
     client_options: ClientOptions,
     /// The authority host actually used (for the client assertion's audience).
     authority: String,
