@@ -866,9 +866,17 @@ async fn secrets_never_reach_logs_debug_or_errors() {
 /// redis-server. The mock makes each token's oid an ACL user (through redis-cli) and deletes
 /// it at expiry; the client sees the token's oid as its identity, and survives the deletion
 /// of the first user because the proxy re-authenticated with the next token in time.
-#[tokio::test]
-async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_expiry() {
-    let _env = env_guard().await;
+/// A TLS redis-server, the mock identity endpoint issuing tokens of `lifetime` (each token's
+/// ACL user is created before the mock answers and deleted when the token expires: Azure's
+/// expiry, emulated), and the proxy with `--credential client-secret` against the mock.
+struct EndToEnd {
+    server: support::RedisServer,
+    mock: Mock,
+    proxy: support::Proxy,
+    client_secret: &'static str,
+}
+
+async fn end_to_end(lifetime: &str, extra_proxy_args: &[&str]) -> EndToEnd {
     let server = support::RedisServer::start().await;
     let mut admin = server.admin().await;
     let mock_admin_password = support::random_id();
@@ -894,7 +902,7 @@ async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_ex
     // The admin password reaches redis-cli through its environment, not its arguments.
     let mock = Mock::start_with_env(
         client_secret,
-        &["--lifetime", "8s", "--redis-cli-args", &cli_args],
+        &["--lifetime", lifetime, "--redis-cli-args", &cli_args],
         &[("REDISCLI_AUTH", &mock_admin_password)],
     );
     let secret_file = write_secret(mock.dir.path(), client_secret);
@@ -915,7 +923,25 @@ async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_ex
         args.push(flag.into());
         args.push(value.into());
     }
+    args.extend(extra_proxy_args.iter().map(|a| a.to_string()));
     let proxy = support::Proxy::start(&args, "info,entra_redis_proxy=debug").await;
+    EndToEnd {
+        server,
+        mock,
+        proxy,
+        client_secret,
+    }
+}
+
+#[tokio::test]
+async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_expiry() {
+    let _env = env_guard().await;
+    let EndToEnd {
+        server,
+        mock,
+        proxy,
+        client_secret,
+    } = end_to_end("8s", &[]).await;
     let mut client = proxy.client().await;
     let whoami = |r: support::Reply| {
         assert!(matches!(r, support::Reply::Bulk(_)), "WHOAMI: {r:?}");
@@ -974,4 +1000,130 @@ async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_ex
             "a token reached the proxy log"
         );
     }
+}
+
+/// Runs SET/GET pipelines with per-client values until `until`, checking every reply.
+async fn checked_traffic(mut c: support::ProxyClient, id: usize, until: Instant) -> usize {
+    let mut rounds = 0;
+    while Instant::now() < until {
+        let key = format!("client-{id}");
+        let value = format!("v-{id}-{rounds}");
+        let mut bytes = support::encode_command(&["SET", key.as_str(), value.as_str()]);
+        bytes.extend(support::encode_command(&["GET", key.as_str()]));
+        bytes.extend(support::encode_command(&["INCR", &format!("n-{id}")]));
+        let replies = c.pipeline(&bytes, 3).await;
+        assert_eq!(
+            replies[0],
+            support::Reply::ok(),
+            "client {id} round {rounds}"
+        );
+        assert_eq!(
+            replies[1],
+            support::Reply::bulk(&value),
+            "client {id} round {rounds}"
+        );
+        assert_eq!(
+            replies[2],
+            support::Reply::Int(rounds as i64 + 1),
+            "client {id} round {rounds}"
+        );
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rounds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_for_a_minute_with_ten_second_tokens() {
+    let _env = env_guard().await;
+    let e = end_to_end("10s", &[]).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for id in 0..20 {
+        let c = e.proxy.client().await;
+        tasks.push(tokio::spawn(checked_traffic(c, id, until)));
+    }
+    for t in tasks {
+        assert!(t.await.expect("client task") > 100);
+    }
+    // Tokens really expired under the clients (their users were deleted by the mock).
+    let issued = e.mock.issued().await;
+    assert!(
+        issued.len() >= 6,
+        "only {} tokens issued in 60 s",
+        issued.len()
+    );
+    let mut admin = e.server.admin().await;
+    let users = format!("{:?}", admin.cmd(&["ACL", "USERS"]).await);
+    let expired = issued
+        .iter()
+        .filter(|i| !users.contains(i["oid"].as_str().unwrap()))
+        .count();
+    assert!(expired >= 4, "only {expired} tokens expired during the run");
+    assert!(!e.proxy.raw_logs().contains(e.client_secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_outage_longer_than_the_refresh_window_is_ridden_out() {
+    let _env = env_guard().await;
+    // 20 s tokens, refreshed from 14 s (0.7) and at the latest 15 s (margin 5 s).
+    let e = end_to_end(
+        "20s",
+        &[
+            "--refresh-margin",
+            "5s",
+            "--refresh-jitter",
+            "0",
+            "--retry-initial",
+            "500ms",
+            "--retry-max",
+            "2s",
+        ],
+    )
+    .await;
+    let mut client = e.proxy.client().await;
+    let first = client.cmd(&["ACL", "WHOAMI"]).await.text().unwrap();
+    let first_exp = e
+        .mock
+        .issued()
+        .await
+        .iter()
+        .find(|i| i["oid"] == first.as_str())
+        .unwrap()["exp"]
+        .as_u64()
+        .unwrap();
+    // The identity endpoint fails from now until 17 s into the token's life: past the refresh
+    // point and the margin, but before expiry.
+    e.mock.fail("500", None).await;
+    let outage_end = UNIX_EPOCH + Duration::from_secs(first_exp - 3);
+    let until = Instant::now()
+        + outage_end
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+    let traffic = checked_traffic(e.proxy.client().await, 1, until).await;
+    assert!(traffic > 10);
+    // The proxy kept serving on the old token and kept retrying, with backoff.
+    assert_eq!(client.cmd(&["ACL", "WHOAMI"]).await.text().unwrap(), first);
+    let failures = e
+        .proxy
+        .raw_logs()
+        .lines()
+        .filter(|l| l.contains("could not obtain a token"))
+        .count();
+    assert!(failures >= 2, "{failures} failed attempts logged");
+    e.mock.fail("none", None).await;
+    // It recovers on its own before the old token expires; the same connection moves on.
+    let moved = support::wait_until(Duration::from_secs(10), || {
+        let first = first.clone();
+        let proxy = &e.proxy;
+        async move {
+            let mut c = proxy.client().await;
+            c.cmd(&["ACL", "WHOAMI"]).await.text().unwrap() != first
+        }
+    })
+    .await;
+    assert!(moved, "a new token was obtained after the outage");
+    let until = Instant::now() + Duration::from_secs(8);
+    // Past the first token's expiry (its user is deleted): the old connection still works.
+    assert!(checked_traffic(client, 2, until).await > 10);
 }
