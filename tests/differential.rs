@@ -1155,3 +1155,157 @@ async fn proxied_reply_streams_equal_direct_ones() {
     );
     assert!(rotations > 0 || sequences < 10, "no rotation happened");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Minimal reproductions of divergences the random sequences found
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `bytes` directly and through the proxy (fresh connections, flushed server) and
+/// requires identical reply streams of `frames` frames; returns the direct one.
+async fn same_replies(bytes: &[u8], frames: usize) -> Vec<u8> {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    let mut admin = server.admin().await;
+
+    let mut direct = direct_conn(&server, &rotator.current).await;
+    let d = direct.exchange(bytes, frames).await.expect("direct run");
+    let d_final = final_check(&mut direct).await.expect("direct final");
+    drop(direct);
+    reset_server(&mut admin).await;
+
+    let mut proxied = proxy_conn(&proxy).await;
+    let p = proxied.exchange(bytes, frames).await;
+    let p_final = match &p {
+        Ok(_) => final_check(&mut proxied).await,
+        Err(e) => Err(e.clone()),
+    };
+    assert_eq!(
+        (show(&normalise(&d), 2000), show(&d_final, 200)),
+        (
+            show(&normalise(&p.unwrap_or_else(|e| e.into_bytes())), 2000),
+            show(&p_final.unwrap_or_else(|e| e.into_bytes()), 200)
+        ),
+        "direct (left) and proxied (right) replies to {} differ",
+        show(bytes, 500)
+    );
+    d
+}
+
+/// A RESP2 subscriber's UNSUBSCRIBE/PUNSUBSCRIBE with nothing of that kind subscribed gets a
+/// RESP2 null (`$-1`), never the RESP3 null `_` the proxy's upstream connection produces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp2_subscriber_unsubscribe_from_nothing_gets_a_resp2_null() {
+    let bytes = [
+        encode_command(&["SUBSCRIBE", "a"]),
+        encode_command(&["PUNSUBSCRIBE"]),
+        encode_command(&["UNSUBSCRIBE", "a"]),
+        encode_command(&["UNSUBSCRIBE"]),
+    ]
+    .concat();
+    let d = same_replies(&bytes, 4).await;
+    assert!(d.ends_with(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"));
+}
+
+/// A RESP2 subscriber's refused commands get redis-server's own errors: unknown commands and
+/// wrong arity are reported as such (they are checked before the subscribed context), and a
+/// subcommand is named `container|sub`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp2_subscriber_refusals_match_redis_server() {
+    let bytes = [
+        encode_command(&["SUBSCRIBE", "a"]),
+        encode_command(&["OBJECT", "ENCODING", "k"]),
+        encode_command(&["NOSUCHCOMMAND", "x"]),
+        encode_command(&["GET"]),
+        encode_command(&["CLIENT", "GETNAME"]),
+    ]
+    .concat();
+    same_replies(&bytes, 5).await;
+}
+
+/// `HELLO 3` sent under `CLIENT REPLY OFF` has no reply, yet it switches the protocol: a later
+/// subscription's confirmations are RESP3 pushes, which the client must get untranslated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_under_client_reply_off_still_switches_the_protocol() {
+    let bytes = [
+        encode_command(&["CLIENT", "REPLY", "OFF"]),
+        encode_command(&["HELLO", "3"]),
+        encode_command(&["CLIENT", "REPLY", "ON"]),
+        encode_command(&["SUBSCRIBE", "a"]),
+        encode_command(&["UNSUBSCRIBE", "a"]),
+    ]
+    .concat();
+    let d = same_replies(&bytes, 3).await;
+    assert!(d.starts_with(b"+OK\r\n>3\r\n"));
+}
+
+/// redis-server's resetClient runs for an empty command (`*0`, an empty inline line) too, so
+/// an empty command right after `CLIENT REPLY SKIP` consumes the skip: the next command is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_command_consumes_client_reply_skip() {
+    let mut bytes = encode_command(&["CLIENT", "REPLY", "SKIP"]);
+    bytes.extend_from_slice(b"*0\r\n");
+    bytes.extend_from_slice(&encode_command(&["SET", "k", "v"]));
+    bytes.extend_from_slice(&encode_command(&["CLIENT", "REPLY", "SKIP"]));
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(&encode_command(&["GET", "k"]));
+    let d = same_replies(&bytes, 2).await;
+    assert_eq!(d, b"+OK\r\n$1\r\nv\r\n");
+}
+
+/// A client whose last command was `CLIENT REPLY SKIP` and that then waits is re-authenticated
+/// like any idle client (under `CLIENT REPLY OFF` the SKIP does nothing at all); otherwise its
+/// connection dies when the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_after_client_reply_skip_is_reauthenticated() {
+    let server = RedisServer::start().await;
+    let mut rotator = Rotator::new(&server).await;
+    rotator.reauth_timeout = Duration::from_secs(5);
+    let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    let mut failures = Vec::new();
+
+    // Under CLIENT REPLY OFF: SKIP is a no-op in redis-server.
+    let mut off = proxy_conn(&proxy).await;
+    let bytes = [
+        encode_command(&["CLIENT", "REPLY", "OFF"]),
+        encode_command(&["CLIENT", "REPLY", "SKIP"]),
+    ]
+    .concat();
+    off.exchange(&bytes, 0).await.expect("send");
+    let rotated = rotator.rotate(1).await;
+    let after = off
+        .exchange(&encode_command(&["CLIENT", "REPLY", "ON"]), 1)
+        .await;
+    if rotated.is_err() || after.as_deref() != Ok(b"+OK\r\n".as_slice()) {
+        failures.push(format!(
+            "CLIENT REPLY OFF + SKIP, then idle: rotation {rotated:?}, then CLIENT REPLY ON got {:?}",
+            after.map(|a| show(&a, 100))
+        ));
+    }
+    drop(off);
+
+    // With replies on: SKIP, then idle.
+    let mut skip = proxy_conn(&proxy).await;
+    skip.exchange(&encode_command(&["CLIENT", "REPLY", "SKIP"]), 0)
+        .await
+        .expect("send");
+    let rotated = rotator.rotate(1).await;
+    let after = skip
+        .exchange(
+            &[
+                encode_command(&["PING", "skipped"]),
+                encode_command(&["PING"]),
+            ]
+            .concat(),
+            1,
+        )
+        .await;
+    if rotated.is_err() || after.as_deref() != Ok(b"+PONG\r\n".as_slice()) {
+        failures.push(format!(
+            "CLIENT REPLY SKIP, then idle: rotation {rotated:?}, then PING PING got {:?}",
+            after.map(|a| show(&a, 100))
+        ));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
