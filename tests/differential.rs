@@ -1264,6 +1264,7 @@ async fn idle_after_client_reply_skip_is_reauthenticated() {
     rotator.reauth_timeout = Duration::from_secs(5);
     let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
     let mut failures = Vec::new();
+    let mut admin = server.admin().await;
 
     // Under CLIENT REPLY OFF: SKIP is a no-op in redis-server.
     let mut off = proxy_conn(&proxy).await;
@@ -1273,6 +1274,7 @@ async fn idle_after_client_reply_skip_is_reauthenticated() {
     ]
     .concat();
     off.exchange(&bytes, 0).await.expect("send");
+    wait_last_command(&mut admin, "client|reply").await;
     let rotated = rotator.rotate(1).await;
     let after = off
         .exchange(&encode_command(&["CLIENT", "REPLY", "ON"]), 1)
@@ -1283,6 +1285,12 @@ async fn idle_after_client_reply_skip_is_reauthenticated() {
             after.map(|a| show(&a, 100))
         ));
     }
+    // Replies are on again and the client is idle: nothing may hold re-AUTH back now.
+    if let Err(e) = rotator.rotate(1).await {
+        failures.push(format!(
+            "CLIENT REPLY OFF + SKIP, idle, CLIENT REPLY ON, idle: rotation {e}"
+        ));
+    }
     drop(off);
 
     // With replies on: SKIP, then idle.
@@ -1290,6 +1298,7 @@ async fn idle_after_client_reply_skip_is_reauthenticated() {
     skip.exchange(&encode_command(&["CLIENT", "REPLY", "SKIP"]), 0)
         .await
         .expect("send");
+    wait_last_command(&mut admin, "client|reply").await;
     let rotated = rotator.rotate(1).await;
     let after = skip
         .exchange(
@@ -1308,4 +1317,17 @@ async fn idle_after_client_reply_skip_is_reauthenticated() {
         ));
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Waits until the server saw `cmd` as the last command of the (single) test connection.
+async fn wait_last_command(admin: &mut Admin, cmd: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clients = admin.client_list().await;
+        if clients.len() == 1 && clients[0].cmd == cmd {
+            return;
+        }
+        assert!(Instant::now() < deadline, "last commands: {clients:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
