@@ -206,6 +206,8 @@ enum Kind {
     SetName,
     /// QUIT: the cache closes the connection after its reply, and so does the session.
     Quit,
+    /// An empty command (`*0`, an empty inline line): no reply.
+    Empty,
 }
 
 impl Kind {
@@ -214,6 +216,7 @@ impl Kind {
         !matches!(
             self,
             Kind::Plain
+                | Kind::Empty
                 | Kind::PingSubscribed
                 | Kind::MaybeBlocking
                 | Kind::Select(_)
@@ -559,9 +562,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             pos += scanned.len;
             commands += 1;
             if scanned.nargs == 0 {
-                // redis-server ignores empty commands without a reply.
-                self.flush_run(run_start, frame.start);
-                run_start = pos;
+                // redis-server answers nothing, but the empty command still counts as "the
+                // next command" after CLIENT REPLY SKIP: forward it and model it.
+                self.enqueue_command(Kind::Empty, 0);
                 continue;
             }
             let action = if scanned.inline {
@@ -1008,10 +1011,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         !self.upstream_lost
             && self.reauths_in_flight == 0
             && self.state_changes_in_flight == 0
-            && !self.skip_next_sent
             && !self.multi_sent
             && !self.in_multi
-            && self.reply_mode != ReplyMode::Skip
             && !(self.proto == 2 && self.subscribed())
     }
 
@@ -1030,12 +1031,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             self.reauth_permit = None;
             return Ok(());
         }
-        let frames = if self.reply_mode == ReplyMode::Off {
-            // Under CLIENT REPLY OFF the AUTH reply would be suppressed: turn replies on
-            // around it so its result can be checked, and off again.
+        let frames = if self.reply_mode != ReplyMode::On {
+            // Under CLIENT REPLY OFF (or with a SKIP waiting for the client's next command)
+            // the AUTH reply would be suppressed: turn replies on around it so its result can
+            // be checked, then restore the mode (SKIP again applies to the client's next).
+            let restore: &[u8] = if self.reply_mode == ReplyMode::Off {
+                b"OFF"
+            } else {
+                b"SKIP"
+            };
             let mut cmd = resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"ON"]);
             cmd.extend_from_slice(token.auth_command());
-            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"OFF"]));
+            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", restore]));
             self.upstream
                 .write_all(&cmd)
                 .await
@@ -1329,7 +1336,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     /// How many frames a command at the head of the queue will produce, and the state changes
     /// that happen when it runs without a reply.
     fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
-        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        if self.in_multi
+            && kind != Kind::Empty
+            && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             // Queued: +QUEUED or an error, whatever the command (reply mode aside).
             return self.apply_reply_mode(count);
@@ -1357,7 +1366,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.reply_mode = mode;
                 0
             }
-            _ => self.apply_reply_mode(count),
+            // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
+            Kind::Empty => {
+                if self.reply_mode == ReplyMode::Skip {
+                    self.reply_mode = ReplyMode::On;
+                }
+                0
+            }
+            _ => {
+                let n = self.apply_reply_mode(count);
+                if n == 0 && kind.changes_state() {
+                    // HELLO, SELECT, MULTI... under CLIENT REPLY OFF/SKIP still take effect.
+                    self.apply_effects(kind, true);
+                }
+                n
+            }
         }
     }
 
@@ -1527,8 +1550,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// State changes caused by a command's reply.
     fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
-        let bytes = &self.ubuf[frame];
-        let ok = !resp::is_error_reply(bytes);
+        let ok = !resp::is_error_reply(&self.ubuf[frame]);
+        self.apply_effects(kind, ok);
+    }
+
+    /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
+    /// is suppressed by CLIENT REPLY is taken to have succeeded).
+    fn apply_effects(&mut self, kind: Kind, ok: bool) {
         if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             return;
@@ -1937,21 +1965,28 @@ fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
 fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.len() + 4);
     out.push(b'*');
-    let mut rest = &frame[1..];
-    // Elements of Pub/Sub pushes are flat: blob strings, numbers, nulls.
-    while let Some(i) = memchr::memmem::find(
-        rest, b"
-_
-",
-    ) {
-        out.extend_from_slice(&rest[..i + 2]);
-        out.extend_from_slice(
-            b"$-1
-",
-        );
-        rest = &rest[i + 5..];
+    // The header line (`>N\r\n`), then each element: RESP3 nulls become RESP2 null bulks;
+    // everything else (blob strings, numbers) is the same in RESP2 and is copied as it is.
+    let Some(header_end) = memchr::memchr(b'\n', frame) else {
+        return frame.to_vec();
+    };
+    out.extend_from_slice(&frame[1..=header_end]);
+    let mut rest = &frame[header_end + 1..];
+    while !rest.is_empty() {
+        let len = match ReplyScanner::default().scan(rest, usize::MAX) {
+            Ok(Some(len)) => len,
+            _ => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        };
+        if &rest[..len] == b"_\r\n" {
+            out.extend_from_slice(b"$-1\r\n");
+        } else {
+            out.extend_from_slice(&rest[..len]);
+        }
+        rest = &rest[len..];
     }
-    out.extend_from_slice(rest);
     out
 }
 
@@ -2080,6 +2115,19 @@ mod tests {
         );
         let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
         assert!(strip_hello_auth(&args).is_none());
+    }
+
+    #[test]
+    fn pushes_become_resp2_arrays_without_touching_payloads() {
+        assert_eq!(
+            push_to_resp2(b">3\r\n$12\r\npunsubscribe\r\n_\r\n:1\r\n"),
+            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:1\r\n"
+        );
+        // A payload that looks like a RESP3 null stays as it is.
+        let msg = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$7\r\nx\r\n_\r\ny\r\n";
+        let mut want = msg.to_vec();
+        want[0] = b'*';
+        assert_eq!(push_to_resp2(msg), want);
     }
 
     #[test]
