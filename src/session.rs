@@ -1008,12 +1008,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// True where an injected AUTH cannot disturb the client's stream.
     fn at_safe_point(&self) -> bool {
+        // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
+        let resp2_subscriber = self.proto == 2 && self.subscribed();
         !self.upstream_lost
             && self.reauths_in_flight == 0
             && self.state_changes_in_flight == 0
             && !self.multi_sent
             && !self.in_multi
-            && !(self.proto == 2 && self.subscribed())
+            && !resp2_subscriber
     }
 
     async fn try_reauth(&mut self) -> Result<(), SessionEnd> {
