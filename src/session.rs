@@ -2092,21 +2092,29 @@ fn parse_command_info(reply: &[u8]) -> Option<CommandInfo> {
 fn subscribed_refusal_from_info(info_reply: &[u8]) -> impl Fn(&[Vec<u8>]) -> Vec<u8> {
     let info = parse_command_info(info_reply);
     move |args: &[Vec<u8>]| {
+        // redis-server formats arguments with printf's `%.Ns`: at most N bytes, and a C string
+        // ends at its first NUL.
+        let c_str = |b: &[u8], max: usize| -> Vec<u8> {
+            let end = memchr::memchr(0, b).unwrap_or(b.len()).min(max);
+            b[..end].to_vec()
+        };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let msg = match &info {
+        let mut msg: Vec<u8> = Vec::new();
+        match &info {
             None => {
-                let mut given = String::new();
+                let mut given: Vec<u8> = Vec::new();
                 for a in args.iter().skip(1) {
                     if given.len() >= 128 {
                         break;
                     }
-                    let room = 128 - given.len();
-                    let a = text(a);
-                    let cut: String = a.chars().take(room).collect();
-                    given.push_str(&format!("'{cut}' "));
+                    given.push(b'\'');
+                    given.extend(c_str(a, 128 - given.len() + 1));
+                    given.extend_from_slice(b"' ");
                 }
-                let name: String = text(&args[0]).chars().take(128).collect();
-                format!("unknown command '{name}', with args beginning with: {given}")
+                msg.extend_from_slice(b"unknown command '");
+                msg.extend(c_str(&args[0], 128));
+                msg.extend_from_slice(b"', with args beginning with: ");
+                msg.extend(given);
             }
             Some(cmd) => {
                 let mut full = cmd.name.clone();
@@ -2119,30 +2127,36 @@ fn subscribed_refusal_from_info(info_reply: &[u8]) -> impl Fn(&[Vec<u8>]) -> Vec
                             full = n.clone();
                             arity = *a;
                         }
-                        None => unknown_sub = Some(text(&args[1])),
+                        None => unknown_sub = Some(&args[1]),
                     }
                 }
                 let argc = args.len() as i64;
                 if let Some(sub) = unknown_sub {
-                    let sub: String = sub.chars().take(128).collect();
-                    format!(
-                        "unknown subcommand '{sub}'. Try {} HELP.",
-                        text(&args[0]).to_ascii_uppercase()
-                    )
+                    msg.extend_from_slice(b"unknown subcommand '");
+                    msg.extend(c_str(sub, 128));
+                    msg.extend_from_slice(
+                        format!("'. Try {} HELP.", text(&args[0]).to_ascii_uppercase()).as_bytes(),
+                    );
                 } else if (arity > 0 && argc != arity) || argc < -arity {
-                    format!("wrong number of arguments for '{full}' command")
+                    msg.extend_from_slice(
+                        format!("wrong number of arguments for '{full}' command").as_bytes(),
+                    );
                 } else {
-                    format!(
+                    msg.extend_from_slice(format!(
                         "Can't execute '{full}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-                    )
+                    ).as_bytes());
                 }
             }
-        };
-        let msg: String = msg
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        format!("-ERR {msg}\r\n").into_bytes()
+        }
+        for b in msg.iter_mut() {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b' ';
+            }
+        }
+        let mut out = b"-ERR ".to_vec();
+        out.extend(msg);
+        out.extend_from_slice(b"\r\n");
+        out
     }
 }
 
