@@ -46,6 +46,8 @@ pub struct Metrics {
     pub upstream_connect_duration_seconds: Histogram,
     /// Failed upstream connection attempts by reason.
     pub upstream_connect_errors_total: IntCounterVec,
+    /// Upstream connections replaced after a loss, invisibly to their clients.
+    pub upstream_reconnects_total: IntCounter,
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
     /// Bytes relayed, by direction.
@@ -151,6 +153,11 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric"),
+            upstream_reconnects_total: IntCounter::with_opts(opts(
+                "upstream_reconnects_total",
+                "Upstream connections replaced after a loss while idle, invisibly to the client.",
+            ))
+            .expect("metric"),
             commands_total: IntCounter::with_opts(opts(
                 "commands_total",
                 "Commands forwarded to the cache.",
@@ -199,6 +206,7 @@ impl Metrics {
             Box::new(self.upstream_connections.clone()),
             Box::new(self.upstream_connect_duration_seconds.clone()),
             Box::new(self.upstream_connect_errors_total.clone()),
+            Box::new(self.upstream_reconnects_total.clone()),
             Box::new(self.commands_total.clone()),
             Box::new(self.bytes_total.clone()),
             Box::new(self.build_info.clone()),

@@ -49,6 +49,47 @@ pub struct SessionContext {
     /// The token refresh margin: blocking waits end this much (at most half of it) before
     /// the token expires, so the connection can re-AUTH in time.
     pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
+    /// Paces reconnections after upstream loss, across sessions.
+    pub reconnect_pacer: Arc<ReconnectPacer>,
+}
+
+/// First delay between reconnection attempts (doubled up to 5 s, with jitter).
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A session gives up reopening its upstream connection after this long.
+const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Spaces out reconnections across sessions, so a cache failover does not become a
+/// reconnect storm: at most `per_second` connection attempts start each second.
+pub struct ReconnectPacer {
+    /// When the next attempt may start.
+    next: std::sync::Mutex<Instant>,
+    /// Time between two attempts.
+    interval: Duration,
+}
+
+impl ReconnectPacer {
+    /// A pacer allowing `per_second` attempts a second.
+    pub fn new(per_second: u32) -> Self {
+        ReconnectPacer {
+            next: std::sync::Mutex::new(Instant::now()),
+            interval: Duration::from_secs(1) / per_second.max(1),
+        }
+    }
+
+    /// Waits for this caller's turn.
+    pub async fn wait_turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
 }
 
 /// Client bytes read ahead while a blocking command holds the session.
@@ -132,6 +173,8 @@ enum SessionEnd {
     ClientProtocol(ProtocolError),
     #[error("upstream protocol error: {0}")]
     UpstreamProtocol(ProtocolError),
+    #[error("could not reopen the upstream connection: {0}")]
+    Reconnect(String),
 }
 
 /// The commands the session must understand; everything else is [`Kind::Plain`].
@@ -153,6 +196,14 @@ enum Kind {
     /// A command that may block (BLPOP, XREAD BLOCK, WAIT...): forwarded as an ordinary
     /// command unless its wait must be cut into slices (see [`Blocking`]).
     MaybeBlocking,
+    /// SELECT with its database, remembered to restore it on a new connection.
+    Select(Option<u32>),
+    /// WATCH: the session cannot move to a new connection until EXEC/DISCARD/UNWATCH.
+    Watch,
+    /// UNWATCH.
+    Unwatch,
+    /// CLIENT SETNAME, remembered to restore it on a new connection.
+    SetName,
 }
 
 impl Kind {
@@ -160,7 +211,13 @@ impl Kind {
     fn changes_state(self) -> bool {
         !matches!(
             self,
-            Kind::Plain | Kind::PingSubscribed | Kind::MaybeBlocking
+            Kind::Plain
+                | Kind::PingSubscribed
+                | Kind::MaybeBlocking
+                | Kind::Select(_)
+                | Kind::Watch
+                | Kind::Unwatch
+                | Kind::SetName
         )
     }
 }
@@ -203,6 +260,8 @@ enum Pending {
     Hello { version: u8 },
     /// A blocking command whose wait is cut into slices that end before the token expires.
     Blocking(Box<Blocking>),
+    /// A command restoring state on a replacement connection; its reply is swallowed.
+    Restore,
     /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
     /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
     StreamProbe { arg: usize },
@@ -253,6 +312,8 @@ struct Session<C> {
     /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
     /// served through RESP3).
     client_proto: u8,
+    /// The selected database.
+    db: u32,
     reply_mode: ReplyMode,
     in_multi: bool,
     monitor: bool,
@@ -276,6 +337,17 @@ struct Session<C> {
     /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
     /// subscribed through a RESP3 upstream, to know when to switch back).
     predicted_subs: Subscriptions,
+    /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
+    watching: bool,
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    client_name: Option<Vec<u8>>,
+
+    // Upstream loss.
+    /// The upstream connection broke while nothing was in flight; a new one is opened
+    /// before the next command (at once for subscribers).
+    upstream_lost: bool,
+    /// Subscription confirmations of a restore still to swallow.
+    restore_confirmations: usize,
 
     // Authentication.
     token_rx: watch::Receiver<CurrentToken>,
@@ -287,6 +359,8 @@ struct Session<C> {
     reauth_wanted: Option<Instant>,
     /// Whether this session counts in the `reauth_pending` gauge.
     pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 
     // Blocking commands.
     /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
@@ -331,11 +405,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             client_proto_sent: 2,
             upstream_proto_sent: 2,
             predicted_subs: Subscriptions::default(),
+            watching: false,
+            client_name: None,
+            upstream_lost: false,
+            restore_confirmations: 0,
+            db: 0,
             token_rx,
             auth_generation: token.generation(),
             reauths_in_flight: 0,
             reauth_wanted: None,
             pending_counted: false,
+            reauth_permit: None,
             blocked: false,
             reissue: None,
             ctx,
@@ -368,14 +448,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .map(|s| self.ctx.drain_timeout.saturating_sub(s.elapsed()))
                 .unwrap_or(Duration::MAX);
             tokio::select! {
-                r = self.upstream.read_buf(&mut self.ubuf) => {
+                r = self.upstream.read_buf(&mut self.ubuf), if !self.upstream_lost => {
                     match r {
-                        Ok(0) => return Err(SessionEnd::UpstreamClosed),
-                        Ok(n) => {
+                        Ok(n) if n > 0 => {
                             self.ctx.metrics.bytes_total.with_label_values(&["upstream_to_client"]).inc_by(n as u64);
                             self.on_upstream_data().await?;
                         }
-                        Err(e) => return Err(SessionEnd::UpstreamIo(e)),
+                        other => {
+                            let end = match other {
+                                Err(e) => SessionEnd::UpstreamIo(e),
+                                _ => SessionEnd::UpstreamClosed,
+                            };
+                            if !self.can_replace_upstream() || draining_since.is_some() {
+                                // Commands in flight or a transaction: the client must see the
+                                // loss and retry on its own.
+                                return Err(end);
+                            }
+                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                            self.upstream_lost = true;
+                            if self.subscribed() || self.monitor {
+                                // Subscribers send nothing: reconnect now.
+                                self.reconnect().await?;
+                            }
+                        }
                     }
                 }
                 r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
@@ -394,6 +489,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 r = self.token_rx.changed() => {
                     if r.is_ok() {
                         self.note_token_change();
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
                         self.try_reauth().await?;
                     }
                 }
@@ -426,6 +529,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if self.blocked {
             // Held until the blocking command's real reply.
             return Ok(());
+        }
+        if self.upstream_lost && !self.cbuf.is_empty() {
+            self.reconnect().await?;
         }
         let limits = self.ctx.limits;
         let mut pos = 0;
@@ -460,7 +566,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let name =
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
-                    Some(Kind::Plain) => Action::Forward(Kind::Plain, scanned.nargs),
+                    // A RESP2 subscriber served through RESP3 has every command looked at.
+                    Some(Kind::Plain) if !self.emulating_sent() => {
+                        Action::Forward(Kind::Plain, scanned.nargs)
+                    }
                     _ => {
                         let f = &self.cbuf[frame.clone()];
                         let args = resp::multibulk_args(f);
@@ -513,6 +622,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
             match kind {
                 Kind::Reset => {
+                    self.watching = false;
+                    self.client_name = None;
                     self.client_proto_sent = 2;
                     self.upstream_proto_sent = 2;
                     self.predicted_subs.clear();
@@ -521,10 +632,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     run_start = pos;
                     self.inject_auth_after_reset();
                 }
-                Kind::Hello(Some(v)) => {
-                    self.client_proto_sent = v;
-                    self.upstream_proto_sent = v;
+                Kind::Hello(v) => {
+                    if let Some(v) = v {
+                        self.client_proto_sent = v;
+                        self.upstream_proto_sent = v;
+                    }
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
+                        self.client_name = args.get(i + 1).cloned();
+                    }
                 }
+                Kind::SetName => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                }
+                Kind::Watch => self.watching = true,
+                Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     let subscribe = matches!(kind, Kind::Subscribe(_));
@@ -728,6 +851,125 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.client_proto_sent == 2 && self.upstream_proto_sent == 3
     }
 
+    // ---------------------------------------------------------------- upstream loss
+
+    /// True if nothing the client sent is in flight and no transaction or WATCH is open:
+    /// the connection can be replaced without the client noticing.
+    fn can_replace_upstream(&self) -> bool {
+        self.state_changes_in_flight == 0
+            && !self.multi_sent
+            && !self.in_multi
+            && !self.watching
+            && !self.blocked
+            && self.reissue.is_none()
+            && self
+                .queue
+                .iter()
+                .all(|p| matches!(p, Pending::Reauth { .. }))
+    }
+
+    /// Opens a new upstream connection (backing off, paced across sessions) and restores the
+    /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
+    async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        let started = Instant::now();
+        let mut failures: u32 = 0;
+        let (upstream, token) = loop {
+            self.ctx.reconnect_pacer.wait_turn().await;
+            let Some(token) = self.token_rx.borrow_and_update().clone() else {
+                return Err(SessionEnd::UpstreamClosed);
+            };
+            match self.ctx.connector.connect(&token).await {
+                Ok(u) => break (u, token),
+                Err(e) => {
+                    if e.is_auth_rejected() {
+                        self.ctx.tokens.request_refresh();
+                    }
+                    failures += 1;
+                    if started.elapsed() >= RECONNECT_GIVE_UP {
+                        tracing::warn!(session = self.id, error = %e, "cannot reopen the upstream connection; closing the client");
+                        return Err(SessionEnd::Reconnect(e.to_string()));
+                    }
+                    let base = RECONNECT_BACKOFF
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(5));
+                    let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::debug!(session = self.id, error = %e, retry_in = ?delay, "reconnect failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.upstream = upstream;
+        self.upstream_lost = false;
+        self.queue.clear();
+        self.reauths_in_flight = 0;
+        self.state_changes_in_flight = 0;
+        self.reauth_permit = None;
+        self.ubuf.clear();
+        self.uscan = ReplyScanner::default();
+        self.auth_generation = token.generation();
+        self.reauth_wanted = None;
+        self.pending_flag(false);
+        self.proto = 2;
+        self.upstream_proto_sent = 2;
+        let reply_off = self.reply_mode == ReplyMode::Off;
+        self.reply_mode = ReplyMode::On;
+
+        self.to_upstream.clear();
+        if self.client_proto == 3 || self.subscribed() {
+            self.inject_hello(3);
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            self.inject_restore(&[b"SELECT", db.as_bytes()]);
+        }
+        if let Some(name) = self.client_name.clone() {
+            self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
+        }
+        for (cmd, kind) in [
+            (&b"SUBSCRIBE"[..], SubKind::Channel),
+            (b"PSUBSCRIBE", SubKind::Pattern),
+            (b"SSUBSCRIBE", SubKind::Shard),
+        ] {
+            let set = self.subs(kind);
+            if set.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(set.iter().map(Vec::as_slice));
+            let bytes = resp::encode_command(&args);
+            self.restore_confirmations += set.len();
+            self.to_upstream.push(Segment::Owned(bytes));
+        }
+        if self.monitor {
+            self.inject_restore(&[b"MONITOR"]);
+        }
+        if reply_off {
+            self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                &b"CLIENT"[..],
+                b"REPLY",
+                b"OFF",
+            ])));
+            self.reply_mode = ReplyMode::Off;
+        }
+        self.write_upstream_plan().await?;
+        self.ctx.metrics.upstream_reconnects_total.inc();
+        tracing::info!(
+            session = self.id,
+            db = self.db,
+            subscribed = self.subscribed(),
+            "upstream connection replaced"
+        );
+        self.note_token_change();
+        Ok(())
+    }
+
+    /// Sends a command that restores state on a new connection; its reply is swallowed.
+    fn inject_restore(&mut self, args: &[&[u8]]) {
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(args)));
+        self.queue.push_back(Pending::Restore);
+    }
+
     // ---------------------------------------------------------------- re-authentication
 
     fn note_token_change(&mut self) {
@@ -755,7 +997,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// True where an injected AUTH cannot disturb the client's stream.
     fn at_safe_point(&self) -> bool {
-        self.reauths_in_flight == 0
+        !self.upstream_lost
+            && self.reauths_in_flight == 0
             && self.state_changes_in_flight == 0
             && !self.skip_next_sent
             && !self.multi_sent
@@ -768,7 +1011,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(wanted_since) = self.reauth_wanted else {
             return Ok(());
         };
-        if !self.at_safe_point() {
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
             return Ok(());
         }
         let Some(token) = self.token_rx.borrow().clone() else {
@@ -776,6 +1019,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         if token.generation() <= self.auth_generation {
             self.reauth_wanted = None;
+            self.reauth_permit = None;
             return Ok(());
         }
         let frames = if self.reply_mode == ReplyMode::Off {
@@ -1043,6 +1287,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 }
                 // Injected and blocking commands always expect a frame.
                 Pending::Reauth { .. }
+                | Pending::Restore
                 | Pending::Hello { .. }
                 | Pending::Blocking(_)
                 | Pending::StreamProbe { .. } => return,
@@ -1139,6 +1384,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
             // count toward a (UN)SUBSCRIBE at the head.
             if let Some(conf) = pubsub_confirmation(bytes, true) {
+                if self.restore_confirmations > 0 && matches!(conf.kind, Kind::Subscribe(_)) {
+                    // Re-subscribing on a replacement connection: the client subscribed once.
+                    self.restore_confirmations -= 1;
+                    return Route::Proxy;
+                }
                 self.apply_confirmation(&conf);
                 self.count_confirmation(&conf);
             }
@@ -1190,6 +1440,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Route::Proxy
             }
             Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Restore => {
+                if is_error {
+                    tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+                }
+                self.queue.pop_front();
+                Route::Proxy
+            }
             Pending::StreamProbe { arg } => {
                 let arg = *arg;
                 let id = last_stream_id(bytes);
@@ -1207,7 +1464,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let timed_out = b.slice_ended_empty(bytes);
                 let client_time_left = b
                     .deadline
-                    .map_or(true, |d| d > Instant::now() + Duration::from_millis(1));
+                    .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
                 let Some(Pending::Blocking(b)) = self.queue.pop_front() else {
                     unreachable!()
                 };
@@ -1285,6 +1542,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.client_proto = v;
             }
             Kind::Reset => {
+                self.db = 0;
                 self.proto = 2;
                 self.client_proto = 2;
                 self.reply_mode = ReplyMode::On;
@@ -1295,6 +1553,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.shards.clear();
             }
             Kind::Monitor if ok => self.monitor = true,
+            Kind::Select(Some(db)) if ok => self.db = db,
             _ => {}
         }
     }
@@ -1366,6 +1625,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             return;
         };
         self.reauths_in_flight -= 1;
+        self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
             tracing::debug!(
@@ -1428,9 +1688,11 @@ enum Classified {
 fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
         4 => &[b"AUTH", b"EXEC", b"WAIT"],
-        5 => &[b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD"],
-        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP"],
-        7 => &[b"DISCARD", b"MONITOR"],
+        5 => &[
+            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
+        ],
+        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
+        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH"],
         8 => &[b"BZPOPMIN", b"BZPOPMAX"],
         9 => &[b"SUBSCRIBE"],
         10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
@@ -1480,6 +1742,18 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         Kind::Unsubscribe(SubKind::Shard)
     } else if BLOCKING.iter().any(|b| is(b)) {
         Kind::MaybeBlocking
+    } else if is("SELECT") {
+        Kind::Select(
+            args.get(1)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok()),
+        )
+    } else if is("WATCH") {
+        Kind::Watch
+    } else if is("UNWATCH") {
+        Kind::Unwatch
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"SETNAME") {
+        Kind::SetName
     } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
         if args[2].eq_ignore_ascii_case(b"ON") {
             Kind::ClientReply(ReplyMode::On)
@@ -1769,7 +2043,7 @@ mod tests {
 
     #[test]
     fn quick_kind_lets_ordinary_commands_through() {
-        for c in ["GET", "SET", "LPUSH", "BLPOP", "PING", "CLIENTS", "HSET"] {
+        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "CLIENTS", "HSET"] {
             assert_eq!(quick_kind(c.as_bytes()), Some(Kind::Plain), "{c}");
         }
         for c in [

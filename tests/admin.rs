@@ -1,11 +1,12 @@
 //! End-to-end tests of the admin endpoint (`/metrics`, `/healthz`, `/readyz`), the Unix socket
 //! listener and signal-driven shutdown.
 //!
-//! The upstream here is a loopback port nobody listens on: these tests exercise readiness
-//! through token-file states and failed upstream connections. Everything binds `127.0.0.1:0`
-//! or a socket in a temporary directory.
+//! Most tests use a loopback port nobody listens on as the upstream, to drive readiness through
+//! token-file states and failed connections; the others run a real TLS `redis-server` from the
+//! harness. Everything binds `127.0.0.1:0` or a socket in a temporary directory.
 
-use std::io::Write as _;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -328,6 +329,76 @@ async fn a_bad_socket_mode_fails_start_up_as_a_config_problem() {
     assert!(err.to_string().contains("socket_mode"), "{err}");
 }
 
+// ------------------------------------------------------------------ with a real cache
+
+/// Settings for an in-process proxy in front of the harness's redis-server.
+fn settings_for(server: &support::RedisServer, token_file: &Path) -> Settings {
+    Settings {
+        listen: vec!["127.0.0.1:0".into()],
+        admin_listen: "127.0.0.1:0".into(),
+        upstream: server.addr(),
+        tls_server_name: Some("localhost".into()),
+        ca_file: Some(server.tls.ca_file.clone()),
+        credential: CredentialKind::TokenFile,
+        token_file: Some(token_file.to_owned()),
+        token_file_poll: Duration::from_millis(20),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn ready_with_a_real_cache_and_unready_once_it_refuses_the_token() {
+    let server = support::RedisServer::start().await;
+    let mut rotator = support::Rotator::new(&server).await;
+    let (_stop, stop_rx) = watch::channel(false);
+    let proxy = Proxy::start(settings_for(&server, &rotator.file.path), stop_rx)
+        .await
+        .unwrap();
+    let admin = proxy.admin_addr.unwrap();
+    wait_for(admin, "/readyz", "ready before any connection", |s, _| {
+        s == 200
+    })
+    .await;
+
+    let mut client = support::RespClient::new(TcpStream::connect(proxy.addrs[0]).await.unwrap());
+    assert_eq!(client.cmd(&["PING"]).await, support::Reply::status("PONG"));
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let metrics = get(admin, "/metrics").await.1;
+    assert!(
+        metrics.contains("entra_redis_proxy_upstream_connections 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("entra_redis_proxy_client_connections 1"),
+        "{metrics}"
+    );
+
+    // The cache stops accepting the token (its user is gone, as at an expiry the proxy
+    // could not prevent): new connections fail AUTH and readiness says so.
+    let oid = rotator.current.oid.clone();
+    rotator.admin.delete_user(&oid).await;
+    let _second = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let (_, body) = wait_for(admin, "/readyz", "the AUTH failure", |s, b| {
+        s == 503 && b.contains("last upstream connection failed")
+    })
+    .await;
+    assert!(body.contains("refused AUTH"), "{body}");
+    assert!(
+        !body.contains(rotator.current.signature()),
+        "no secret: {body}"
+    );
+
+    // A new token the cache accepts: the readiness probe reconnects without any client.
+    rotator.rotate(0).await.unwrap();
+    wait_for(admin, "/readyz", "recovery through the probe", |s, _| {
+        s == 200
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------ the binary and signals
 
 /// The proxy binary, started with a config file; stderr goes to `dir/stderr.log`.
@@ -354,7 +425,7 @@ impl Running {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        support::redact(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     fn signal(&self, name: &str) {
@@ -368,7 +439,7 @@ impl Running {
     }
 
     /// Waits for exit, at most `within`.
-    fn wait(&mut self, within: Duration) -> ExitStatus {
+    async fn wait(&mut self, within: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -378,7 +449,23 @@ impl Running {
                 let _ = self.child.kill();
                 panic!("still running after {within:?}; log:\n{}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until something accepts connections on the socket file.
+    async fn wait_for_socket(&mut self, sock: &Path) {
+        let start = Instant::now();
+        while UnixStream::connect(sock).await.is_err() {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("exited early ({st}); log:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no listener on the socket; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -390,55 +477,41 @@ impl Drop for Running {
     }
 }
 
-/// Waits until something accepts connections on the socket file.
-fn wait_for_socket(sock: &Path, running: &mut Running) {
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        if let Some(st) = running.child.try_wait().unwrap() {
-            panic!("exited early ({st}); log:\n{}", running.log());
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no listener on the socket; log:\n{}",
-            running.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn binary_config(dir: &Path, sock: &Path, grace: &str, startup_wait: &str) -> String {
-    let ca = ca_file(dir);
+/// A config file for the binary: a unix socket listener, no admin endpoint.
+fn binary_config(sock: &Path, upstream: &str, ca: &Path, token_file: &Path, grace: &str) -> String {
     format!(
         "listen = [\"unix:{sock}\"]\n\
          admin_listen = \"\"\n\
-         upstream = \"127.0.0.1:{port}\"\n\
+         upstream = \"{upstream}\"\n\
          tls_server_name = \"localhost\"\n\
          ca_file = \"{ca}\"\n\
          credential = \"token-file\"\n\
          token_file = \"{token}\"\n\
-         startup_wait = \"{startup_wait}\"\n\
+         startup_wait = \"100ms\"\n\
          shutdown_grace = \"{grace}\"\n",
         sock = sock.display(),
-        port = closed_port(),
         ca = ca.display(),
-        token = dir.join("token").display(),
+        token = token_file.display(),
     )
 }
 
-#[test]
-fn sigterm_with_no_sessions_exits_zero_and_removes_the_socket() {
+#[tokio::test]
+async fn sigterm_with_no_sessions_exits_zero_and_removes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("p.sock");
-    // startup_wait is short: the probe connections of wait_for_socket are sessions that
-    // wait for a token, and they should be gone by the time SIGTERM arrives.
-    let mut p = Running::start(
-        dir.path(),
-        &binary_config(dir.path(), &sock, "25s", "100ms"),
+    let upstream = format!("127.0.0.1:{}", closed_port());
+    let config = binary_config(
+        &sock,
+        &upstream,
+        &ca_file(dir.path()),
+        &dir.path().join("token"),
+        "25s",
     );
-    wait_for_socket(&sock, &mut p);
+    let mut p = Running::start(dir.path(), &config);
+    p.wait_for_socket(&sock).await;
     let start = Instant::now();
     p.signal("TERM");
-    let status = p.wait(DEADLINE);
+    let status = p.wait(DEADLINE).await;
     assert!(status.success(), "{status}; log:\n{}", p.log());
     assert!(!sock.exists(), "socket file removed at exit");
     let log = p.log();
@@ -446,53 +519,125 @@ fn sigterm_with_no_sessions_exits_zero_and_removes_the_socket() {
     assert!(log.contains("open files limit"), "{log}");
     // Nothing was in flight, so no waiting for the 25 s grace.
     assert!(
-        start.elapsed() < Duration::from_secs(12),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
 }
 
-#[test]
-fn the_grace_period_bounds_shutdown_and_sigint_waits_a_fifth_of_it() {
-    for (sig, grace, min, max) in [
-        (
-            "TERM",
-            "2s",
-            Duration::from_millis(1500),
-            Duration::from_secs(8),
-        ),
-        (
-            "INT",
-            "10s",
-            Duration::from_millis(1500),
-            Duration::from_secs(8),
-        ),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("p.sock");
-        // A client waiting for a token (startup_wait 60 s) keeps its session open.
-        let mut p = Running::start(dir.path(), &binary_config(dir.path(), &sock, grace, "60s"));
-        wait_for_socket(&sock, &mut p);
-        let mut stuck = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        stuck.write_all(b"PING\r\n").unwrap();
-        // The session counts once the gauge would; the connect above is enough to be
-        // accepted, but give the accept loop a moment by waiting for the socket again.
-        wait_for_socket(&sock, &mut p);
+/// A proxy binary on a unix socket in front of a real cache, and a client on it.
+struct SignalSetup {
+    _server: support::RedisServer,
+    rotator: support::Rotator,
+    proxy: Running,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn signal_setup(grace: &str) -> SignalSetup {
+    let server = support::RedisServer::start().await;
+    let rotator = support::Rotator::new(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("p.sock");
+    let config = binary_config(
+        &sock,
+        &server.addr(),
+        &server.tls.ca_file,
+        &rotator.file.path,
+        grace,
+    );
+    let mut proxy = Running::start(dir.path(), &config);
+    proxy.wait_for_socket(&sock).await;
+    SignalSetup {
+        _server: server,
+        rotator,
+        proxy,
+        sock,
+        _dir: dir,
+    }
+}
+
+impl SignalSetup {
+    async fn client(&self) -> support::RespClient<UnixStream> {
+        support::RespClient::new(UnixStream::connect(&self.sock).await.unwrap())
+    }
+
+    /// Waits until the cache runs `cmd` for one of the proxy's connections.
+    async fn wait_for_cmd_in_flight(&mut self, cmd: &str) {
+        let oid = self.rotator.current.oid.clone();
         let start = Instant::now();
-        p.signal(sig);
-        let status = p.wait(DEADLINE);
+        loop {
+            let clients = self.rotator.admin.client_list().await;
+            if clients.iter().any(|c| c.user == oid && c.cmd == cmd) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{cmd} never ran: {:?}",
+                clients.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_command_in_flight_finish_then_exits_zero() {
+    let mut s = signal_setup("25s").await;
+    let mut client = s.client().await;
+    assert_eq!(client.cmd(&["PING"]).await, support::Reply::status("PONG"));
+    let mut idle = s.client().await;
+    assert_eq!(idle.cmd(&["PING"]).await, support::Reply::status("PONG"));
+
+    client.send(&["BLPOP", "ops:nothing", "2"]).await;
+    s.wait_for_cmd_in_flight("blpop").await;
+    let start = Instant::now();
+    s.proxy.signal("TERM");
+
+    // The blocked command gets its own reply (the timeout's null), then the connection closes.
+    assert_eq!(client.read_frame().await, support::Reply::Null);
+    assert!(
+        client.try_read_frame().await.is_err(),
+        "closed after the reply"
+    );
+    // The idle client is closed at once, without an error reply.
+    assert!(idle.try_read_frame().await.is_err());
+    // No new connections while draining (or the socket is already gone).
+    let status = s.proxy.wait(DEADLINE).await;
+    let took = start.elapsed();
+    assert!(status.success(), "{status}; log:\n{}", s.proxy.log());
+    assert!(
+        took >= Duration::from_millis(1500),
+        "waited for BLPOP: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "did not wait for the grace: {took:?}"
+    );
+    assert!(UnixStream::connect(&s.sock).await.is_err());
+    assert!(!s.sock.exists());
+    assert!(s.proxy.log().contains("all sessions closed; exiting"));
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_shutdown_and_sigint_waits_a_fifth_of_it() {
+    // (signal, shutdown_grace): both allow about 2 s; a session blocked forever cannot
+    // hold the process longer.
+    for (sig, grace) in [("TERM", "2s"), ("INT", "10s")] {
+        let mut s = signal_setup(grace).await;
+        let mut client = s.client().await;
+        client.send(&["BLPOP", "ops:nothing", "0"]).await;
+        s.wait_for_cmd_in_flight("blpop").await;
+        let start = Instant::now();
+        s.proxy.signal(sig);
+        let status = s.proxy.wait(DEADLINE).await;
         let took = start.elapsed();
-        assert!(status.success(), "{sig}: {status}; log:\n{}", p.log());
+        assert!(status.success(), "{sig}: {status}; log:\n{}", s.proxy.log());
         assert!(
-            took >= min && took <= max,
-            "{sig} with grace {grace}: exited after {took:?}; log:\n{}",
-            p.log()
+            took >= Duration::from_millis(1500) && took < Duration::from_millis(4500),
+            "{sig} with shutdown_grace {grace}: exited after {took:?}; log:\n{}",
+            s.proxy.log()
         );
-        assert!(
-            p.log().contains("exiting with sessions still open"),
-            "{}",
-            p.log()
-        );
-        assert!(!sock.exists());
+        assert!(!s.sock.exists());
     }
 }
