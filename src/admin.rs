@@ -26,6 +26,13 @@ use crate::token::manager::ManagerStatus;
 use crate::token::{AccessToken, TokenManagerHandle};
 use crate::upstream::{ConnectAttempt, UpstreamConnector};
 
+/// Path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// Path of the liveness check: 200 while the process serves.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Path of the readiness check: 200 with a valid token and a working upstream, else 503.
+pub const READY_PATH: &str = "/readyz";
+
 /// Largest request head (request line and headers) accepted; larger gets 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time allowed to read a request and write the response.
@@ -340,7 +347,7 @@ async fn handle(mut stream: TcpStream, state: &Arc<AdminState>) -> io::Result<()
 
 fn route(path: &str, state: &Arc<AdminState>) -> Response {
     match path {
-        "/metrics" => {
+        METRICS_PATH => {
             let token = state.tokens.current();
             state
                 .metrics
@@ -351,8 +358,8 @@ fn route(path: &str, state: &Arc<AdminState>) -> Response {
                 body: state.metrics.encode(),
             }
         }
-        "/healthz" | "/livez" => Response::text(200, "ok"),
-        "/readyz" => match state.readiness() {
+        HEALTH_PATH => Response::text(200, "ok"),
+        READY_PATH => match state.readiness() {
             Ok(()) => Response::text(200, "ready"),
             Err(reason) => {
                 state.maybe_probe();
