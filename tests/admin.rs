@@ -641,3 +641,30 @@ async fn the_grace_period_bounds_shutdown_and_sigint_waits_a_fifth_of_it() {
         assert!(!s.sock.exists());
     }
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut s = signal_setup("25s").await;
+    let mut client = s.client().await;
+    client.send(&["BLPOP", "ops:nothing", "0"]).await;
+    s.wait_for_cmd_in_flight("blpop").await;
+    let start = Instant::now();
+    s.proxy.signal("TERM");
+    // Wait until the first signal is being handled, then send the second.
+    let deadline = Instant::now() + DEADLINE;
+    while !s.proxy.log().contains("shutting down") {
+        assert!(Instant::now() < deadline, "{}", s.proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.proxy.signal("TERM");
+    let status = s.proxy.wait(DEADLINE).await;
+    let took = start.elapsed();
+    assert!(status.success(), "{status}; log:\n{}", s.proxy.log());
+    // Without the second signal the session's own 5 s drain limit would end it.
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}; log:\n{}",
+        s.proxy.log()
+    );
+    assert!(s.proxy.log().contains("second signal"));
+}
