@@ -204,6 +204,8 @@ enum Kind {
     Unwatch,
     /// CLIENT SETNAME, remembered to restore it on a new connection.
     SetName,
+    /// QUIT: the cache closes the connection after its reply, and so does the session.
+    Quit,
 }
 
 impl Kind {
@@ -218,6 +220,7 @@ impl Kind {
                 | Kind::Watch
                 | Kind::Unwatch
                 | Kind::SetName
+                | Kind::Quit
         )
     }
 }
@@ -339,6 +342,8 @@ struct Session<C> {
     predicted_subs: Subscriptions,
     /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
     watching: bool,
+    /// QUIT sent: the cache's close is expected and ends the session.
+    quit_sent: bool,
     /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
     client_name: Option<Vec<u8>>,
 
@@ -406,6 +411,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             upstream_proto_sent: 2,
             predicted_subs: Subscriptions::default(),
             watching: false,
+            quit_sent: false,
             client_name: None,
             upstream_lost: false,
             restore_confirmations: 0,
@@ -459,7 +465,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                                 Err(e) => SessionEnd::UpstreamIo(e),
                                 _ => SessionEnd::UpstreamClosed,
                             };
-                            if !self.can_replace_upstream() || draining_since.is_some() {
+                            if !self.can_replace_upstream() || draining_since.is_some() || self.quit_sent {
                                 // Commands in flight or a transaction: the client must see the
                                 // loss and retry on its own.
                                 return Err(end);
@@ -647,6 +653,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
                 }
                 Kind::Watch => self.watching = true,
+                Kind::Quit => self.quit_sent = true,
                 Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -746,11 +753,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if self.emulating_sent() {
                     // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
                     let allowed = match k {
-                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset => true,
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
+                            true
+                        }
                         Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
                             return Action::Forward(Kind::PingSubscribed, nargs)
                         }
-                        Kind::Plain => name.eq_ignore_ascii_case(b"QUIT"),
                         _ => false,
                     };
                     if !allowed {
@@ -1480,7 +1488,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let version = *version;
                 let ok = !is_error;
                 self.queue.pop_front();
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
                 if ok {
                     self.proto = version;
                 } else {
@@ -1574,7 +1582,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn complete_head(&mut self) {
         if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
             if state_change {
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
             }
         }
     }
@@ -1624,7 +1632,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
             return;
         };
-        self.reauths_in_flight -= 1;
+        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
         self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
@@ -1687,7 +1695,7 @@ enum Classified {
 #[inline]
 fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
-        4 => &[b"AUTH", b"EXEC", b"WAIT"],
+        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT"],
         5 => &[
             b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
         ],
@@ -1748,6 +1756,8 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.parse().ok()),
         )
+    } else if is("QUIT") {
+        Kind::Quit
     } else if is("WATCH") {
         Kind::Watch
     } else if is("UNWATCH") {
