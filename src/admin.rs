@@ -39,6 +39,10 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
+/// After answering, unread request bytes discarded at most (see [`LINGER_TIME`]).
+const LINGER_BYTES: usize = 256 * 1024;
+/// After answering, how long the peer has to close before the connection is dropped.
+const LINGER_TIME: Duration = Duration::from_millis(500);
 /// Shortest interval between two readiness probe connections to the cache.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -342,7 +346,21 @@ async fn handle(mut stream: TcpStream, state: &Arc<AdminState>) -> io::Result<()
     };
     stream.write_all(&response.encode(head_only)).await?;
     stream.flush().await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Lingering close: closing with unread request bytes would send a TCP reset, which can
+    // destroy the response before the client reads it. Read (bounded) what is left first.
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 fn route(path: &str, state: &Arc<AdminState>) -> Response {
