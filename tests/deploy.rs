@@ -505,3 +505,72 @@ fn systemd_unit_is_hardened_and_waits_for_the_grace() {
         .iter()
         .any(|a| a.starts_with(&format!("unix:/run/{dir}/"))));
 }
+
+/// The `HEALTHCHECK` command, as the argument vector Docker runs (it must be valid JSON, or
+/// Docker would run it through a shell as one string).
+fn healthcheck_command() -> Vec<String> {
+    let text = read("Dockerfile");
+    let joined = text.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("HEALTHCHECK");
+    let array = &line[line.find("CMD [").expect("exec form") + 4..];
+    serde_json::from_str(array).expect("HEALTHCHECK CMD is a JSON array")
+}
+
+#[test]
+fn dockerfile_healthcheck_command_works_against_the_binary() {
+    let (admin_port, _) = default_ports();
+    let cmd = healthcheck_command();
+    let script = cmd.last().unwrap().clone();
+    let default_target = format!("/dev/tcp/127.0.0.1/{admin_port}");
+    assert!(script.contains(&default_target), "{script}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--upstream", "127.0.0.1:1", "--credential", "token-file"])
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The ephemeral admin port, from the `admin listening` log line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(port) = text
+            .lines()
+            .filter(|l| l.contains("admin listening"))
+            .find_map(|l| l.split("address=127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next()?.parse::<u16>().ok())
+        {
+            break port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no admin address: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = |script: &str| {
+        Command::new(&cmd[0])
+            .args(&cmd[1..cmd.len() - 1])
+            .arg(script)
+            .status()
+            .unwrap()
+            .success()
+    };
+    let here = script.replace(&default_target, &format!("/dev/tcp/127.0.0.1/{port}"));
+    // Not ready (no token), yet healthy: the check passes.
+    assert!(run(&here), "the health check fails against a serving proxy");
+    let ready = here.replace(HEALTH_PATH, READY_PATH);
+    assert!(!run(&ready), "the check must look at the status code");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run(&here), "the health check passes with the proxy gone");
+}
