@@ -17,38 +17,34 @@ fn raise_nofile(want: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY-free: plain libc calls on a local struct.
-    unsafe_free_getrlimit(&mut lim);
-    let target = want.max(lim.rlim_cur as u64);
+    getrlimit_nofile(&mut lim);
+    let target = want.max(lim.rlim_cur);
     let new = libc::rlimit {
         rlim_cur: target as libc::rlim_t,
         rlim_max: (target as libc::rlim_t).max(lim.rlim_max),
     };
-    if !unsafe_free_setrlimit(&new) {
+    if !setrlimit_nofile(&new) {
         // Not root: take what the hard limit allows.
         let soft = libc::rlimit {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
-        unsafe_free_setrlimit(&soft);
+        setrlimit_nofile(&soft);
     }
-    unsafe_free_getrlimit(&mut lim);
-    lim.rlim_cur as u64
+    getrlimit_nofile(&mut lim);
+    lim.rlim_cur
 }
 
-fn unsafe_free_getrlimit(lim: &mut libc::rlimit) {
-    // The only way to reach getrlimit from a test without another dependency.
-    #[allow(unsafe_code)]
+fn getrlimit_nofile(lim: &mut libc::rlimit) {
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, lim);
     }
 }
 
-fn unsafe_free_setrlimit(lim: &libc::rlimit) -> bool {
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, lim) == 0
-    }
+fn setrlimit_nofile(lim: &libc::rlimit) -> bool {
+    // SAFETY: setrlimit only reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, lim) == 0 }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
