@@ -146,6 +146,15 @@ pub struct Settings {
     /// Longest inline command line.
     #[serde(deserialize_with = "count::deserialize")]
     pub max_inline_len: usize,
+    /// On SIGTERM, how long sessions may take to finish the commands in flight before the
+    /// process exits anyway (SIGINT allows a fifth of it).
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// File mode of `unix:` listener sockets, as an octal string (`"0660"`).
+    pub socket_mode: String,
+    /// File holding the password local clients must send with `AUTH`; none means local
+    /// clients are not asked for one.
+    pub client_password_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -187,6 +196,9 @@ impl Default for Settings {
             max_bulk_len: 512 * 1024 * 1024,
             max_command_args: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            shutdown_grace: Duration::from_secs(25),
+            socket_mode: "0660".into(),
+            client_password_file: None,
         }
     }
 }
