@@ -164,6 +164,30 @@ pub fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
+/// Reads the local client password (one line; a trailing newline is not part of it). Warns
+/// when the file is readable by others.
+fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProblem> {
+    use std::os::unix::fs::PermissionsExt;
+    let problem = |why: String| {
+        ConfigProblem(format!(
+            "`client_password_file` {}: {why} (set client_password_file / --client-password-file to a readable file holding the password)",
+            path.display()
+        ))
+    };
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?);
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(problem("the file is empty".into()));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(path = %path.display(), "the client password file is readable by every user on this machine; restrict it (chmod 600)");
+        }
+    }
+    Ok(crate::token::Secret::new(password))
+}
+
 /// Parses `socket_mode`: an octal file mode such as `"0660"` or `"660"`, at most `0777`.
 pub fn parse_socket_mode(s: &str) -> Result<u32, ConfigProblem> {
     let digits = s.trim();
@@ -230,6 +254,10 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Proxy> {
         let socket_mode = parse_socket_mode(&settings.socket_mode)?;
+        let client_password = match &settings.client_password_file {
+            Some(path) => Some(read_client_password(path)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let source = token::build_source(&settings).map_err(|e| ConfigProblem(e.to_string()))?;
         let policy = RefreshPolicy {
@@ -325,6 +353,7 @@ impl Proxy {
             refresh_margin: settings.refresh_margin,
             reauth_limiter: Arc::new(Semaphore::new(settings.reauth_concurrency)),
             reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
+            client_password,
         });
         let permits = Arc::new(Semaphore::new(settings.max_connections));
         for listener in listeners {

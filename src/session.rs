@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::resp::{self, CommandScanner, Limits, ProtocolError, ReplyScanner};
-use crate::token::{AccessToken, CurrentToken, TokenManagerHandle};
+use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 
 /// What every session shares.
@@ -53,6 +53,9 @@ pub struct SessionContext {
     pub reauth_limiter: Arc<tokio::sync::Semaphore>,
     /// Paces reconnections after upstream loss, across sessions.
     pub reconnect_pacer: Arc<ReconnectPacer>,
+    /// The password local clients must AUTH with (`client_password_file`); `None`: no
+    /// local authentication, and a client's AUTH is answered +OK.
+    pub client_password: Option<Secret>,
 }
 
 /// First delay between reconnection attempts (doubled up to 5 s, with jitter).
@@ -371,6 +374,8 @@ struct Session<C> {
     watching: bool,
     /// QUIT sent: the cache's close is expected and ends the session.
     quit_sent: bool,
+    /// The client has authenticated locally (always true without `client_password_file`).
+    client_authed: bool,
     /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
     client_name: Option<Vec<u8>>,
 
@@ -439,6 +444,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             predicted_subs: Subscriptions::default(),
             watching: false,
             quit_sent: false,
+            client_authed: ctx.client_password.is_none(),
             client_name: None,
             upstream_lost: false,
             restore_confirmations: 0,
@@ -603,7 +609,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
                     // A RESP2 subscriber served through RESP3 has every command looked at.
-                    Some(Kind::Plain) if !self.emulating_sent() => {
+                    Some(Kind::Plain) if !self.emulating_sent() && self.client_authed => {
                         Action::Forward(Kind::Plain, scanned.nargs)
                     }
                     _ => {
@@ -615,7 +621,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             };
             let kind = match &action {
                 Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
-                Action::Local(_) | Action::Refuse(_) => Kind::Plain,
+                Action::Local(_) | Action::Refuse(_) | Action::LocalAuth(_) => Kind::Plain,
             };
             if kind == Kind::MaybeBlocking {
                 let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -649,6 +655,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.queue.push_back(Pending::Local(reply));
                     continue;
                 }
+                Action::LocalAuth(ok) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    let reply: &'static [u8] = if ok {
+                        self.client_authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        tracing::info!(session = self.id, "a local client sent a wrong password");
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    };
+                    self.queue.push_back(Pending::Local(Cow::Borrowed(reply)));
+                    continue;
+                }
                 Action::Refuse(args) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
@@ -669,6 +688,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
             match kind {
                 Kind::Reset => {
+                    // RESET logs the client out too.
+                    self.client_authed = self.ctx.client_password.is_none();
                     self.watching = false;
                     self.client_name = None;
                     self.client_proto_sent = 2;
@@ -680,6 +701,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.inject_auth_after_reset();
                 }
                 Kind::Hello(v) => {
+                    // Forwarded: any password it carried matched (checked in classify).
+                    self.client_authed = true;
                     if let Some(v) = v {
                         self.client_proto_sent = v;
                         self.upstream_proto_sent = v;
@@ -780,6 +803,35 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let nargs = args.len();
         let kind = full_kind(name, args);
+        if let Some(password) = &self.ctx.client_password {
+            // Local client authentication: nothing is forwarded before the client's AUTH.
+            match kind {
+                Classified::Auth if !self.emulating_sent() => {
+                    let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
+                    return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
+                }
+                Classified::Kind(Kind::Hello(_)) => {
+                    let auth = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"));
+                    match auth.and_then(|i| args.get(i + 2)) {
+                        Some(given) if matches_password(given, password) => {
+                            // Authenticated by HELLO: forwarded below without its AUTH part.
+                        }
+                        Some(_) => return Action::LocalAuth(false),
+                        None if !self.client_authed => {
+                            return Action::Local(Cow::Borrowed(
+                                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Classified::Kind(Kind::Quit | Kind::Reset) => {}
+                _ if !self.client_authed => {
+                    return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"))
+                }
+                _ => {}
+            }
+        }
         match kind {
             Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
             Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
@@ -1766,6 +1818,8 @@ fn push_range(plan: &mut Vec<Segment>, start: usize, end: usize) {
 /// What to do with a client command.
 enum Action {
     Forward(Kind, usize),
+    /// The client's AUTH against `client_password_file`: true if the password matched.
+    LocalAuth(bool),
     Local(Cow<'static, [u8]>),
     /// Refuse as redis-server refuses a RESP2 subscriber's command; the exact error depends
     /// on the command table, so `COMMAND INFO` is asked first.
@@ -1954,6 +2008,17 @@ fn last_stream_id(reply: &[u8]) -> Vec<u8> {
         }
     }
     b"0-0".to_vec()
+}
+
+/// Compares a client's password with the configured one in time independent of where they
+/// differ.
+fn matches_password(given: &[u8], password: &Secret) -> bool {
+    let want = password.expose().as_bytes();
+    let mut diff = (given.len() != want.len()) as u8;
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 /// Channel, pattern and shard-channel subscriptions.
