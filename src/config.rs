@@ -67,6 +67,9 @@ pub struct Settings {
     /// Most client connections at once; further clients wait in the accept queue.
     #[serde(deserialize_with = "count::deserialize")]
     pub max_connections: usize,
+    /// Re-AUTHs in flight at once across all sessions when a token is refreshed.
+    #[serde(deserialize_with = "count::deserialize")]
+    pub reauth_concurrency: usize,
     /// The cache: `HOST[:PORT]`, port 6380 by default.
     pub upstream: String,
     /// Name to verify the cache's certificate against (SNI too); default the upstream host.
@@ -151,6 +154,7 @@ impl Default for Settings {
             listen: vec!["127.0.0.1:6379".into()],
             allow_non_loopback: false,
             max_connections: 10_000,
+            reauth_concurrency: 64,
             upstream: String::new(),
             tls_server_name: None,
             ca_file: None,
@@ -329,6 +333,9 @@ pub struct Cli {
     /// Most client connections at once; more wait in the accept queue [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Re-AUTHs in flight at once across all sessions after a token refresh [default: 64].
+    #[arg(long, value_name = "N")]
+    pub reauth_concurrency: Option<usize>,
     /// The cache, `HOST[:PORT]` (port 6380 by default); required.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub upstream: Option<String>,
@@ -447,6 +454,7 @@ impl Cli {
         }
         set(&mut s.allow_non_loopback, self.allow_non_loopback);
         set(&mut s.max_connections, self.max_connections);
+        set(&mut s.reauth_concurrency, self.reauth_concurrency);
         set(&mut s.upstream, self.upstream);
         set_opt(&mut s.tls_server_name, self.tls_server_name);
         set_opt(&mut s.ca_file, self.ca_file);
@@ -770,6 +778,7 @@ impl Settings {
         }
         for (key, value) in [
             ("max_connections", self.max_connections),
+            ("reauth_concurrency", self.reauth_concurrency),
             ("max_bulk_len", self.max_bulk_len),
             ("max_command_args", self.max_command_args),
             ("max_inline_len", self.max_inline_len),

@@ -20,9 +20,6 @@ use crate::upstream::UpstreamConnector;
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
-/// Re-AUTHs in flight at once across all sessions (each holds a place until its reply).
-const REAUTH_CONCURRENCY: usize = 64;
-
 /// Upstream reconnections started per second at most, across sessions.
 const RECONNECTS_PER_SECOND: u32 = 200;
 
@@ -113,7 +110,7 @@ impl Proxy {
             startup_wait: settings.startup_wait,
             drain_timeout: DRAIN_TIMEOUT,
             refresh_margin: settings.refresh_margin,
-            reauth_limiter: Arc::new(Semaphore::new(REAUTH_CONCURRENCY)),
+            reauth_limiter: Arc::new(Semaphore::new(settings.reauth_concurrency)),
             reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
         });
 

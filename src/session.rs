@@ -204,6 +204,10 @@ enum Kind {
     Unwatch,
     /// CLIENT SETNAME, remembered to restore it on a new connection.
     SetName,
+    /// QUIT: the cache closes the connection after its reply, and so does the session.
+    Quit,
+    /// An empty command (`*0`, an empty inline line): no reply.
+    Empty,
 }
 
 impl Kind {
@@ -212,12 +216,14 @@ impl Kind {
         !matches!(
             self,
             Kind::Plain
+                | Kind::Empty
                 | Kind::PingSubscribed
                 | Kind::MaybeBlocking
                 | Kind::Select(_)
                 | Kind::Watch
                 | Kind::Unwatch
                 | Kind::SetName
+                | Kind::Quit
         )
     }
 }
@@ -339,6 +345,8 @@ struct Session<C> {
     predicted_subs: Subscriptions,
     /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
     watching: bool,
+    /// QUIT sent: the cache's close is expected and ends the session.
+    quit_sent: bool,
     /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
     client_name: Option<Vec<u8>>,
 
@@ -406,6 +414,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             upstream_proto_sent: 2,
             predicted_subs: Subscriptions::default(),
             watching: false,
+            quit_sent: false,
             client_name: None,
             upstream_lost: false,
             restore_confirmations: 0,
@@ -459,7 +468,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                                 Err(e) => SessionEnd::UpstreamIo(e),
                                 _ => SessionEnd::UpstreamClosed,
                             };
-                            if !self.can_replace_upstream() || draining_since.is_some() {
+                            if !self.can_replace_upstream() || draining_since.is_some() || self.quit_sent {
                                 // Commands in flight or a transaction: the client must see the
                                 // loss and retry on its own.
                                 return Err(end);
@@ -553,9 +562,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             pos += scanned.len;
             commands += 1;
             if scanned.nargs == 0 {
-                // redis-server ignores empty commands without a reply.
-                self.flush_run(run_start, frame.start);
-                run_start = pos;
+                // redis-server answers nothing, but the empty command still counts as "the
+                // next command" after CLIENT REPLY SKIP: forward it and model it.
+                self.enqueue_command(Kind::Empty, 0);
                 continue;
             }
             let action = if scanned.inline {
@@ -566,7 +575,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let name =
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
-                    Some(Kind::Plain) => Action::Forward(Kind::Plain, scanned.nargs),
+                    // A RESP2 subscriber served through RESP3 has every command looked at.
+                    Some(Kind::Plain) if !self.emulating_sent() => {
+                        Action::Forward(Kind::Plain, scanned.nargs)
+                    }
                     _ => {
                         let f = &self.cbuf[frame.clone()];
                         let args = resp::multibulk_args(f);
@@ -644,6 +656,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
                 }
                 Kind::Watch => self.watching = true,
+                Kind::Quit => self.quit_sent = true,
                 Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -743,11 +756,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if self.emulating_sent() {
                     // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
                     let allowed = match k {
-                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset => true,
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
+                            true
+                        }
                         Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
                             return Action::Forward(Kind::PingSubscribed, nargs)
                         }
-                        Kind::Plain => name.eq_ignore_ascii_case(b"QUIT"),
                         _ => false,
                     };
                     if !allowed {
@@ -994,14 +1008,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// True where an injected AUTH cannot disturb the client's stream.
     fn at_safe_point(&self) -> bool {
+        // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
+        let resp2_subscriber = self.proto == 2 && self.subscribed();
         !self.upstream_lost
             && self.reauths_in_flight == 0
             && self.state_changes_in_flight == 0
-            && !self.skip_next_sent
             && !self.multi_sent
             && !self.in_multi
-            && self.reply_mode != ReplyMode::Skip
-            && !(self.proto == 2 && self.subscribed())
+            && !resp2_subscriber
     }
 
     async fn try_reauth(&mut self) -> Result<(), SessionEnd> {
@@ -1019,12 +1033,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             self.reauth_permit = None;
             return Ok(());
         }
-        let frames = if self.reply_mode == ReplyMode::Off {
-            // Under CLIENT REPLY OFF the AUTH reply would be suppressed: turn replies on
-            // around it so its result can be checked, and off again.
+        let frames = if self.reply_mode != ReplyMode::On {
+            // Under CLIENT REPLY OFF (or with a SKIP waiting for the client's next command)
+            // the AUTH reply would be suppressed: turn replies on around it so its result can
+            // be checked, then restore the mode (SKIP again applies to the client's next).
+            let restore: &[u8] = if self.reply_mode == ReplyMode::Off {
+                b"OFF"
+            } else {
+                b"SKIP"
+            };
             let mut cmd = resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"ON"]);
             cmd.extend_from_slice(token.auth_command());
-            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"OFF"]));
+            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", restore]));
             self.upstream
                 .write_all(&cmd)
                 .await
@@ -1318,7 +1338,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     /// How many frames a command at the head of the queue will produce, and the state changes
     /// that happen when it runs without a reply.
     fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
-        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        if self.in_multi
+            && kind != Kind::Empty
+            && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             // Queued: +QUEUED or an error, whatever the command (reply mode aside).
             return self.apply_reply_mode(count);
@@ -1346,7 +1368,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.reply_mode = mode;
                 0
             }
-            _ => self.apply_reply_mode(count),
+            // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
+            Kind::Empty => {
+                if self.reply_mode == ReplyMode::Skip {
+                    self.reply_mode = ReplyMode::On;
+                }
+                0
+            }
+            _ => {
+                let n = self.apply_reply_mode(count);
+                if n == 0 && kind.changes_state() {
+                    // HELLO, SELECT, MULTI... under CLIENT REPLY OFF/SKIP still take effect.
+                    self.apply_effects(kind, true);
+                }
+                n
+            }
         }
     }
 
@@ -1477,7 +1513,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let version = *version;
                 let ok = !is_error;
                 self.queue.pop_front();
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
                 if ok {
                     self.proto = version;
                 } else {
@@ -1516,8 +1552,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// State changes caused by a command's reply.
     fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
-        let bytes = &self.ubuf[frame];
-        let ok = !resp::is_error_reply(bytes);
+        let ok = !resp::is_error_reply(&self.ubuf[frame]);
+        self.apply_effects(kind, ok);
+    }
+
+    /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
+    /// is suppressed by CLIENT REPLY is taken to have succeeded).
+    fn apply_effects(&mut self, kind: Kind, ok: bool) {
         if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             return;
@@ -1571,7 +1612,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn complete_head(&mut self) {
         if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
             if state_change {
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
             }
         }
     }
@@ -1621,7 +1662,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
             return;
         };
-        self.reauths_in_flight -= 1;
+        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
         self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
@@ -1684,7 +1725,7 @@ enum Classified {
 #[inline]
 fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
-        4 => &[b"AUTH", b"EXEC", b"WAIT"],
+        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT"],
         5 => &[
             b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
         ],
@@ -1745,6 +1786,8 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.parse().ok()),
         )
+    } else if is("QUIT") {
+        Kind::Quit
     } else if is("WATCH") {
         Kind::Watch
     } else if is("UNWATCH") {
@@ -1924,21 +1967,28 @@ fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
 fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.len() + 4);
     out.push(b'*');
-    let mut rest = &frame[1..];
-    // Elements of Pub/Sub pushes are flat: blob strings, numbers, nulls.
-    while let Some(i) = memchr::memmem::find(
-        rest, b"
-_
-",
-    ) {
-        out.extend_from_slice(&rest[..i + 2]);
-        out.extend_from_slice(
-            b"$-1
-",
-        );
-        rest = &rest[i + 5..];
+    // The header line (`>N\r\n`), then each element: RESP3 nulls become RESP2 null bulks;
+    // everything else (blob strings, numbers) is the same in RESP2 and is copied as it is.
+    let Some(header_end) = memchr::memchr(b'\n', frame) else {
+        return frame.to_vec();
+    };
+    out.extend_from_slice(&frame[1..=header_end]);
+    let mut rest = &frame[header_end + 1..];
+    while !rest.is_empty() {
+        let len = match ReplyScanner::default().scan(rest, usize::MAX) {
+            Ok(Some(len)) => len,
+            _ => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        };
+        if &rest[..len] == b"_\r\n" {
+            out.extend_from_slice(b"$-1\r\n");
+        } else {
+            out.extend_from_slice(&rest[..len]);
+        }
+        rest = &rest[len..];
     }
-    out.extend_from_slice(rest);
     out
 }
 
@@ -2067,6 +2117,19 @@ mod tests {
         );
         let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
         assert!(strip_hello_auth(&args).is_none());
+    }
+
+    #[test]
+    fn pushes_become_resp2_arrays_without_touching_payloads() {
+        assert_eq!(
+            push_to_resp2(b">3\r\n$12\r\npunsubscribe\r\n_\r\n:1\r\n"),
+            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:1\r\n"
+        );
+        // A payload that looks like a RESP3 null stays as it is.
+        let msg = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$7\r\nx\r\n_\r\ny\r\n";
+        let mut want = msg.to_vec();
+        want[0] = b'*';
+        assert_eq!(push_to_resp2(msg), want);
     }
 
     #[test]

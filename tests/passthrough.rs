@@ -273,7 +273,7 @@ async fn pubsub_in_resp3() {
         ])]
     );
     sub.send(&["UNSUBSCRIBE"]).await;
-    let mut unsubscribed = vec![sub.read_frame().await, sub.read_frame().await];
+    let mut unsubscribed = [sub.read_frame().await, sub.read_frame().await];
     unsubscribed.sort_by_key(|r| format!("{r:?}"));
     let channels: Vec<_> = unsubscribed
         .iter()

@@ -6,6 +6,8 @@
 //! always "poll a condition until a deadline", never a fixed sleep.
 #![allow(dead_code)]
 
+mod restart;
+
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
