@@ -51,6 +51,8 @@ struct Finished {
     name: String,
     client_id: i64,
     rounds: u64,
+    /// Kept open until the test has looked at `CLIENT LIST`.
+    _client: ProxyClient,
 }
 
 async fn client_id(c: &mut ProxyClient) -> i64 {
@@ -82,6 +84,7 @@ async fn finish(
         name,
         client_id: id,
         rounds: shared.progress[index].load(Ordering::SeqCst),
+        _client: c,
     }
 }
 
@@ -203,6 +206,9 @@ async fn subscriber(
                 "{name}: the publisher did not finish within 30 s of the stop"
             );
         }
+        // Read before the PING: if the publisher had finished by then, all its messages
+        // precede the PONG on this connection.
+        let published = shared.published[channel_index].load(Ordering::SeqCst);
         c.send(&["PING"]).await;
         // Messages until the PONG.
         loop {
@@ -218,7 +224,6 @@ async fn subscriber(
             received += 1;
         }
         shared.tick(index);
-        let published = shared.published[channel_index].load(Ordering::SeqCst);
         if published != u64::MAX {
             // The publisher has finished; everything it published arrived before this PONG.
             assert_eq!(
