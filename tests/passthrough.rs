@@ -369,3 +369,42 @@ async fn protocol_error_closes_only_that_client() {
     let mut fresh = s.client().await;
     assert_eq!(fresh.cmd(&["PING"]).await, Reply::status("PONG"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_in_resp2() {
+    let s = setup().await;
+    let mut sub = s.client().await;
+    let mut publisher = s.client().await;
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "r2"]).await,
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("r2"),
+            Reply::Int(1)
+        ])
+    );
+    // redis-server answers PING on a RESP2 subscriber with ["pong", message].
+    assert_eq!(sub.cmd(&["PING"]).await, Reply::bulks(&["pong", ""]));
+    assert_eq!(
+        sub.cmd(&["PING", "hi"]).await,
+        Reply::bulks(&["pong", "hi"])
+    );
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "r2", "hello"]).await,
+        Reply::Int(1)
+    );
+    assert_eq!(
+        sub.read_frame().await,
+        Reply::bulks(&["message", "r2", "hello"])
+    );
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE"]).await,
+        Reply::Array(vec![
+            Reply::bulk("unsubscribe"),
+            Reply::bulk("r2"),
+            Reply::Int(0)
+        ])
+    );
+    assert_eq!(sub.cmd(&["PING"]).await, Reply::status("PONG"));
+    assert_eq!(sub.cmd(&["GET", "nothing"]).await, Reply::Null);
+}

@@ -509,8 +509,18 @@ impl Rotator {
     /// least `expect_connections` are authenticated as the new one, then deletes the old user
     /// (emulated expiry). Returns the new token.
     pub async fn rotate(&mut self, expect_connections: usize) -> Result<Token, String> {
+        self.rotate_with(expect_connections, |_| {}).await
+    }
+
+    /// [`Rotator::rotate`], calling `on_mint` with the new token before anything else happens.
+    pub async fn rotate_with(
+        &mut self,
+        expect_connections: usize,
+        on_mint: impl FnOnce(&Token),
+    ) -> Result<Token, String> {
         let old = self.current.clone();
         let new = Token::mint(self.ttl);
+        on_mint(&new);
         self.admin.create_token_user(&new).await;
         self.file.write(&new);
         self.issued.push(new.clone());
