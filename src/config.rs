@@ -146,6 +146,15 @@ pub struct Settings {
     /// Longest inline command line.
     #[serde(deserialize_with = "count::deserialize")]
     pub max_inline_len: usize,
+    /// On SIGTERM, how long sessions may take to finish the commands in flight before the
+    /// process exits anyway (SIGINT allows a fifth of it).
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// File mode of `unix:` listener sockets, as an octal string (`"0660"`).
+    pub socket_mode: String,
+    /// File holding the password local clients must send with `AUTH`; none means local
+    /// clients are not asked for one.
+    pub client_password_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -187,6 +196,9 @@ impl Default for Settings {
             max_bulk_len: 512 * 1024 * 1024,
             max_command_args: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            shutdown_grace: Duration::from_secs(25),
+            socket_mode: "0660".into(),
+            client_password_file: None,
         }
     }
 }
@@ -272,7 +284,7 @@ pub enum ConfigError {
          port acts with the proxy's Entra identity on the cache. Keep listen on 127.0.0.1, [::1] \
          or a unix: socket; or, if the port is protected by other means, set allow_non_loopback \
          (allow_non_loopback = true in the config file, ENTRA_REDIS_PROXY_ALLOW_NON_LOOPBACK=true, \
-         or --allow-non-loopback) and, once supported, a client password"
+         or --allow-non-loopback) and client_password_file (--client-password-file)"
     )]
     NonLoopback {
         /// The `listen` entry as written.
@@ -434,6 +446,17 @@ pub struct Cli {
     /// Longest inline command line, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_inline_len: Option<usize>,
+    /// On SIGTERM, how long sessions may finish commands in flight before exit; SIGINT allows
+    /// a fifth [default: 25s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub shutdown_grace: Option<Duration>,
+    /// File mode of unix: listener sockets, octal [default: 0660].
+    #[arg(long, value_name = "OCTAL")]
+    pub socket_mode: Option<String>,
+    /// File holding the password local clients must AUTH with (any username); required for a
+    /// non-loopback listener.
+    #[arg(long, value_name = "PATH")]
+    pub client_password_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -490,6 +513,9 @@ impl Cli {
         set(&mut s.max_bulk_len, self.max_bulk_len);
         set(&mut s.max_command_args, self.max_command_args);
         set(&mut s.max_inline_len, self.max_inline_len);
+        set(&mut s.shutdown_grace, self.shutdown_grace);
+        set(&mut s.socket_mode, self.socket_mode);
+        set_opt(&mut s.client_password_file, self.client_password_file);
     }
 }
 
@@ -712,6 +738,7 @@ impl Settings {
             ("certificate_file", &self.certificate_file),
             ("certificate_password_file", &self.certificate_password_file),
             ("identity_ca_file", &self.identity_ca_file),
+            ("client_password_file", &self.client_password_file),
         ] {
             if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(invalid(
@@ -826,7 +853,7 @@ impl Settings {
                 key: "listen".into(),
                 problem: format!("entry {entry:?} is not HOST:PORT or unix:/path ({why})"),
             })?;
-            if !self.allow_non_loopback {
+            if !self.allow_non_loopback || self.client_password_file.is_none() {
                 if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
                     return Err(ConfigError::NonLoopback {
                         entry: entry.clone(),
@@ -1498,7 +1525,7 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_listen_needs_allow_non_loopback() {
+    fn non_loopback_listen_needs_allow_non_loopback_and_a_client_password() {
         let mut s = valid();
         s.listen = vec!["127.0.0.1:6379".into(), "0.0.0.0:6379".into()];
         let text = err_text(s.validate());
@@ -1507,6 +1534,10 @@ mod tests {
         assert!(text.contains("allow_non_loopback"), "{text}");
         assert!(text.contains("--allow-non-loopback"), "{text}");
         s.allow_non_loopback = true;
+        // Still refused: anyone on the network would act as the identity without a password.
+        let text = err_text(s.validate());
+        assert!(text.contains("client_password_file"), "{text}");
+        s.client_password_file = Some("/run/secrets/pw".into());
         s.validate().unwrap();
         assert_eq!(
             s.listen_addrs().unwrap()[1],

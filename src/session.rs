@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::resp::{self, CommandScanner, Limits, ProtocolError, ReplyScanner};
-use crate::token::{AccessToken, CurrentToken, TokenManagerHandle};
+use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 
 /// What every session shares.
@@ -53,6 +53,9 @@ pub struct SessionContext {
     pub reauth_limiter: Arc<tokio::sync::Semaphore>,
     /// Paces reconnections after upstream loss, across sessions.
     pub reconnect_pacer: Arc<ReconnectPacer>,
+    /// The password local clients must AUTH with (`client_password_file`); `None`: no
+    /// local authentication, and a client's AUTH is answered +OK.
+    pub client_password: Option<Secret>,
 }
 
 /// First delay between reconnection attempts (doubled up to 5 s, with jitter).
@@ -268,6 +271,9 @@ enum Pending {
     Blocking(Box<Blocking>),
     /// A command restoring state on a replacement connection; its reply is swallowed.
     Restore,
+    /// A RESP2 subscriber's command that redis-server would refuse: the `COMMAND INFO` reply
+    /// is replaced by the error redis-server would give.
+    Refusal(Vec<Vec<u8>>),
     /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
     /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
     StreamProbe { arg: usize },
@@ -277,6 +283,27 @@ enum Pending {
         frames: usize,
         started: Instant,
     },
+}
+
+impl Pending {
+    /// A short description for trace logs (never a token).
+    fn label(&self) -> String {
+        match self {
+            Pending::Command {
+                kind,
+                count,
+                remaining,
+                ..
+            } => format!("{kind:?} x{count} remaining={remaining:?}"),
+            Pending::Local(_) => "local reply".into(),
+            Pending::Hello { version } => format!("injected HELLO {version}"),
+            Pending::Reauth { frames, .. } => format!("injected AUTH ({frames} frames)"),
+            Pending::Blocking(_) => "blocking command slice".into(),
+            Pending::Restore => "restore".into(),
+            Pending::Refusal(_) => "refusal".into(),
+            Pending::StreamProbe { .. } => "stream probe".into(),
+        }
+    }
 }
 
 /// What a frame from the cache is.
@@ -347,6 +374,8 @@ struct Session<C> {
     watching: bool,
     /// QUIT sent: the cache's close is expected and ends the session.
     quit_sent: bool,
+    /// The client has authenticated locally (always true without `client_password_file`).
+    client_authed: bool,
     /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
     client_name: Option<Vec<u8>>,
 
@@ -415,6 +444,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             predicted_subs: Subscriptions::default(),
             watching: false,
             quit_sent: false,
+            client_authed: ctx.client_password.is_none(),
             client_name: None,
             upstream_lost: false,
             restore_confirmations: 0,
@@ -527,7 +557,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.queue.iter().any(|p| {
             matches!(
                 p,
-                Pending::Command { .. } | Pending::Local(_) | Pending::Blocking(_)
+                Pending::Command { .. }
+                    | Pending::Local(_)
+                    | Pending::Blocking(_)
+                    | Pending::Refusal(_)
             )
         })
     }
@@ -576,7 +609,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
                     // A RESP2 subscriber served through RESP3 has every command looked at.
-                    Some(Kind::Plain) if !self.emulating_sent() => {
+                    Some(Kind::Plain) if !self.emulating_sent() && self.client_authed => {
                         Action::Forward(Kind::Plain, scanned.nargs)
                     }
                     _ => {
@@ -588,7 +621,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             };
             let kind = match &action {
                 Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
-                Action::Local(_) => Kind::Plain,
+                Action::Local(_) | Action::Refuse(_) | Action::LocalAuth(_) => Kind::Plain,
             };
             if kind == Kind::MaybeBlocking {
                 let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -622,6 +655,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.queue.push_back(Pending::Local(reply));
                     continue;
                 }
+                Action::LocalAuth(ok) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    let reply: &'static [u8] = if ok {
+                        self.client_authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        tracing::info!(session = self.id, "a local client sent a wrong password");
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    };
+                    self.queue.push_back(Pending::Local(Cow::Borrowed(reply)));
+                    continue;
+                }
+                Action::Refuse(args) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                        &b"COMMAND"[..],
+                        b"INFO",
+                        &args[0],
+                    ])));
+                    self.queue.push_back(Pending::Refusal(args));
+                    continue;
+                }
                 Action::Rewrite(kind, nargs, bytes) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
@@ -631,6 +688,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
             match kind {
                 Kind::Reset => {
+                    // RESET logs the client out too.
+                    self.client_authed = self.ctx.client_password.is_none();
                     self.watching = false;
                     self.client_name = None;
                     self.client_proto_sent = 2;
@@ -642,6 +701,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.inject_auth_after_reset();
                 }
                 Kind::Hello(v) => {
+                    // Forwarded: any password it carried matched (checked in classify).
+                    self.client_authed = true;
                     if let Some(v) = v {
                         self.client_proto_sent = v;
                         self.upstream_proto_sent = v;
@@ -742,10 +803,37 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let nargs = args.len();
         let kind = full_kind(name, args);
-        match kind {
-            Classified::Auth if self.emulating_sent() => {
-                Action::Local(not_in_subscribed_context(name))
+        if let Some(password) = &self.ctx.client_password {
+            // Local client authentication: nothing is forwarded before the client's AUTH.
+            match kind {
+                Classified::Auth if !self.emulating_sent() => {
+                    let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
+                    return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
+                }
+                Classified::Kind(Kind::Hello(_)) => {
+                    let auth = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"));
+                    match auth.and_then(|i| args.get(i + 2)) {
+                        Some(given) if matches_password(given, password) => {
+                            // Authenticated by HELLO: forwarded below without its AUTH part.
+                        }
+                        Some(_) => return Action::LocalAuth(false),
+                        None if !self.client_authed => {
+                            return Action::Local(Cow::Borrowed(
+                                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Classified::Kind(Kind::Quit | Kind::Reset) => {}
+                _ if !self.client_authed => {
+                    return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"))
+                }
+                _ => {}
             }
+        }
+        match kind {
+            Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
             Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
             Classified::Kind(k) => {
                 if self.multi_sent && in_multi_unsupported(k) {
@@ -765,7 +853,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         _ => false,
                     };
                     if !allowed {
-                        return Action::Local(not_in_subscribed_context(name));
+                        return Action::Refuse(owned_args(args));
                     }
                 }
                 if let Kind::Hello(_) = k {
@@ -803,7 +891,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if kind == Kind::Multi {
             self.multi_sent = true;
         }
-        if !state_change {
+        // Only ordinary commands share an entry: the others keep their kind.
+        if !state_change && kind == Kind::Plain {
             if let Some(Pending::Command {
                 kind: Kind::Plain,
                 count,
@@ -815,7 +904,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 *count += 1;
                 return;
             }
-        } else {
+        }
+        if state_change {
             self.state_changes_in_flight += 1;
         }
         self.queue.push_back(Pending::Command {
@@ -1305,6 +1395,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 // Injected and blocking commands always expect a frame.
                 Pending::Reauth { .. }
                 | Pending::Restore
+                | Pending::Refusal(_)
                 | Pending::Hello { .. }
                 | Pending::Blocking(_)
                 | Pending::StreamProbe { .. } => return,
@@ -1413,6 +1504,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn route(&mut self, frame: std::ops::Range<usize>) -> Route {
         let bytes = &self.ubuf[frame.clone()];
         let first = bytes[0];
+        tracing::trace!(
+            session = self.id,
+            frame_type = %(first as char),
+            frame_len = bytes.len(),
+            head = ?self.queue.front().map(Pending::label),
+            queued = self.queue.len(),
+            "frame from the cache"
+        );
         if first == b'>' {
             // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
             // count toward a (UN)SUBSCRIBE at the head.
@@ -1473,6 +1572,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Route::Proxy
             }
             Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Refusal(_) => {
+                let reply = subscribed_refusal_from_info(bytes);
+                let Some(Pending::Refusal(args)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                Route::Replace(reply(&args))
+            }
             Pending::Restore => {
                 if is_error {
                     tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
@@ -1712,7 +1818,12 @@ fn push_range(plan: &mut Vec<Segment>, start: usize, end: usize) {
 /// What to do with a client command.
 enum Action {
     Forward(Kind, usize),
+    /// The client's AUTH against `client_password_file`: true if the password matched.
+    LocalAuth(bool),
     Local(Cow<'static, [u8]>),
+    /// Refuse as redis-server refuses a RESP2 subscriber's command; the exact error depends
+    /// on the command table, so `COMMAND INFO` is asked first.
+    Refuse(Vec<Vec<u8>>),
     Rewrite(Kind, usize, Vec<u8>),
 }
 
@@ -1899,6 +2010,17 @@ fn last_stream_id(reply: &[u8]) -> Vec<u8> {
     b"0-0".to_vec()
 }
 
+/// Compares a client's password with the configured one in time independent of where they
+/// differ.
+fn matches_password(given: &[u8], password: &Secret) -> bool {
+    let want = password.expose().as_bytes();
+    let mut diff = (given.len() != want.len()) as u8;
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 /// Channel, pattern and shard-channel subscriptions.
 #[derive(Debug, Default)]
 struct Subscriptions {
@@ -1951,15 +2073,156 @@ fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
     }
 }
 
-/// redis-server's refusal of a command on a RESP2 subscribed connection.
-fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    Cow::Owned(
-        format!(
-            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
-        )
-        .into_bytes(),
-    )
+fn owned_args(args: &[&[u8]]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.to_vec()).collect()
+}
+
+/// What `COMMAND INFO <name>` says about a command: its full name and arity, and its
+/// subcommands (name `container|sub`, arity).
+struct CommandInfo {
+    name: String,
+    arity: i64,
+    subcommands: Vec<(String, i64)>,
+}
+
+fn parse_command_info(reply: &[u8]) -> Option<CommandInfo> {
+    /// A cursor over RESP bytes that reads the few shapes COMMAND INFO uses and skips the
+    /// rest whole (key specs hold maps and sets that do not matter here).
+    struct Cur<'a>(&'a [u8]);
+    impl<'a> Cur<'a> {
+        fn line(&mut self) -> Option<&'a [u8]> {
+            let nl = memchr::memchr(b'\n', self.0)?;
+            let line = self.0.get(..nl.checked_sub(1)?)?;
+            self.0 = &self.0[nl + 1..];
+            Some(line)
+        }
+        fn count(&mut self, kind: u8) -> Option<i64> {
+            let line = self.line()?;
+            if line.first() != Some(&kind) {
+                return None;
+            }
+            std::str::from_utf8(&line[1..]).ok()?.parse().ok()
+        }
+        fn bulk(&mut self) -> Option<String> {
+            let len = self.count(b'$')? as usize;
+            let data = self.0.get(..len)?;
+            self.0 = self.0.get(len + 2..)?;
+            Some(String::from_utf8_lossy(data).into_owned())
+        }
+        fn skip(&mut self) -> Option<()> {
+            let len = ReplyScanner::default().scan(self.0, usize::MAX).ok()??;
+            self.0 = &self.0[len..];
+            Some(())
+        }
+        /// `[name, arity, ...]` as an array of `n` elements; the cursor stops after arity.
+        fn name_arity(&mut self) -> Option<(String, i64, i64)> {
+            let n = self.count(b'*')?;
+            Some((self.bulk()?, self.count(b':')?, n))
+        }
+    }
+    let mut c = Cur(reply);
+    if c.count(b'*')? != 1 || c.0.starts_with(b"_") || c.0.starts_with(b"*-1") {
+        return None;
+    }
+    let (name, arity, n) = c.name_arity()?;
+    let mut subcommands = Vec::new();
+    if n >= 10 {
+        for _ in 2..9 {
+            c.skip()?;
+        }
+        // An array, or (RESP3) a set when empty.
+        let subs = if c.0.starts_with(b"~") {
+            c.count(b'~')?
+        } else {
+            c.count(b'*')?
+        };
+        for _ in 0..subs {
+            let (sub, sub_arity, sub_n) = c.name_arity()?;
+            for _ in 2..sub_n {
+                c.skip()?;
+            }
+            subcommands.push((sub, sub_arity));
+        }
+    }
+    Some(CommandInfo {
+        name,
+        arity,
+        subcommands,
+    })
+}
+
+/// Builds, from a `COMMAND INFO` reply, the error redis-server 7 gives a RESP2 subscriber
+/// for `args`: unknown command, unknown subcommand, wrong arity, or not allowed here — in
+/// the order redis-server checks them.
+fn subscribed_refusal_from_info(info_reply: &[u8]) -> impl Fn(&[Vec<u8>]) -> Vec<u8> {
+    let info = parse_command_info(info_reply);
+    move |args: &[Vec<u8>]| {
+        // redis-server formats arguments with printf's `%.Ns`: at most N bytes, and a C string
+        // ends at its first NUL.
+        let c_str = |b: &[u8], max: usize| -> Vec<u8> {
+            let end = memchr::memchr(0, b).unwrap_or(b.len()).min(max);
+            b[..end].to_vec()
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut msg: Vec<u8> = Vec::new();
+        match &info {
+            None => {
+                let mut given: Vec<u8> = Vec::new();
+                for a in args.iter().skip(1) {
+                    if given.len() >= 128 {
+                        break;
+                    }
+                    given.push(b'\'');
+                    given.extend(c_str(a, 128 - given.len() + 1));
+                    given.extend_from_slice(b"' ");
+                }
+                msg.extend_from_slice(b"unknown command '");
+                msg.extend(c_str(&args[0], 128));
+                msg.extend_from_slice(b"', with args beginning with: ");
+                msg.extend(given);
+            }
+            Some(cmd) => {
+                let mut full = cmd.name.clone();
+                let mut arity = cmd.arity;
+                let mut unknown_sub = None;
+                if !cmd.subcommands.is_empty() && args.len() >= 2 {
+                    let want = format!("{}|{}", cmd.name, text(&args[1]).to_ascii_lowercase());
+                    match cmd.subcommands.iter().find(|(n, _)| *n == want) {
+                        Some((n, a)) => {
+                            full = n.clone();
+                            arity = *a;
+                        }
+                        None => unknown_sub = Some(&args[1]),
+                    }
+                }
+                let argc = args.len() as i64;
+                if let Some(sub) = unknown_sub {
+                    msg.extend_from_slice(b"unknown subcommand '");
+                    msg.extend(c_str(sub, 128));
+                    msg.extend_from_slice(
+                        format!("'. Try {} HELP.", text(&args[0]).to_ascii_uppercase()).as_bytes(),
+                    );
+                } else if (arity > 0 && argc != arity) || argc < -arity {
+                    msg.extend_from_slice(
+                        format!("wrong number of arguments for '{full}' command").as_bytes(),
+                    );
+                } else {
+                    msg.extend_from_slice(format!(
+                        "Can't execute '{full}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                    ).as_bytes());
+                }
+            }
+        }
+        for b in msg.iter_mut() {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b' ';
+            }
+        }
+        let mut out = b"-ERR ".to_vec();
+        out.extend(msg);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
 }
 
 /// A RESP3 push frame as the RESP2 array a subscriber expects: `>` becomes `*`, and the

@@ -53,13 +53,26 @@ fn non_loopback_listen_exits_64_with_the_reason() {
     );
     assert!(err.contains("--allow-non-loopback"), "{err}");
 
-    // The same address is accepted once the operator opts in.
+    // Opting in is not enough: clients on the network must also present a password.
     let out = run(proxy().args([
         "--upstream",
         "cache.example",
         "--listen",
         "0.0.0.0:6379",
         "--allow-non-loopback",
+        "--print-config",
+    ]));
+    assert_eq!(out.status.code(), Some(64), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--client-password-file"));
+    // The same address is accepted once the operator opts in and sets a client password.
+    let out = run(proxy().args([
+        "--upstream",
+        "cache.example",
+        "--listen",
+        "0.0.0.0:6379",
+        "--allow-non-loopback",
+        "--client-password-file",
+        "/run/secrets/pw",
         "--print-config",
     ]));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));

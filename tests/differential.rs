@@ -1039,7 +1039,11 @@ async fn proxied_reply_streams_equal_direct_ones() {
 
     let server = RedisServer::start().await;
     let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    let proxy = Proxy::start(
+        &proxy_args(&server, &rotator.file.path),
+        "info,entra_redis_proxy::session=trace",
+    )
+    .await;
     let rotator = Arc::new(tokio::sync::Mutex::new(rotator));
     let mut admin = server.admin().await;
     let mut publisher = server.admin().await;
