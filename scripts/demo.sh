@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The one demo command. Runs the proxy in front of a local TLS-only redis-server that behaves
-# like Azure Cache for Redis with Entra ID: every token is its own ACL user (username = the
-# token's oid), and when a token "expires" its user is deleted, which disconnects every
-# connection still authenticated with it. Short-lived tokens rotate every few seconds while
-# redis-cli keeps one connection open through the proxy: the counter keeps counting, ACL WHOAMI
-# follows the new token, and CLIENT ID (the upstream connection) never changes.
+# like Azure Cache for Redis with Entra ID, with tokens from a local mock of Entra ID obtained
+# through the proxy's real client-secret credential: every token is its own ACL user (username
+# = the token's oid), and when a token expires its user is deleted, which disconnects every
+# connection still authenticated with it. Short-lived tokens are refreshed while redis-cli
+# keeps one connection open through the proxy: the counter keeps counting, ACL WHOAMI follows
+# the new token, and CLIENT ID (the upstream connection) never changes.
 #
 # Usage: scripts/demo.sh            (runs about 75 s, or until Ctrl-C)
-# Environment: DEMO_SECONDS (default 75), TOKEN_LIFETIME (default 30), ROTATE_EVERY (default 12)
+# Environment: DEMO_SECONDS (default 75), TOKEN_LIFETIME (default 30; the proxy refreshes at
+# half of it, since it is shorter than the 3-minute margin)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 DEMO_SECONDS="${DEMO_SECONDS:-75}"
 TOKEN_LIFETIME="${TOKEN_LIFETIME:-30}"
-ROTATE_EVERY="${ROTATE_EVERY:-12}"
 
 say() { printf '\033[1m[demo %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -96,79 +97,71 @@ done
 [ "$(admin PING 2>/dev/null)" = "PONG" ] || { say "redis-server did not start"; cat "$WORK/redis.log"; exit 1; }
 say "redis-server is up: TLS only on 127.0.0.1:$REDIS_PORT, user 'default' disabled"
 
-# --- tokens ------------------------------------------------------------------------------------
-# fetch_token prints "OID JWT" for a new token. Here it mints an unsigned JWT locally; a mock
-# identity endpoint can replace this one function.
-fetch_token() {
-    python3 - "$TOKEN_LIFETIME" <<'PY'
-import base64, json, secrets, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-oid = "demo-oid-" + secrets.token_hex(4)
-claims = {"oid": oid, "exp": int(time.time()) + int(sys.argv[1]), "aud": "https://redis.azure.com"}
-jwt = ".".join([b64(b'{"alg":"none","typ":"JWT"}'), b64(json.dumps(claims).encode()), b64(secrets.token_bytes(32))])
-print(oid, jwt)
-PY
-}
-
-TOKEN_FILE="$WORK/token"
-# issue_token: a new token, valid on the cache (its own ACL user), written atomically.
-issue_token() {
-    local oid jwt
-    read -r oid jwt < <(fetch_token)
-    admin ACL SETUSER "$oid" on ">$jwt" '~*' '&*' '+@all' >/dev/null
-    printf '%s' "$jwt" >"$TOKEN_FILE.tmp"
-    mv -f "$TOKEN_FILE.tmp" "$TOKEN_FILE"
-    printf '%s' "$oid"
-}
-
-# connections_on USER: how many connections are authenticated as USER.
-connections_on() {
-    admin CLIENT LIST | grep -c " user=$1 " || true
-}
-
-CURRENT_OID="$(issue_token)"
-say "first token issued for user $CURRENT_OID (lifetime ${TOKEN_LIFETIME}s)"
+# --- the identity provider: a local mock of Microsoft Entra ID -------------------------------
+# Entra ID is not reachable here, so the mock identity endpoint plays it, speaking the real
+# OAuth2 protocol: the proxy's real azure_identity client-secret credential asks it for tokens.
+# The mock also plays Azure's side of expiry: each token it issues gets its own ACL user on the
+# cache (username = the token's oid), deleted when the token expires.
+say "building the mock identity endpoint"
+cargo build --quiet --bin mock-identity
+CLIENT_SECRET="$(openssl rand -hex 16)"
+printf '%s' "$CLIENT_SECRET" >"$WORK/client-secret"
+chmod 600 "$WORK/client-secret"
+REDISCLI_AUTH="$ADMIN_PASSWORD" "$(pwd)/target/debug/mock-identity" \
+    --lifetime "${TOKEN_LIFETIME}s" \
+    --client-secret-file "$WORK/client-secret" \
+    --ca-out "$WORK/identity-ca.pem" \
+    --redis-cli-args "-h 127.0.0.1 -p $REDIS_PORT --tls --cacert $WORK/ca.pem --user demo-admin --no-auth-warning" \
+    >"$WORK/mock.out" 2>"$WORK/mock.log" &
+PIDS+=($!)
+for _ in $(seq 100); do
+    grep -q '^READY$' "$WORK/mock.out" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q '^READY$' "$WORK/mock.out" || { say "the mock identity endpoint did not start"; cat "$WORK/mock.log"; exit 1; }
+AUTHORITY="$(sed -n 's/^AZURE_AUTHORITY_HOST=//p' "$WORK/mock.out")"
+say "mock Entra ID is up at $AUTHORITY (tokens live ${TOKEN_LIFETIME}s)"
 
 # --- the proxy ------------------------------------------------------------------------------
 PROXY_PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
 RUST_LOG="${RUST_LOG:-info}" "$PROXY_BIN" \
     --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "127.0.0.1:$REDIS_PORT" \
     --tls-server-name localhost \
     --ca-file "$WORK/ca.pem" \
-    --credential token-file \
-    --token-file "$TOKEN_FILE" \
-    --token-file-poll 500ms \
-    --admin-listen "" \
+    --credential client-secret \
+    --tenant-id demo-tenant \
+    --client-id demo-app \
+    --client-secret-file "$WORK/client-secret" \
+    --authority-host "$AUTHORITY" \
+    --identity-ca-file "$WORK/identity-ca.pem" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" \
     2>"$WORK/proxy.log" &
 PIDS+=($!)
-for _ in $(seq 100); do
+for _ in $(seq 200); do
     [ "$(redis-cli -p "$PROXY_PORT" PING 2>/dev/null)" = "PONG" ] && break
     sleep 0.1
 done
-say "proxy is up: plain RESP on 127.0.0.1:$PROXY_PORT, no password"
+say "proxy is up: plain RESP on 127.0.0.1:$PROXY_PORT, no password; metrics on 127.0.0.1:$ADMIN_PORT"
 say "  redis-cli -p $PROXY_PORT SET greeting hello  ->  $(redis-cli -p "$PROXY_PORT" SET greeting hello)"
 say "  redis-cli -p $PROXY_PORT GET greeting        ->  $(redis-cli -p "$PROXY_PORT" GET greeting)"
 say "  redis-cli -p $PROXY_PORT ACL WHOAMI          ->  $(redis-cli -p "$PROXY_PORT" ACL WHOAMI)"
 
-# --- token rotation, with the old token's expiry emulated -------------------------------------
-rotate_loop() {
-    local old="$CURRENT_OID" new
-    while true; do
-        sleep "$ROTATE_EVERY"
-        new="$(issue_token)"
-        say "token rotated: new user $new written to the token file"
-        for _ in $(seq 100); do
-            [ "$(connections_on "$old")" -eq 0 ] && break
-            sleep 0.1
-        done
-        say "proxy re-authenticated: $(connections_on "$new") connection(s) now on $new, $(connections_on "$old") on $old"
-        admin ACL DELUSER "$old" >/dev/null
-        say "token for $old expired: ACL user deleted (Redis drops any connection still using it)"
-        old="$new"
-    done
+metric() { # metric NAME: the value of one Prometheus sample from the admin endpoint
+    python3 - "$ADMIN_PORT" "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(next((l.split()[-1] for l in text.splitlines() if l.startswith(sys.argv[2])), "?"))
+PY
 }
-rotate_loop &
+
+# Narrate token refreshes and emulated expiries as they happen.
+(tail -n +1 -F "$WORK/proxy.log" 2>/dev/null | grep --line-buffered 'obtained a new token' |
+    while read -r _; do say "proxy: obtained a new token from mock Entra ID; re-authenticating live connections"; done) &
+PIDS+=($!)
+(tail -n +1 -F "$WORK/mock.log" 2>/dev/null | grep --line-buffered -i 'deluser\|expired' |
+    while read -r _; do say "mock Entra ID: a token expired, its ACL user is deleted (Redis drops connections still using it)"; done) &
 PIDS+=($!)
 
 # --- an application: one redis-cli connection, a counter incremented every second ---------------
@@ -185,5 +178,6 @@ app_commands | redis-cli -p "$PROXY_PORT" | while read -r counter && read -r who
 done
 
 say "done: the counter reached $(redis-cli -p "$PROXY_PORT" GET demo:counter) on one connection"
+say "metrics: token refreshes ok=$(metric 'entra_redis_proxy_token_refreshes_total{result="success"}'), re-AUTHs ok=$(metric 'entra_redis_proxy_reauth_total{result="success"}') failed=$(metric 'entra_redis_proxy_reauth_total{result="failure"}'), token expires in $(metric entra_redis_proxy_token_seconds_until_expiry)s"
 say "proxy log (last lines):"
 tail -n 8 "$WORK/proxy.log" | sed 's/^/    /'

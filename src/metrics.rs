@@ -52,6 +52,10 @@ pub struct Metrics {
     pub commands_total: IntCounter,
     /// Bytes relayed, by direction.
     pub bytes_total: IntCounterVec,
+    /// `bytes_total{direction="client_to_upstream"}`, looked up once (hot path).
+    pub bytes_client_to_upstream: IntCounter,
+    /// `bytes_total{direction="upstream_to_client"}`, looked up once (hot path).
+    pub bytes_upstream_to_client: IntCounter,
     /// Always 1, labelled with the version.
     pub build_info: IntGaugeVec,
 }
@@ -72,7 +76,14 @@ impl Metrics {
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0,
         ];
+        let bytes_total = IntCounterVec::new(
+            opts("bytes_total", "Bytes relayed, by direction."),
+            &["direction"],
+        )
+        .expect("metric");
         let m = Metrics {
+            bytes_client_to_upstream: bytes_total.with_label_values(&["client_to_upstream"]),
+            bytes_upstream_to_client: bytes_total.with_label_values(&["upstream_to_client"]),
             token_expiration_timestamp_seconds: Gauge::with_opts(opts(
                 "token_expiration_timestamp_seconds",
                 "Expiry of the current access token, in Unix seconds.",
@@ -163,11 +174,7 @@ impl Metrics {
                 "Commands forwarded to the cache.",
             ))
             .expect("metric"),
-            bytes_total: IntCounterVec::new(
-                opts("bytes_total", "Bytes relayed, by direction."),
-                &["direction"],
-            )
-            .expect("metric"),
+            bytes_total,
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the label says the version."),
                 &["version"],
@@ -182,9 +189,6 @@ impl Metrics {
         for r in ["success", "failure"] {
             m.token_refreshes_total.with_label_values(&[r]);
             m.reauth_total.with_label_values(&[r]);
-        }
-        for d in ["client_to_upstream", "upstream_to_client"] {
-            m.bytes_total.with_label_values(&[d]);
         }
         m
     }

@@ -369,47 +369,43 @@ impl ReplyScanner {
 }
 
 /// Reads `<integer>\r\n` starting at `from`; returns the value and the index after the CRLF.
-/// `Ok(None)` if the line is not complete yet.
+/// `Ok(None)` if the line is not complete yet. One pass, no search: this runs twice per
+/// command on the hot path. A non-digit, more than 19 digits or a missing `\n` is an error as
+/// soon as it is seen, so the result does not depend on how the bytes were split.
 fn read_int_line(
     buf: &[u8],
     from: usize,
     what: &'static str,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
-    // 20 digits and a sign are the most an i64 needs; anything longer is garbage.
-    const MAX: usize = 22;
-    let window = &buf[from.min(buf.len())..buf.len().min(from + MAX + 2)];
-    let Some(cr) = memchr::memchr(b'\r', window) else {
-        if window.len() >= MAX + 2 {
-            return Err(ProtocolError::new(what));
-        }
-        return Ok(None);
-    };
-    if cr + 1 >= window.len() {
-        return Ok(None);
+    let mut i = from;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
     }
-    if window[cr + 1] != b'\n' {
-        return Err(ProtocolError::new(what));
-    }
-    let n = parse_i64(&window[..cr]).ok_or_else(|| ProtocolError::new(what))?;
-    Ok(Some((n, from + cr + 2)))
-}
-
-fn parse_i64(digits: &[u8]) -> Option<i64> {
-    let (neg, d) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if d.is_empty() || d.len() > 19 {
-        return None;
-    }
+    let digits_start = i;
     let mut v: i64 = 0;
-    for &c in d {
-        if !c.is_ascii_digit() {
-            return None;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(&c @ b'0'..=b'9') => {
+                if i - digits_start == 19 {
+                    return Err(ProtocolError::new(what));
+                }
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add((c - b'0') as i64))
+                    .ok_or_else(|| ProtocolError::new(what))?;
+                i += 1;
+            }
+            Some(b'\r') if i > digits_start => break,
+            Some(_) => return Err(ProtocolError::new(what)),
         }
-        v = v.checked_mul(10)?.checked_add((c - b'0') as i64)?;
     }
-    Some(if neg { -v } else { v })
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((if neg { -v } else { v }, i + 2))),
+        Some(_) => Err(ProtocolError::new(what)),
+    }
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {

@@ -259,6 +259,11 @@ impl Proxy {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        // aws-lc seeds its entropy pool on first use (a large one-time cost): pay it now, not
+        // in the first client's TLS handshake.
+        let _ = rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut [0u8; 1]);
         let source = token::build_source(&settings).map_err(|e| ConfigProblem(e.to_string()))?;
         let policy = RefreshPolicy {
             ratio: settings.refresh_ratio,

@@ -490,7 +490,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 r = self.upstream.read_buf(&mut self.ubuf), if !self.upstream_lost => {
                     match r {
                         Ok(n) if n > 0 => {
-                            self.ctx.metrics.bytes_total.with_label_values(&["upstream_to_client"]).inc_by(n as u64);
+                            self.ctx.metrics.bytes_upstream_to_client.inc_by(n as u64);
                             self.on_upstream_data().await?;
                         }
                         other => {
@@ -519,7 +519,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                             draining_since = Some(Instant::now());
                         }
                         Ok(n) => {
-                            self.ctx.metrics.bytes_total.with_label_values(&["client_to_upstream"]).inc_by(n as u64);
+                            self.ctx.metrics.bytes_client_to_upstream.inc_by(n as u64);
                             self.on_client_data().await?;
                         }
                         Err(e) => return Err(SessionEnd::ClientIo(e)),
