@@ -156,12 +156,26 @@ print(next((l.split()[-1] for l in text.splitlines() if l.startswith(sys.argv[2]
 PY
 }
 
-# Narrate token refreshes and emulated expiries as they happen.
-(tail -n +1 -F "$WORK/proxy.log" 2>/dev/null | grep --line-buffered 'obtained a new token' |
-    while read -r _; do say "proxy: obtained a new token from mock Entra ID; re-authenticating live connections"; done) &
-PIDS+=($!)
-(tail -n +1 -F "$WORK/mock.log" 2>/dev/null | grep --line-buffered -i 'deluser\|expired' |
-    while read -r _; do say "mock Entra ID: a token expired, its ACL user is deleted (Redis drops connections still using it)"; done) &
+# Narrate token refreshes and emulated expiries as they happen (polling: nothing to leave
+# behind on exit).
+narrate() {
+    local seen=0 n users before=""
+    while true; do
+        n="$(grep -c 'obtained a new token' "$WORK/proxy.log" 2>/dev/null || true)"
+        while [ "$seen" -lt "${n:-0}" ]; do
+            seen=$((seen + 1))
+            say "proxy: token #$seen obtained from mock Entra ID; live connections re-authenticate"
+        done
+        users="$(admin ACL USERS 2>/dev/null | grep -v -x -e demo-admin -e default || true)"
+        for u in $before; do
+            printf '%s\n' "$users" | grep -q -x "$u" ||
+                say "mock Entra ID: token of $u expired, its ACL user deleted (Redis drops connections still using it)"
+        done
+        before="$users"
+        sleep 1
+    done
+}
+narrate &
 PIDS+=($!)
 
 # --- an application: one redis-cli connection, a counter incremented every second ---------------
