@@ -70,8 +70,7 @@ fi
 
 log "building the release binary"
 (cd "$REPO" && cargo build --release --quiet)
-PROXY_BIN="$REPO/target/release/entra-redis-proxy"
-[ -x "$PROXY_BIN" ] || die "no binary at $PROXY_BIN"
+[ -x "$REPO/target/release/entra-redis-proxy" ] || die "no release binary"
 
 # The machine is shared and other work competes for the CPUs. At equal priority a sidecar
 # target (client and sidecar: two processes on CPU 0) would get a bigger share of CPU 0 than
@@ -151,6 +150,10 @@ log "test CA, server certificate, token"
     openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
         -days 2 -extfile ext.cnf 2>/dev/null
 )
+# The proxy runs from a copy with a name of its own: on a shared machine, someone else's
+# clean-up by process name must not end it in the middle of a run.
+PROXY_BIN="$WORK/bench-sidecar"
+cp "$REPO/target/release/entra-redis-proxy" "$PROXY_BIN"
 lg jwt "$OID" 86400 >"$WORK/token"
 chmod 600 "$WORK/token"
 TOKEN=$(cat "$WORK/token")
@@ -183,7 +186,7 @@ wait_port "$REDIS_PORT" "$REDIS_PID" redis-server
 # Each start_* sets <NAME>_PORT and <NAME>_PID; the sidecars share CPU 0 with the client.
 start_proxy() {
     PROXY_PORT=$(port)
-    taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
         --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
         --token-file-poll 10s 2>>"$WORK/proxy.log" &
     PROXY_PID=$!
@@ -262,6 +265,7 @@ lg_target() { # SUBCOMMAND TARGET [ARGS...]
 }
 cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock ticks
     if [ -z "$1" ]; then echo 0; return; fi
+    [ -r "/proc/$1/stat" ] || die "sidecar process $1 is gone (logs in $WORK)"
     # Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
