@@ -116,8 +116,11 @@ trap 'exit 130' INT TERM
 # Open files: 10,000 idle clients through a sidecar need two descriptors each.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
-if [ "$IDLE_LARGE" -gt 0 ] && [ $((IDLE_LARGE * 2 + 100)) -gt "$NOFILE" ]; then
-    capped=$(((NOFILE - 100) / 2))
+# stunnel admits at most NOFILE*125/256 clients; every sidecar gets the same count.
+IDLE_CAP=$((NOFILE * 125 / 256 - 64))
+if [ $(((NOFILE - 100) / 2)) -lt "$IDLE_CAP" ]; then IDLE_CAP=$(((NOFILE - 100) / 2)); fi
+if [ "$IDLE_LARGE" -gt "$IDLE_CAP" ]; then
+    capped=$IDLE_CAP
     log "open-file limit $NOFILE: the large idle test uses $capped connections, not $IDLE_LARGE"
     IDLE_LARGE=$capped
 fi
