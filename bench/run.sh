@@ -362,21 +362,25 @@ bench_one() { # CASE TEST TARGET REP CLIENTS PIPELINE SIZE N
     target_args "$t"
     local tls=()
     [ "$T_TLS" = 1 ] && tls=(--tls --cacert "$WORK/ca.pem" --sni localhost)
-    local before after line
+    local before after line rbefore rafter t0 t1
     before=$(cpu_ticks "$T_PID")
+    rbefore=$(cpu_ticks "$REDIS_PID")
+    t0=$(date +%s%N)
     if ! line=$(taskset -c 0 redis-benchmark -h 127.0.0.1 -p "$T_PORT" "${tls[@]}" \
         --user "$OID" -a "$TOKEN" -c "$c" -P "$p" -d "$d" -n "$n" -t "$test" --csv \
         2>>"$WORK/benchmark.err" | tail -1); then
         die "redis-benchmark failed against $t ($case $test); see $WORK/benchmark.err"
     fi
+    t1=$(date +%s%N)
     after=$(cpu_ticks "$T_PID")
+    rafter=$(cpu_ticks "$REDIS_PID")
     # "SET","rps","avg","min","p50","p95","p99","max"
     local rps p50 p99
     read -r rps p50 p99 <<<"$(echo "$line" | tr -d '"' | awk -F, '{print $2, $5, $7}')"
     [ -n "$p99" ] || die "no result from redis-benchmark against $t ($case $test): $line"
     awk -v r="$rps" 'BEGIN { exit !(r > 0) }' || die "$t answered nothing ($case $test)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${test^^}" "$t" "$rep" "$rps" "$p50" \
-        "$p99" $((after - before)) "$n" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${test^^}" "$t" "$rep" "$rps" "$p50" \
+        "$p99" $((after - before)) "$n" $((rafter - rbefore)) $(((t1 - t0) / 1000000)) >>"$RESULTS"
     printf '   %-8s %-4s %-8s rep %s: %s req/s p50 %s ms p99 %s ms\n' "$case" "${test^^}" "$t" \
         "$rep" "$rps" "$p50" "$p99" >&2
 }
