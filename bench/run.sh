@@ -266,6 +266,14 @@ lg_target() { # SUBCOMMAND TARGET [ARGS...]
     taskset -c 0 python3 "$BENCH/loadgen.py" "$sub" --port "$T_PORT" "${tls[@]}" \
         --user "$OID" --password-file "$WORK/token" "$@"
 }
+children_cpu_us() { # FILE: user+sys CPU of the shell's finished children, in µs, from `times`
+    # `times` (run in the main shell, not a subshell) prints the shell's line, then the
+    # children's: "0m1.234s 0m0.567s". Children are redis-benchmark and small tools.
+    awk 'NR == 2 {
+        n = split($1 " " $2, t, " "); us = 0
+        for (i = 1; i <= n; i++) { split(t[i], ms, "m"); sub("s", "", ms[2]); us += (ms[1] * 60 + ms[2]) * 1e6 }
+        printf "%d\n", us }' "$1"
+}
 cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock ticks
     if [ -z "$1" ]; then echo 0; return; fi
     [ -r "/proc/$1/stat" ] || die "sidecar process $1 is gone (logs in $WORK)"
@@ -362,7 +370,9 @@ bench_one() { # CASE TEST TARGET REP CLIENTS PIPELINE SIZE N
     target_args "$t"
     local tls=()
     [ "$T_TLS" = 1 ] && tls=(--tls --cacert "$WORK/ca.pem" --sni localhost)
-    local before after line rbefore rafter t0 t1
+    local before after line rbefore rafter t0 t1 c0 c1
+    times >"$WORK/times0"
+    c0=$(children_cpu_us "$WORK/times0")
     before=$(cpu_ticks "$T_PID")
     rbefore=$(cpu_ticks "$REDIS_PID")
     t0=$(date +%s%N)
@@ -374,13 +384,15 @@ bench_one() { # CASE TEST TARGET REP CLIENTS PIPELINE SIZE N
     t1=$(date +%s%N)
     after=$(cpu_ticks "$T_PID")
     rafter=$(cpu_ticks "$REDIS_PID")
+    times >"$WORK/times1"
+    c1=$(children_cpu_us "$WORK/times1")
     # "SET","rps","avg","min","p50","p95","p99","max"
     local rps p50 p99
     read -r rps p50 p99 <<<"$(echo "$line" | tr -d '"' | awk -F, '{print $2, $5, $7}')"
     [ -n "$p99" ] || die "no result from redis-benchmark against $t ($case $test): $line"
     awk -v r="$rps" 'BEGIN { exit !(r > 0) }' || die "$t answered nothing ($case $test)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${test^^}" "$t" "$rep" "$rps" "$p50" \
-        "$p99" $((after - before)) "$n" $((rafter - rbefore)) $(((t1 - t0) / 1000000)) >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${test^^}" "$t" "$rep" "$rps" "$p50" \
+        "$p99" $((after - before)) "$n" $((rafter - rbefore)) $(((t1 - t0) / 1000000)) $((c1 - c0)) >>"$RESULTS"
     printf '   %-8s %-4s %-8s rep %s: %s req/s p50 %s ms p99 %s ms\n' "$case" "${test^^}" "$t" \
         "$rep" "$rps" "$p50" "$p99" >&2
 }
