@@ -10,6 +10,7 @@
 //! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
 //! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
 //! - [`server`]: listeners, the accept loop, connection limits, shutdown.
+//! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod mock_identity;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -1,44 +1,63 @@
-//! Temporary entry point (the full CLI with config layering replaces it).
-use clap::Parser;
-use entra_redis_proxy::config::{CredentialKind, Settings};
+//! The `entra-redis-proxy` binary: load and validate the configuration, set up logging, run
+//! the server. Configuration errors (including those the server finds at start-up) exit with
+//! 64 (EX_USAGE), runtime failures with 1.
 
-#[derive(Parser)]
-struct Cli {
-    #[arg(long)]
-    listen: Vec<String>,
-    #[arg(long)]
-    upstream: String,
-    #[arg(long)]
-    ca_file: Option<std::path::PathBuf>,
-    #[arg(long)]
-    tls_server_name: Option<String>,
-    #[arg(long)]
-    token_file: std::path::PathBuf,
-    #[arg(long, default_value = "1s")]
-    token_file_poll: String,
+use std::process::ExitCode;
+
+use entra_redis_proxy::config::{self, ConfigError, EXIT_USAGE};
+use entra_redis_proxy::{logging, server};
+
+fn main() -> ExitCode {
+    let loaded = match config::load_from(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_failure(e),
+    };
+    let settings = loaded.settings;
+    if let Err(e) = settings.validate() {
+        return config_failure(e);
+    }
+    if loaded.print_config {
+        print!("{}", settings.redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+
+    logging::init(settings.log_format);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A problem only the server can detect in the configuration (say, a CA file that
+        // does not parse) is still a configuration error for the operator: exit 64.
+        Err(e) if e.downcast_ref::<server::ConfigProblem>().is_some() => {
+            eprintln!("entra-redis-proxy: configuration error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "entra-redis-proxy stopped");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let mut s = Settings {
-        upstream: cli.upstream,
-        ca_file: cli.ca_file,
-        tls_server_name: cli.tls_server_name,
-        credential: CredentialKind::TokenFile,
-        token_file: Some(cli.token_file),
-        token_file_poll: entra_redis_proxy::config::duration::parse(&cli.token_file_poll).unwrap(),
-        ..Settings::default()
-    };
-    if !cli.listen.is_empty() {
-        s.listen = cli.listen;
+/// Builds the runtime and runs the server until it stops.
+fn run(settings: config::Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("entra-redis-proxy")
+        .build()?;
+    runtime.block_on(server::run(settings))
+}
+
+/// Reports a configuration error on stderr and picks the exit code: 0 for `--help` and
+/// `--version`, 64 for everything else.
+fn config_failure(e: ConfigError) -> ExitCode {
+    if let ConfigError::Cli(clap_err) = &e {
+        // clap renders help, version and usage errors itself (with the usage line).
+        let _ = clap_err.print();
+        return if clap_err.use_stderr() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    if let Err(e) = rt.block_on(entra_redis_proxy::server::run(s)) {
-        eprintln!("entra-redis-proxy: {e:#}");
-        std::process::exit(1);
-    }
+    eprintln!("entra-redis-proxy: configuration error: {e}");
+    ExitCode::from(EXIT_USAGE)
 }

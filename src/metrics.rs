@@ -21,6 +21,9 @@ pub struct Metrics {
     pub token_expiration_timestamp_seconds: Gauge,
     /// When the last token was obtained (Unix seconds).
     pub token_last_refresh_timestamp_seconds: Gauge,
+    /// Seconds until the current token expires: negative once expired, 0 with no token.
+    /// Set at scrape time by [`Metrics::set_token_seconds_until_expiry`].
+    pub token_seconds_until_expiry: Gauge,
     /// Token acquisitions by result (`success`, `failure`).
     pub token_refreshes_total: IntCounterVec,
     /// Time taken by token acquisitions.
@@ -43,6 +46,8 @@ pub struct Metrics {
     pub upstream_connect_duration_seconds: Histogram,
     /// Failed upstream connection attempts by reason.
     pub upstream_connect_errors_total: IntCounterVec,
+    /// Upstream connections replaced after a loss, invisibly to their clients.
+    pub upstream_reconnects_total: IntCounter,
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
     /// Bytes relayed, by direction.
@@ -76,6 +81,12 @@ impl Metrics {
             token_last_refresh_timestamp_seconds: Gauge::with_opts(opts(
                 "token_last_refresh_timestamp_seconds",
                 "When the current access token was obtained, in Unix seconds.",
+            ))
+            .expect("metric"),
+            token_seconds_until_expiry: Gauge::with_opts(opts(
+                "token_seconds_until_expiry",
+                "Seconds until the current access token expires; negative once expired, 0 when \
+                 no token was ever obtained.",
             ))
             .expect("metric"),
             token_refreshes_total: IntCounterVec::new(
@@ -142,6 +153,11 @@ impl Metrics {
                 &["reason"],
             )
             .expect("metric"),
+            upstream_reconnects_total: IntCounter::with_opts(opts(
+                "upstream_reconnects_total",
+                "Upstream connections replaced after a loss while idle, invisibly to the client.",
+            ))
+            .expect("metric"),
             commands_total: IntCounter::with_opts(opts(
                 "commands_total",
                 "Commands forwarded to the cache.",
@@ -178,6 +194,7 @@ impl Metrics {
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.token_expiration_timestamp_seconds.clone()),
             Box::new(self.token_last_refresh_timestamp_seconds.clone()),
+            Box::new(self.token_seconds_until_expiry.clone()),
             Box::new(self.token_refreshes_total.clone()),
             Box::new(self.token_refresh_duration_seconds.clone()),
             Box::new(self.reauth_total.clone()),
@@ -189,6 +206,7 @@ impl Metrics {
             Box::new(self.upstream_connections.clone()),
             Box::new(self.upstream_connect_duration_seconds.clone()),
             Box::new(self.upstream_connect_errors_total.clone()),
+            Box::new(self.upstream_reconnects_total.clone()),
             Box::new(self.commands_total.clone()),
             Box::new(self.bytes_total.clone()),
             Box::new(self.build_info.clone()),
@@ -212,6 +230,19 @@ impl Metrics {
             self.token_last_refresh_timestamp_seconds
                 .set(crate::token::jwt::unix_seconds(SystemTime::now()));
         }
+    }
+
+    /// Sets `token_seconds_until_expiry` from the current token's expiry (`None`: no token),
+    /// as seen at `now`.
+    pub fn set_token_seconds_until_expiry(&self, expires_at: Option<SystemTime>, now: SystemTime) {
+        let secs = match expires_at {
+            None => 0.0,
+            Some(exp) => match exp.duration_since(now) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            },
+        };
+        self.token_seconds_until_expiry.set(secs);
     }
 
     /// Records a re-AUTH result.
@@ -275,5 +306,20 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("entra_redis_proxy_build_info{version=\""));
         assert!(text.contains("entra_redis_proxy_token_refreshes_total{result=\"failure\"} 0"));
+    }
+
+    #[test]
+    fn seconds_until_expiry_goes_negative_after_expiry() {
+        let m = Metrics::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        m.set_token_seconds_until_expiry(Some(now + Duration::from_secs(90)), now);
+        assert_eq!(m.token_seconds_until_expiry.get(), 90.0);
+        m.set_token_seconds_until_expiry(Some(now - Duration::from_secs(12)), now);
+        assert_eq!(m.token_seconds_until_expiry.get(), -12.0);
+        m.set_token_seconds_until_expiry(None, now);
+        assert_eq!(m.token_seconds_until_expiry.get(), 0.0);
+        assert!(m
+            .encode()
+            .contains("entra_redis_proxy_token_seconds_until_expiry 0"));
     }
 }

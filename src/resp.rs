@@ -141,9 +141,11 @@ impl CommandScanner {
         limits: &Limits,
     ) -> Result<Option<ScannedCommand>, ProtocolError> {
         let from = self.pos;
+        // The same bound whether the line arrives whole or in pieces: its bytes before the
+        // `\n` (a `\r` included) may not exceed `max_inline + 1`.
         match memchr::memchr(b'\n', &buf[from..]) {
             None => {
-                if buf.len() > limits.max_inline {
+                if buf.len() > limits.max_inline + 1 {
                     return Err(ProtocolError::new("too big inline request"));
                 }
                 self.pos = buf.len();
@@ -151,7 +153,7 @@ impl CommandScanner {
             }
             Some(i) => {
                 let len = from + i + 1;
-                if len > limits.max_inline + 2 {
+                if from + i > limits.max_inline + 1 {
                     return Err(ProtocolError::new("too big inline request"));
                 }
                 *self = CommandScanner::default();
@@ -303,6 +305,10 @@ impl ReplyScanner {
                             return Ok(None);
                         }
                         Some(cr) => {
+                            // Same bound as for an incomplete line, so splitting cannot matter.
+                            if cr + 2 - start > max_bulk {
+                                return Err(ProtocolError::new("line too long"));
+                            }
                             self.pos = cr + 2;
                             self.pending -= 1;
                         }

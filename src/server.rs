@@ -1,18 +1,30 @@
-//! Listeners, the accept loop, connection limits and shutdown.
+//! Listeners (TCP and Unix sockets), the accept loop, connection limits, the admin endpoint
+//! and shutdown.
+//!
+//! Shutdown: SIGTERM flips the shutdown watch. Listeners stop accepting at once; each session
+//! finishes the commands it already forwarded (their replies reach the client) and closes.
+//! The process exits when every session has closed, or after `shutdown_grace` (a fifth of it
+//! for SIGINT, the interactive case); a second signal ends the wait at once.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::resp::Limits;
 use crate::session::{self, SessionContext};
-use crate::token::{self, RefreshPolicy, TokenManager};
+use crate::token::{self, RefreshPolicy, TokenManager, TokenManagerHandle};
 use crate::upstream::UpstreamConnector;
 
 /// A start-up problem caused by the configuration (the process exits with code 64).
@@ -20,48 +32,232 @@ use crate::upstream::UpstreamConnector;
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
-/// How long a session waits for replies to commands in flight when it closes.
+/// Upstream reconnections started per second at most, across sessions.
+const RECONNECTS_PER_SECOND: u32 = 200;
+
+/// The longest a session waits for replies to commands in flight when it closes; shorter if
+/// `shutdown_grace` is.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the proxy until SIGTERM or SIGINT.
+/// SIGINT (an operator's Ctrl-C) waits this fraction of `shutdown_grace`.
+const SIGINT_GRACE_DIVISOR: u32 = 5;
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains it. `Ok` after a clean drain and
+/// also when the grace period ran out (the remaining sessions are then cut, and logged).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Handlers first: a signal during start-up must not kill the process half-way.
+    let mut signals = Signals::new()?;
+    raise_open_files_limit(settings.max_connections);
+    let grace = settings.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let proxy = Proxy::start(settings, shutdown_rx).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections; finishing commands in flight");
+
+    let grace = match signals.recv().await {
+        StopSignal::Term => grace,
+        StopSignal::Int => grace / SIGINT_GRACE_DIVISOR,
+    };
+    let open = proxy.metrics.client_connections.get();
+    tracing::info!(
+        open_sessions = open,
+        grace = ?grace,
+        "shutting down: no new connections; sessions finish the commands in flight"
+    );
     let _ = shutdown_tx.send(true);
-    proxy.wait_drained(DRAIN_TIMEOUT * 2).await;
+    let drained = tokio::select! {
+        d = proxy.wait_drained(grace) => d,
+        s = signals.recv() => {
+            tracing::warn!(signal = ?s, "second signal: exiting without waiting for sessions");
+            false
+        }
+    };
+    if drained {
+        tracing::info!("all sessions closed; exiting");
+    } else {
+        tracing::warn!(
+            cut_sessions = proxy.metrics.client_connections.get(),
+            "exiting with sessions still open"
+        );
+    }
+    drop(proxy);
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// Which signal asked for shutdown.
+#[derive(Debug, Clone, Copy)]
+enum StopSignal {
+    Term,
+    Int,
+}
+
+/// SIGTERM and SIGINT streams, installed once.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.term.recv() => {
+                tracing::info!("SIGTERM received");
+                StopSignal::Term
+            }
+            _ = self.int.recv() => {
+                tracing::info!("SIGINT received");
+                StopSignal::Int
+            }
+        }
     }
 }
 
-/// A running proxy: token manager, listeners and their sessions.
+/// Raises the open-files soft limit to the hard limit (each session holds two descriptors)
+/// and logs the result; warns when the limit is below what `max_connections` needs.
+pub fn raise_open_files_limit(max_connections: usize) {
+    use rlimit::Resource;
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(64);
+    let (soft, hard) = match Resource::NOFILE.get() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return;
+        }
+    };
+    let mut now = soft;
+    if soft < hard {
+        // An unlimited hard limit cannot be the soft limit on Linux (fs.nr_open caps it).
+        for target in [hard, hard.min(1 << 20)] {
+            if Resource::NOFILE.set(target, hard).is_ok() {
+                now = target;
+                break;
+            }
+        }
+    }
+    let show = |v: u64| {
+        if v == rlimit::INFINITY {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    tracing::info!(
+        before = %show(soft),
+        soft = %show(now),
+        hard = %show(hard),
+        "open files limit"
+    );
+    if now < needed {
+        tracing::warn!(
+            soft = %show(now),
+            needed,
+            max_connections,
+            "the open-files limit is below 2 per connection: raise it (LimitNOFILE=, ulimit -n) or lower max_connections"
+        );
+    }
+}
+
+/// Reads the local client password (one line; a trailing newline is not part of it). Warns
+/// when the file is readable by others.
+fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProblem> {
+    use std::os::unix::fs::PermissionsExt;
+    let problem = |why: String| {
+        ConfigProblem(format!(
+            "`client_password_file` {}: {why} (set client_password_file / --client-password-file to a readable file holding the password)",
+            path.display()
+        ))
+    };
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?);
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(problem("the file is empty".into()));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(path = %path.display(), "the client password file is readable by every user on this machine; restrict it (chmod 600)");
+        }
+    }
+    Ok(crate::token::Secret::new(password))
+}
+
+/// Parses `socket_mode`: an octal file mode such as `"0660"` or `"660"`, at most `0777`.
+pub fn parse_socket_mode(s: &str) -> Result<u32, ConfigProblem> {
+    let digits = s.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+        _ => Err(ConfigProblem(format!(
+            "`socket_mode` = `{s}` is not an octal file mode such as 0660 (at most 0777)"
+        ))),
+    }
+}
+
+/// A running proxy: token manager, listeners, the admin endpoint and sessions.
+///
+/// Dropping it stops the listeners and the admin endpoint and removes its socket files;
+/// sessions already running go on until the shutdown watch turns true.
 pub struct Proxy {
-    /// Local addresses the listeners are bound to.
+    /// Local addresses of the TCP listeners.
     pub addrs: Vec<SocketAddr>,
+    /// Paths of the Unix socket listeners.
+    pub unix_paths: Vec<PathBuf>,
+    /// Local address of the admin endpoint, if enabled.
+    pub admin_addr: Option<SocketAddr>,
     /// Metrics of this proxy.
     pub metrics: Arc<Metrics>,
+    /// The token manager's handle (current token, status).
+    pub tokens: TokenManagerHandle,
     /// One permit per connection; all returned means every session ended.
     permits: Arc<Semaphore>,
     /// The connection limit.
     max_connections: usize,
+    /// Accept loops and the admin endpoint, stopped on drop.
+    tasks: Vec<JoinHandle<()>>,
+    /// Socket files, held only to be removed on drop.
+    _socket_files: Vec<SocketFile>,
+}
+
+/// A bound listener of either kind.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A client connection of either kind.
+enum ClientStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<ClientStream> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| ClientStream::Tcp(s)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| ClientStream::Unix(s)),
+        }
+    }
 }
 
 impl Proxy {
-    /// Starts the token manager and the listeners; sessions run until `shutdown` turns true.
+    /// Starts the token manager, the listeners and the admin endpoint; sessions run until
+    /// `shutdown` turns true.
     pub async fn start(
         settings: Settings,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Proxy> {
+        let socket_mode = parse_socket_mode(&settings.socket_mode)?;
+        let client_password = match &settings.client_password_file {
+            Some(path) => Some(read_client_password(path)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let source = token::build_source(&settings).map_err(|e| ConfigProblem(e.to_string()))?;
         let policy = RefreshPolicy {
@@ -74,30 +270,78 @@ impl Proxy {
             username: settings.username.clone(),
             ..RefreshPolicy::default()
         };
-        let (manager, tokens) = TokenManager::new(source, policy, Some(metrics.clone()));
-        tracing::info!(source = %tokens.source(), "token manager started");
-        tokio::spawn(manager.run(shutdown.clone()));
 
         let (host, port) = split_host_port(&settings.upstream, 6380)?;
         let server_name = settings.tls_server_name.clone().unwrap_or(host.clone());
-        let connector = UpstreamConnector::new(
-            &host,
-            port,
-            &server_name,
-            settings.ca_file.as_deref(),
-            (
-                settings.connect_timeout,
-                settings.tls_timeout,
-                settings.auth_timeout,
-            ),
-            metrics.clone(),
-        )
-        .map_err(|e| ConfigProblem(e.to_string()))?;
+        let connector = Arc::new(
+            UpstreamConnector::new(
+                &host,
+                port,
+                &server_name,
+                settings.ca_file.as_deref(),
+                (
+                    settings.connect_timeout,
+                    settings.tls_timeout,
+                    settings.auth_timeout,
+                ),
+                metrics.clone(),
+            )
+            .map_err(|e| ConfigProblem(e.to_string()))?,
+        );
+
+        // Bind everything before starting anything, so a taken port fails start-up cleanly.
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        let mut unix_paths = Vec::new();
+        let mut socket_files = Vec::new();
+        for spec in &settings.listen {
+            if let Some(path) = spec.strip_prefix("unix:") {
+                let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
+                tracing::info!(address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
+                unix_paths.push(file.path.clone());
+                socket_files.push(file);
+                listeners.push(Listener::Unix(listener));
+            } else {
+                let listener = TcpListener::bind(spec.as_str())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(address = %addr, "listening");
+                addrs.push(addr);
+                listeners.push(Listener::Tcp(listener));
+            }
+        }
+        let admin_listener = if settings.admin_listen.trim().is_empty() {
+            None
+        } else {
+            let l = admin::bind(settings.admin_listen.trim()).await?;
+            tracing::info!(address = %l.local_addr()?, "admin listening");
+            Some(l)
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
+        let (manager, tokens) = TokenManager::new(source, policy, Some(metrics.clone()));
+        tracing::info!(source = %tokens.source(), "token manager started");
+        tokio::spawn(manager.run(shutdown.clone()));
         tracing::info!(upstream = %connector.addr(), tls_server_name = %server_name, "upstream");
 
+        let mut tasks = Vec::new();
+        if let Some(l) = admin_listener {
+            let state = Arc::new(AdminState::new(
+                metrics.clone(),
+                tokens.clone(),
+                connector.clone(),
+                shutdown.clone(),
+            ));
+            tasks.push(tokio::spawn(admin::serve(l, state)));
+        }
+
         let ctx = Arc::new(SessionContext {
-            connector: Arc::new(connector),
-            tokens,
+            connector,
+            tokens: tokens.clone(),
             metrics: metrics.clone(),
             limits: Limits {
                 max_bulk: settings.max_bulk_len,
@@ -105,31 +349,31 @@ impl Proxy {
                 max_inline: settings.max_inline_len,
             },
             startup_wait: settings.startup_wait,
-            drain_timeout: DRAIN_TIMEOUT,
+            drain_timeout: DRAIN_TIMEOUT.min(settings.shutdown_grace),
             refresh_margin: settings.refresh_margin,
+            reauth_limiter: Arc::new(Semaphore::new(settings.reauth_concurrency)),
+            reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
+            client_password,
         });
-
         let permits = Arc::new(Semaphore::new(settings.max_connections));
-        let mut addrs = Vec::new();
-        for spec in &settings.listen {
-            let listener = TcpListener::bind(spec.as_str())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))?;
-            let addr = listener.local_addr()?;
-            tracing::info!(address = %addr, "listening");
-            addrs.push(addr);
-            tokio::spawn(accept_loop(
+        for listener in listeners {
+            tasks.push(tokio::spawn(accept_loop(
                 listener,
                 ctx.clone(),
                 permits.clone(),
                 shutdown.clone(),
-            ));
+            )));
         }
         Ok(Proxy {
             addrs,
+            unix_paths,
+            admin_addr,
             metrics,
+            tokens,
             permits,
             max_connections: settings.max_connections,
+            tasks,
+            _socket_files: socket_files,
         })
     }
 
@@ -149,10 +393,71 @@ impl Proxy {
     }
 }
 
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A socket file this process created; removed on drop if it is still the same file.
+#[derive(Debug)]
+struct SocketFile {
+    /// Where it is.
+    path: PathBuf,
+    /// Device and inode at creation, so a file someone else put there later is left alone.
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.id {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds a Unix socket listener at `path` with file mode `mode`. A stale socket file (no
+/// process answers on it) is removed first; anything else at `path` is an error.
+fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<(UnixListener, SocketFile)> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!("cannot listen on unix:{shown}: another process is listening there");
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| anyhow::anyhow!("cannot remove stale socket unix:{shown}: {e}"))?;
+            tracing::info!(path = %shown, "removed a stale socket file");
+        }
+        Ok(_) => {
+            return Err(ConfigProblem(format!(
+                "cannot listen on unix:{shown}: the path exists and is not a socket"
+            ))
+            .into())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot listen on unix:{shown}: {e}"),
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot listen on unix:{shown}: {e}"))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    let file = SocketFile {
+        path: path.to_owned(),
+        id: (meta.dev(), meta.ino()),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| anyhow::anyhow!("cannot set mode {mode:04o} on unix:{shown}: {e}"))?;
+    Ok((listener, file))
+}
+
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     ctx: Arc<SessionContext>,
     permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -171,13 +476,18 @@ async fn accept_loop(
             _ = shutdown.wait_for(|s| *s) => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                let _ = stream.set_nodelay(true);
+            Ok(stream) => {
                 let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    session::run(stream, ctx, shutdown, id).await;
+                    match stream {
+                        ClientStream::Tcp(s) => {
+                            let _ = s.set_nodelay(true);
+                            session::run(s, ctx, shutdown, id).await;
+                        }
+                        ClientStream::Unix(s) => session::run(s, ctx, shutdown, id).await,
+                    }
                     drop(permit);
                 });
             }
@@ -212,5 +522,49 @@ fn split_host_port(s: &str, default_port: u16) -> anyhow::Result<(String, u16)> 
         Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
         Some(_) => Ok((s.to_owned(), default_port)),
         None => Ok((s.to_owned(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0660").unwrap(), 0o660);
+        assert_eq!(parse_socket_mode("600").unwrap(), 0o600);
+        assert_eq!(parse_socket_mode("0o777").unwrap(), 0o777);
+        for bad in ["", "0888", "rw-rw----", "01777", "-1"] {
+            let e = parse_socket_mode(bad).unwrap_err().to_string();
+            assert!(e.contains("socket_mode"), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.sock");
+        // A socket file nobody listens on any more.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let (listener, file) = bind_unix(&path, 0o600).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // A live listener is not stolen.
+        let err = bind_unix(&path, 0o600).unwrap_err().to_string();
+        assert!(err.contains("another process"), "{err}");
+        drop(listener);
+        drop(file);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-socket");
+        std::fs::write(&path, "data").unwrap();
+        let err = bind_unix(&path, 0o600).unwrap_err();
+        assert!(err.downcast_ref::<ConfigProblem>().is_some(), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 }

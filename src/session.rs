@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::resp::{self, CommandScanner, Limits, ProtocolError, ReplyScanner};
-use crate::token::{AccessToken, CurrentToken, TokenManagerHandle};
+use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 
 /// What every session shares.
@@ -49,6 +49,50 @@ pub struct SessionContext {
     /// The token refresh margin: blocking waits end this much (at most half of it) before
     /// the token expires, so the connection can re-AUTH in time.
     pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
+    /// Paces reconnections after upstream loss, across sessions.
+    pub reconnect_pacer: Arc<ReconnectPacer>,
+    /// The password local clients must AUTH with (`client_password_file`); `None`: no
+    /// local authentication, and a client's AUTH is answered +OK.
+    pub client_password: Option<Secret>,
+}
+
+/// First delay between reconnection attempts (doubled up to 5 s, with jitter).
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A session gives up reopening its upstream connection after this long.
+const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Spaces out reconnections across sessions, so a cache failover does not become a
+/// reconnect storm: at most `per_second` connection attempts start each second.
+pub struct ReconnectPacer {
+    /// When the next attempt may start.
+    next: std::sync::Mutex<Instant>,
+    /// Time between two attempts.
+    interval: Duration,
+}
+
+impl ReconnectPacer {
+    /// A pacer allowing `per_second` attempts a second.
+    pub fn new(per_second: u32) -> Self {
+        ReconnectPacer {
+            next: std::sync::Mutex::new(Instant::now()),
+            interval: Duration::from_secs(1) / per_second.max(1),
+        }
+    }
+
+    /// Waits for this caller's turn.
+    pub async fn wait_turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
 }
 
 /// Client bytes read ahead while a blocking command holds the session.
@@ -132,6 +176,8 @@ enum SessionEnd {
     ClientProtocol(ProtocolError),
     #[error("upstream protocol error: {0}")]
     UpstreamProtocol(ProtocolError),
+    #[error("could not reopen the upstream connection: {0}")]
+    Reconnect(String),
 }
 
 /// The commands the session must understand; everything else is [`Kind::Plain`].
@@ -153,6 +199,18 @@ enum Kind {
     /// A command that may block (BLPOP, XREAD BLOCK, WAIT...): forwarded as an ordinary
     /// command unless its wait must be cut into slices (see [`Blocking`]).
     MaybeBlocking,
+    /// SELECT with its database, remembered to restore it on a new connection.
+    Select(Option<u32>),
+    /// WATCH: the session cannot move to a new connection until EXEC/DISCARD/UNWATCH.
+    Watch,
+    /// UNWATCH.
+    Unwatch,
+    /// CLIENT SETNAME, remembered to restore it on a new connection.
+    SetName,
+    /// QUIT: the cache closes the connection after its reply, and so does the session.
+    Quit,
+    /// An empty command (`*0`, an empty inline line): no reply.
+    Empty,
 }
 
 impl Kind {
@@ -160,7 +218,15 @@ impl Kind {
     fn changes_state(self) -> bool {
         !matches!(
             self,
-            Kind::Plain | Kind::PingSubscribed | Kind::MaybeBlocking
+            Kind::Plain
+                | Kind::Empty
+                | Kind::PingSubscribed
+                | Kind::MaybeBlocking
+                | Kind::Select(_)
+                | Kind::Watch
+                | Kind::Unwatch
+                | Kind::SetName
+                | Kind::Quit
         )
     }
 }
@@ -203,6 +269,11 @@ enum Pending {
     Hello { version: u8 },
     /// A blocking command whose wait is cut into slices that end before the token expires.
     Blocking(Box<Blocking>),
+    /// A command restoring state on a replacement connection; its reply is swallowed.
+    Restore,
+    /// A RESP2 subscriber's command that redis-server would refuse: the `COMMAND INFO` reply
+    /// is replaced by the error redis-server would give.
+    Refusal(Vec<Vec<u8>>),
     /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
     /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
     StreamProbe { arg: usize },
@@ -212,6 +283,27 @@ enum Pending {
         frames: usize,
         started: Instant,
     },
+}
+
+impl Pending {
+    /// A short description for trace logs (never a token).
+    fn label(&self) -> String {
+        match self {
+            Pending::Command {
+                kind,
+                count,
+                remaining,
+                ..
+            } => format!("{kind:?} x{count} remaining={remaining:?}"),
+            Pending::Local(_) => "local reply".into(),
+            Pending::Hello { version } => format!("injected HELLO {version}"),
+            Pending::Reauth { frames, .. } => format!("injected AUTH ({frames} frames)"),
+            Pending::Blocking(_) => "blocking command slice".into(),
+            Pending::Restore => "restore".into(),
+            Pending::Refusal(_) => "refusal".into(),
+            Pending::StreamProbe { .. } => "stream probe".into(),
+        }
+    }
 }
 
 /// What a frame from the cache is.
@@ -253,6 +345,8 @@ struct Session<C> {
     /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
     /// served through RESP3).
     client_proto: u8,
+    /// The selected database.
+    db: u32,
     reply_mode: ReplyMode,
     in_multi: bool,
     monitor: bool,
@@ -276,6 +370,21 @@ struct Session<C> {
     /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
     /// subscribed through a RESP3 upstream, to know when to switch back).
     predicted_subs: Subscriptions,
+    /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
+    watching: bool,
+    /// QUIT sent: the cache's close is expected and ends the session.
+    quit_sent: bool,
+    /// The client has authenticated locally (always true without `client_password_file`).
+    client_authed: bool,
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    client_name: Option<Vec<u8>>,
+
+    // Upstream loss.
+    /// The upstream connection broke while nothing was in flight; a new one is opened
+    /// before the next command (at once for subscribers).
+    upstream_lost: bool,
+    /// Subscription confirmations of a restore still to swallow.
+    restore_confirmations: usize,
 
     // Authentication.
     token_rx: watch::Receiver<CurrentToken>,
@@ -287,6 +396,8 @@ struct Session<C> {
     reauth_wanted: Option<Instant>,
     /// Whether this session counts in the `reauth_pending` gauge.
     pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 
     // Blocking commands.
     /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
@@ -331,11 +442,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             client_proto_sent: 2,
             upstream_proto_sent: 2,
             predicted_subs: Subscriptions::default(),
+            watching: false,
+            quit_sent: false,
+            client_authed: ctx.client_password.is_none(),
+            client_name: None,
+            upstream_lost: false,
+            restore_confirmations: 0,
+            db: 0,
             token_rx,
             auth_generation: token.generation(),
             reauths_in_flight: 0,
             reauth_wanted: None,
             pending_counted: false,
+            reauth_permit: None,
             blocked: false,
             reissue: None,
             ctx,
@@ -368,14 +487,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .map(|s| self.ctx.drain_timeout.saturating_sub(s.elapsed()))
                 .unwrap_or(Duration::MAX);
             tokio::select! {
-                r = self.upstream.read_buf(&mut self.ubuf) => {
+                r = self.upstream.read_buf(&mut self.ubuf), if !self.upstream_lost => {
                     match r {
-                        Ok(0) => return Err(SessionEnd::UpstreamClosed),
-                        Ok(n) => {
+                        Ok(n) if n > 0 => {
                             self.ctx.metrics.bytes_total.with_label_values(&["upstream_to_client"]).inc_by(n as u64);
                             self.on_upstream_data().await?;
                         }
-                        Err(e) => return Err(SessionEnd::UpstreamIo(e)),
+                        other => {
+                            let end = match other {
+                                Err(e) => SessionEnd::UpstreamIo(e),
+                                _ => SessionEnd::UpstreamClosed,
+                            };
+                            if !self.can_replace_upstream() || draining_since.is_some() || self.quit_sent {
+                                // Commands in flight or a transaction: the client must see the
+                                // loss and retry on its own.
+                                return Err(end);
+                            }
+                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                            self.upstream_lost = true;
+                            if self.subscribed() || self.monitor {
+                                // Subscribers send nothing: reconnect now.
+                                self.reconnect().await?;
+                            }
+                        }
                     }
                 }
                 r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
@@ -394,6 +528,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 r = self.token_rx.changed() => {
                     if r.is_ok() {
                         self.note_token_change();
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
                         self.try_reauth().await?;
                     }
                 }
@@ -415,7 +557,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.queue.iter().any(|p| {
             matches!(
                 p,
-                Pending::Command { .. } | Pending::Local(_) | Pending::Blocking(_)
+                Pending::Command { .. }
+                    | Pending::Local(_)
+                    | Pending::Blocking(_)
+                    | Pending::Refusal(_)
             )
         })
     }
@@ -426,6 +571,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if self.blocked {
             // Held until the blocking command's real reply.
             return Ok(());
+        }
+        if self.upstream_lost && !self.cbuf.is_empty() {
+            self.reconnect().await?;
         }
         let limits = self.ctx.limits;
         let mut pos = 0;
@@ -447,9 +595,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             pos += scanned.len;
             commands += 1;
             if scanned.nargs == 0 {
-                // redis-server ignores empty commands without a reply.
-                self.flush_run(run_start, frame.start);
-                run_start = pos;
+                // redis-server answers nothing, but the empty command still counts as "the
+                // next command" after CLIENT REPLY SKIP: forward it and model it.
+                self.enqueue_command(Kind::Empty, 0);
                 continue;
             }
             let action = if scanned.inline {
@@ -460,7 +608,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let name =
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
-                    Some(Kind::Plain) => Action::Forward(Kind::Plain, scanned.nargs),
+                    // A RESP2 subscriber served through RESP3 has every command looked at.
+                    Some(Kind::Plain) if !self.emulating_sent() && self.client_authed => {
+                        Action::Forward(Kind::Plain, scanned.nargs)
+                    }
                     _ => {
                         let f = &self.cbuf[frame.clone()];
                         let args = resp::multibulk_args(f);
@@ -470,7 +621,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             };
             let kind = match &action {
                 Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
-                Action::Local(_) => Kind::Plain,
+                Action::Local(_) | Action::Refuse(_) | Action::LocalAuth(_) => Kind::Plain,
             };
             if kind == Kind::MaybeBlocking {
                 let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -504,6 +655,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     self.queue.push_back(Pending::Local(reply));
                     continue;
                 }
+                Action::LocalAuth(ok) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    let reply: &'static [u8] = if ok {
+                        self.client_authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        tracing::info!(session = self.id, "a local client sent a wrong password");
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    };
+                    self.queue.push_back(Pending::Local(Cow::Borrowed(reply)));
+                    continue;
+                }
+                Action::Refuse(args) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                        &b"COMMAND"[..],
+                        b"INFO",
+                        &args[0],
+                    ])));
+                    self.queue.push_back(Pending::Refusal(args));
+                    continue;
+                }
                 Action::Rewrite(kind, nargs, bytes) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
@@ -513,6 +688,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             }
             match kind {
                 Kind::Reset => {
+                    // RESET logs the client out too.
+                    self.client_authed = self.ctx.client_password.is_none();
+                    self.watching = false;
+                    self.client_name = None;
                     self.client_proto_sent = 2;
                     self.upstream_proto_sent = 2;
                     self.predicted_subs.clear();
@@ -521,10 +700,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     run_start = pos;
                     self.inject_auth_after_reset();
                 }
-                Kind::Hello(Some(v)) => {
-                    self.client_proto_sent = v;
-                    self.upstream_proto_sent = v;
+                Kind::Hello(v) => {
+                    // Forwarded: any password it carried matched (checked in classify).
+                    self.client_authed = true;
+                    if let Some(v) = v {
+                        self.client_proto_sent = v;
+                        self.upstream_proto_sent = v;
+                    }
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
+                        self.client_name = args.get(i + 1).cloned();
+                    }
                 }
+                Kind::SetName => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                }
+                Kind::Watch => self.watching = true,
+                Kind::Quit => self.quit_sent = true,
+                Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     let subscribe = matches!(kind, Kind::Subscribe(_));
@@ -577,6 +771,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .write_all(bytes)
                 .await
                 .map_err(SessionEnd::UpstreamIo)?;
+            if let Segment::Owned(mut v) = seg {
+                // Owned pieces may be an AUTH with the token in it.
+                zeroize::Zeroize::zeroize(&mut v);
+            }
         }
         self.upstream.flush().await.map_err(SessionEnd::UpstreamIo)
     }
@@ -609,10 +807,37 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         let nargs = args.len();
         let kind = full_kind(name, args);
-        match kind {
-            Classified::Auth if self.emulating_sent() => {
-                Action::Local(not_in_subscribed_context(name))
+        if let Some(password) = &self.ctx.client_password {
+            // Local client authentication: nothing is forwarded before the client's AUTH.
+            match kind {
+                Classified::Auth if !self.emulating_sent() => {
+                    let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
+                    return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
+                }
+                Classified::Kind(Kind::Hello(_)) => {
+                    let auth = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"));
+                    match auth.and_then(|i| args.get(i + 2)) {
+                        Some(given) if matches_password(given, password) => {
+                            // Authenticated by HELLO: forwarded below without its AUTH part.
+                        }
+                        Some(_) => return Action::LocalAuth(false),
+                        None if !self.client_authed => {
+                            return Action::Local(Cow::Borrowed(
+                                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Classified::Kind(Kind::Quit | Kind::Reset) => {}
+                _ if !self.client_authed => {
+                    return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"))
+                }
+                _ => {}
             }
+        }
+        match kind {
+            Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
             Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
             Classified::Kind(k) => {
                 if self.multi_sent && in_multi_unsupported(k) {
@@ -623,15 +848,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 if self.emulating_sent() {
                     // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
                     let allowed = match k {
-                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset => true,
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
+                            true
+                        }
                         Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
                             return Action::Forward(Kind::PingSubscribed, nargs)
                         }
-                        Kind::Plain => name.eq_ignore_ascii_case(b"QUIT"),
                         _ => false,
                     };
                     if !allowed {
-                        return Action::Local(not_in_subscribed_context(name));
+                        return Action::Refuse(owned_args(args));
                     }
                 }
                 if let Kind::Hello(_) = k {
@@ -669,7 +895,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         if kind == Kind::Multi {
             self.multi_sent = true;
         }
-        if !state_change {
+        // Only ordinary commands share an entry: the others keep their kind.
+        if !state_change && kind == Kind::Plain {
             if let Some(Pending::Command {
                 kind: Kind::Plain,
                 count,
@@ -681,7 +908,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 *count += 1;
                 return;
             }
-        } else {
+        }
+        if state_change {
             self.state_changes_in_flight += 1;
         }
         self.queue.push_back(Pending::Command {
@@ -728,6 +956,125 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.client_proto_sent == 2 && self.upstream_proto_sent == 3
     }
 
+    // ---------------------------------------------------------------- upstream loss
+
+    /// True if nothing the client sent is in flight and no transaction or WATCH is open:
+    /// the connection can be replaced without the client noticing.
+    fn can_replace_upstream(&self) -> bool {
+        self.state_changes_in_flight == 0
+            && !self.multi_sent
+            && !self.in_multi
+            && !self.watching
+            && !self.blocked
+            && self.reissue.is_none()
+            && self
+                .queue
+                .iter()
+                .all(|p| matches!(p, Pending::Reauth { .. }))
+    }
+
+    /// Opens a new upstream connection (backing off, paced across sessions) and restores the
+    /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
+    async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        let started = Instant::now();
+        let mut failures: u32 = 0;
+        let (upstream, token) = loop {
+            self.ctx.reconnect_pacer.wait_turn().await;
+            let Some(token) = self.token_rx.borrow_and_update().clone() else {
+                return Err(SessionEnd::UpstreamClosed);
+            };
+            match self.ctx.connector.connect(&token).await {
+                Ok(u) => break (u, token),
+                Err(e) => {
+                    if e.is_auth_rejected() {
+                        self.ctx.tokens.request_refresh();
+                    }
+                    failures += 1;
+                    if started.elapsed() >= RECONNECT_GIVE_UP {
+                        tracing::warn!(session = self.id, error = %e, "cannot reopen the upstream connection; closing the client");
+                        return Err(SessionEnd::Reconnect(e.to_string()));
+                    }
+                    let base = RECONNECT_BACKOFF
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(5));
+                    let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::debug!(session = self.id, error = %e, retry_in = ?delay, "reconnect failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.upstream = upstream;
+        self.upstream_lost = false;
+        self.queue.clear();
+        self.reauths_in_flight = 0;
+        self.state_changes_in_flight = 0;
+        self.reauth_permit = None;
+        self.ubuf.clear();
+        self.uscan = ReplyScanner::default();
+        self.auth_generation = token.generation();
+        self.reauth_wanted = None;
+        self.pending_flag(false);
+        self.proto = 2;
+        self.upstream_proto_sent = 2;
+        let reply_off = self.reply_mode == ReplyMode::Off;
+        self.reply_mode = ReplyMode::On;
+
+        self.to_upstream.clear();
+        if self.client_proto == 3 || self.subscribed() {
+            self.inject_hello(3);
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            self.inject_restore(&[b"SELECT", db.as_bytes()]);
+        }
+        if let Some(name) = self.client_name.clone() {
+            self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
+        }
+        for (cmd, kind) in [
+            (&b"SUBSCRIBE"[..], SubKind::Channel),
+            (b"PSUBSCRIBE", SubKind::Pattern),
+            (b"SSUBSCRIBE", SubKind::Shard),
+        ] {
+            let set = self.subs(kind);
+            if set.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(set.iter().map(Vec::as_slice));
+            let bytes = resp::encode_command(&args);
+            self.restore_confirmations += set.len();
+            self.to_upstream.push(Segment::Owned(bytes));
+        }
+        if self.monitor {
+            self.inject_restore(&[b"MONITOR"]);
+        }
+        if reply_off {
+            self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                &b"CLIENT"[..],
+                b"REPLY",
+                b"OFF",
+            ])));
+            self.reply_mode = ReplyMode::Off;
+        }
+        self.write_upstream_plan().await?;
+        self.ctx.metrics.upstream_reconnects_total.inc();
+        tracing::info!(
+            session = self.id,
+            db = self.db,
+            subscribed = self.subscribed(),
+            "upstream connection replaced"
+        );
+        self.note_token_change();
+        Ok(())
+    }
+
+    /// Sends a command that restores state on a new connection; its reply is swallowed.
+    fn inject_restore(&mut self, args: &[&[u8]]) {
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(args)));
+        self.queue.push_back(Pending::Restore);
+    }
+
     // ---------------------------------------------------------------- re-authentication
 
     fn note_token_change(&mut self) {
@@ -755,20 +1102,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// True where an injected AUTH cannot disturb the client's stream.
     fn at_safe_point(&self) -> bool {
-        self.reauths_in_flight == 0
+        // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
+        let resp2_subscriber = self.proto == 2 && self.subscribed();
+        !self.upstream_lost
+            && self.reauths_in_flight == 0
             && self.state_changes_in_flight == 0
-            && !self.skip_next_sent
             && !self.multi_sent
             && !self.in_multi
-            && self.reply_mode != ReplyMode::Skip
-            && !(self.proto == 2 && self.subscribed())
+            && !resp2_subscriber
     }
 
     async fn try_reauth(&mut self) -> Result<(), SessionEnd> {
         let Some(wanted_since) = self.reauth_wanted else {
             return Ok(());
         };
-        if !self.at_safe_point() {
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
             return Ok(());
         }
         let Some(token) = self.token_rx.borrow().clone() else {
@@ -776,14 +1124,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         };
         if token.generation() <= self.auth_generation {
             self.reauth_wanted = None;
+            self.reauth_permit = None;
             return Ok(());
         }
-        let frames = if self.reply_mode == ReplyMode::Off {
-            // Under CLIENT REPLY OFF the AUTH reply would be suppressed: turn replies on
-            // around it so its result can be checked, and off again.
+        let frames = if self.reply_mode != ReplyMode::On {
+            // Under CLIENT REPLY OFF (or with a SKIP waiting for the client's next command)
+            // the AUTH reply would be suppressed: turn replies on around it so its result can
+            // be checked, then restore the mode (SKIP again applies to the client's next).
+            let restore: &[u8] = if self.reply_mode == ReplyMode::Off {
+                b"OFF"
+            } else {
+                b"SKIP"
+            };
             let mut cmd = resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"ON"]);
             cmd.extend_from_slice(token.auth_command());
-            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"OFF"]));
+            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", restore]));
             self.upstream
                 .write_all(&cmd)
                 .await
@@ -1043,6 +1398,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 }
                 // Injected and blocking commands always expect a frame.
                 Pending::Reauth { .. }
+                | Pending::Restore
+                | Pending::Refusal(_)
                 | Pending::Hello { .. }
                 | Pending::Blocking(_)
                 | Pending::StreamProbe { .. } => return,
@@ -1076,7 +1433,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     /// How many frames a command at the head of the queue will produce, and the state changes
     /// that happen when it runs without a reply.
     fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
-        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        if self.in_multi
+            && kind != Kind::Empty
+            && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             // Queued: +QUEUED or an error, whatever the command (reply mode aside).
             return self.apply_reply_mode(count);
@@ -1104,7 +1463,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.reply_mode = mode;
                 0
             }
-            _ => self.apply_reply_mode(count),
+            // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
+            Kind::Empty => {
+                if self.reply_mode == ReplyMode::Skip {
+                    self.reply_mode = ReplyMode::On;
+                }
+                0
+            }
+            _ => {
+                let n = self.apply_reply_mode(count);
+                if n == 0 && kind.changes_state() {
+                    // HELLO, SELECT, MULTI... under CLIENT REPLY OFF/SKIP still take effect.
+                    self.apply_effects(kind, true);
+                }
+                n
+            }
         }
     }
 
@@ -1135,10 +1508,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn route(&mut self, frame: std::ops::Range<usize>) -> Route {
         let bytes = &self.ubuf[frame.clone()];
         let first = bytes[0];
+        tracing::trace!(
+            session = self.id,
+            frame_type = %(first as char),
+            frame_len = bytes.len(),
+            head = ?self.queue.front().map(Pending::label),
+            queued = self.queue.len(),
+            "frame from the cache"
+        );
         if first == b'>' {
             // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
             // count toward a (UN)SUBSCRIBE at the head.
             if let Some(conf) = pubsub_confirmation(bytes, true) {
+                if self.restore_confirmations > 0 && matches!(conf.kind, Kind::Subscribe(_)) {
+                    // Re-subscribing on a replacement connection: the client subscribed once.
+                    self.restore_confirmations -= 1;
+                    return Route::Proxy;
+                }
                 self.apply_confirmation(&conf);
                 self.count_confirmation(&conf);
             }
@@ -1190,6 +1576,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 Route::Proxy
             }
             Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Refusal(_) => {
+                let reply = subscribed_refusal_from_info(bytes);
+                let Some(Pending::Refusal(args)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                Route::Replace(reply(&args))
+            }
+            Pending::Restore => {
+                if is_error {
+                    tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+                }
+                self.queue.pop_front();
+                Route::Proxy
+            }
             Pending::StreamProbe { arg } => {
                 let arg = *arg;
                 let id = last_stream_id(bytes);
@@ -1223,7 +1623,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 let version = *version;
                 let ok = !is_error;
                 self.queue.pop_front();
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
                 if ok {
                     self.proto = version;
                 } else {
@@ -1262,8 +1662,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
 
     /// State changes caused by a command's reply.
     fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
-        let bytes = &self.ubuf[frame];
-        let ok = !resp::is_error_reply(bytes);
+        let ok = !resp::is_error_reply(&self.ubuf[frame]);
+        self.apply_effects(kind, ok);
+    }
+
+    /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
+    /// is suppressed by CLIENT REPLY is taken to have succeeded).
+    fn apply_effects(&mut self, kind: Kind, ok: bool) {
         if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
             return;
@@ -1285,6 +1690,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.client_proto = v;
             }
             Kind::Reset => {
+                self.db = 0;
                 self.proto = 2;
                 self.client_proto = 2;
                 self.reply_mode = ReplyMode::On;
@@ -1295,6 +1701,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 self.shards.clear();
             }
             Kind::Monitor if ok => self.monitor = true,
+            Kind::Select(Some(db)) if ok => self.db = db,
             _ => {}
         }
     }
@@ -1315,7 +1722,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     fn complete_head(&mut self) {
         if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
             if state_change {
-                self.state_changes_in_flight -= 1;
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
             }
         }
     }
@@ -1365,7 +1772,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
             return;
         };
-        self.reauths_in_flight -= 1;
+        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
+        self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {
             tracing::debug!(
@@ -1414,7 +1822,12 @@ fn push_range(plan: &mut Vec<Segment>, start: usize, end: usize) {
 /// What to do with a client command.
 enum Action {
     Forward(Kind, usize),
+    /// The client's AUTH against `client_password_file`: true if the password matched.
+    LocalAuth(bool),
     Local(Cow<'static, [u8]>),
+    /// Refuse as redis-server refuses a RESP2 subscriber's command; the exact error depends
+    /// on the command table, so `COMMAND INFO` is asked first.
+    Refuse(Vec<Vec<u8>>),
     Rewrite(Kind, usize, Vec<u8>),
 }
 
@@ -1427,10 +1840,12 @@ enum Classified {
 #[inline]
 fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
-        4 => &[b"AUTH", b"EXEC", b"WAIT"],
-        5 => &[b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD"],
-        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP"],
-        7 => &[b"DISCARD", b"MONITOR"],
+        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT"],
+        5 => &[
+            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
+        ],
+        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
+        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH"],
         8 => &[b"BZPOPMIN", b"BZPOPMAX"],
         9 => &[b"SUBSCRIBE"],
         10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
@@ -1480,6 +1895,20 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         Kind::Unsubscribe(SubKind::Shard)
     } else if BLOCKING.iter().any(|b| is(b)) {
         Kind::MaybeBlocking
+    } else if is("SELECT") {
+        Kind::Select(
+            args.get(1)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok()),
+        )
+    } else if is("QUIT") {
+        Kind::Quit
+    } else if is("WATCH") {
+        Kind::Watch
+    } else if is("UNWATCH") {
+        Kind::Unwatch
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"SETNAME") {
+        Kind::SetName
     } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
         if args[2].eq_ignore_ascii_case(b"ON") {
             Kind::ClientReply(ReplyMode::On)
@@ -1585,6 +2014,17 @@ fn last_stream_id(reply: &[u8]) -> Vec<u8> {
     b"0-0".to_vec()
 }
 
+/// Compares a client's password with the configured one in time independent of where they
+/// differ.
+fn matches_password(given: &[u8], password: &Secret) -> bool {
+    let want = password.expose().as_bytes();
+    let mut diff = (given.len() != want.len()) as u8;
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 /// Channel, pattern and shard-channel subscriptions.
 #[derive(Debug, Default)]
 struct Subscriptions {
@@ -1637,15 +2077,156 @@ fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
     }
 }
 
-/// redis-server's refusal of a command on a RESP2 subscribed connection.
-fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    Cow::Owned(
-        format!(
-            "-ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
-        )
-        .into_bytes(),
-    )
+fn owned_args(args: &[&[u8]]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.to_vec()).collect()
+}
+
+/// What `COMMAND INFO <name>` says about a command: its full name and arity, and its
+/// subcommands (name `container|sub`, arity).
+struct CommandInfo {
+    name: String,
+    arity: i64,
+    subcommands: Vec<(String, i64)>,
+}
+
+fn parse_command_info(reply: &[u8]) -> Option<CommandInfo> {
+    /// A cursor over RESP bytes that reads the few shapes COMMAND INFO uses and skips the
+    /// rest whole (key specs hold maps and sets that do not matter here).
+    struct Cur<'a>(&'a [u8]);
+    impl<'a> Cur<'a> {
+        fn line(&mut self) -> Option<&'a [u8]> {
+            let nl = memchr::memchr(b'\n', self.0)?;
+            let line = self.0.get(..nl.checked_sub(1)?)?;
+            self.0 = &self.0[nl + 1..];
+            Some(line)
+        }
+        fn count(&mut self, kind: u8) -> Option<i64> {
+            let line = self.line()?;
+            if line.first() != Some(&kind) {
+                return None;
+            }
+            std::str::from_utf8(&line[1..]).ok()?.parse().ok()
+        }
+        fn bulk(&mut self) -> Option<String> {
+            let len = self.count(b'$')? as usize;
+            let data = self.0.get(..len)?;
+            self.0 = self.0.get(len + 2..)?;
+            Some(String::from_utf8_lossy(data).into_owned())
+        }
+        fn skip(&mut self) -> Option<()> {
+            let len = ReplyScanner::default().scan(self.0, usize::MAX).ok()??;
+            self.0 = &self.0[len..];
+            Some(())
+        }
+        /// `[name, arity, ...]` as an array of `n` elements; the cursor stops after arity.
+        fn name_arity(&mut self) -> Option<(String, i64, i64)> {
+            let n = self.count(b'*')?;
+            Some((self.bulk()?, self.count(b':')?, n))
+        }
+    }
+    let mut c = Cur(reply);
+    if c.count(b'*')? != 1 || c.0.starts_with(b"_") || c.0.starts_with(b"*-1") {
+        return None;
+    }
+    let (name, arity, n) = c.name_arity()?;
+    let mut subcommands = Vec::new();
+    if n >= 10 {
+        for _ in 2..9 {
+            c.skip()?;
+        }
+        // An array, or (RESP3) a set when empty.
+        let subs = if c.0.starts_with(b"~") {
+            c.count(b'~')?
+        } else {
+            c.count(b'*')?
+        };
+        for _ in 0..subs {
+            let (sub, sub_arity, sub_n) = c.name_arity()?;
+            for _ in 2..sub_n {
+                c.skip()?;
+            }
+            subcommands.push((sub, sub_arity));
+        }
+    }
+    Some(CommandInfo {
+        name,
+        arity,
+        subcommands,
+    })
+}
+
+/// Builds, from a `COMMAND INFO` reply, the error redis-server 7 gives a RESP2 subscriber
+/// for `args`: unknown command, unknown subcommand, wrong arity, or not allowed here — in
+/// the order redis-server checks them.
+fn subscribed_refusal_from_info(info_reply: &[u8]) -> impl Fn(&[Vec<u8>]) -> Vec<u8> {
+    let info = parse_command_info(info_reply);
+    move |args: &[Vec<u8>]| {
+        // redis-server formats arguments with printf's `%.Ns`: at most N bytes, and a C string
+        // ends at its first NUL.
+        let c_str = |b: &[u8], max: usize| -> Vec<u8> {
+            let end = memchr::memchr(0, b).unwrap_or(b.len()).min(max);
+            b[..end].to_vec()
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut msg: Vec<u8> = Vec::new();
+        match &info {
+            None => {
+                let mut given: Vec<u8> = Vec::new();
+                for a in args.iter().skip(1) {
+                    if given.len() >= 128 {
+                        break;
+                    }
+                    given.push(b'\'');
+                    given.extend(c_str(a, 128 - given.len() + 1));
+                    given.extend_from_slice(b"' ");
+                }
+                msg.extend_from_slice(b"unknown command '");
+                msg.extend(c_str(&args[0], 128));
+                msg.extend_from_slice(b"', with args beginning with: ");
+                msg.extend(given);
+            }
+            Some(cmd) => {
+                let mut full = cmd.name.clone();
+                let mut arity = cmd.arity;
+                let mut unknown_sub = None;
+                if !cmd.subcommands.is_empty() && args.len() >= 2 {
+                    let want = format!("{}|{}", cmd.name, text(&args[1]).to_ascii_lowercase());
+                    match cmd.subcommands.iter().find(|(n, _)| *n == want) {
+                        Some((n, a)) => {
+                            full = n.clone();
+                            arity = *a;
+                        }
+                        None => unknown_sub = Some(&args[1]),
+                    }
+                }
+                let argc = args.len() as i64;
+                if let Some(sub) = unknown_sub {
+                    msg.extend_from_slice(b"unknown subcommand '");
+                    msg.extend(c_str(sub, 128));
+                    msg.extend_from_slice(
+                        format!("'. Try {} HELP.", text(&args[0]).to_ascii_uppercase()).as_bytes(),
+                    );
+                } else if (arity > 0 && argc != arity) || argc < -arity {
+                    msg.extend_from_slice(
+                        format!("wrong number of arguments for '{full}' command").as_bytes(),
+                    );
+                } else {
+                    msg.extend_from_slice(format!(
+                        "Can't execute '{full}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                    ).as_bytes());
+                }
+            }
+        }
+        for b in msg.iter_mut() {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b' ';
+            }
+        }
+        let mut out = b"-ERR ".to_vec();
+        out.extend(msg);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
 }
 
 /// A RESP3 push frame as the RESP2 array a subscriber expects: `>` becomes `*`, and the
@@ -1653,21 +2234,28 @@ fn not_in_subscribed_context(name: &[u8]) -> Cow<'static, [u8]> {
 fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.len() + 4);
     out.push(b'*');
-    let mut rest = &frame[1..];
-    // Elements of Pub/Sub pushes are flat: blob strings, numbers, nulls.
-    while let Some(i) = memchr::memmem::find(
-        rest, b"
-_
-",
-    ) {
-        out.extend_from_slice(&rest[..i + 2]);
-        out.extend_from_slice(
-            b"$-1
-",
-        );
-        rest = &rest[i + 5..];
+    // The header line (`>N\r\n`), then each element: RESP3 nulls become RESP2 null bulks;
+    // everything else (blob strings, numbers) is the same in RESP2 and is copied as it is.
+    let Some(header_end) = memchr::memchr(b'\n', frame) else {
+        return frame.to_vec();
+    };
+    out.extend_from_slice(&frame[1..=header_end]);
+    let mut rest = &frame[header_end + 1..];
+    while !rest.is_empty() {
+        let len = match ReplyScanner::default().scan(rest, usize::MAX) {
+            Ok(Some(len)) => len,
+            _ => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        };
+        if &rest[..len] == b"_\r\n" {
+            out.extend_from_slice(b"$-1\r\n");
+        } else {
+            out.extend_from_slice(&rest[..len]);
+        }
+        rest = &rest[len..];
     }
-    out.extend_from_slice(rest);
     out
 }
 
@@ -1796,6 +2384,19 @@ mod tests {
         );
         let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
         assert!(strip_hello_auth(&args).is_none());
+    }
+
+    #[test]
+    fn pushes_become_resp2_arrays_without_touching_payloads() {
+        assert_eq!(
+            push_to_resp2(b">3\r\n$12\r\npunsubscribe\r\n_\r\n:1\r\n"),
+            b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:1\r\n"
+        );
+        // A payload that looks like a RESP3 null stays as it is.
+        let msg = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$7\r\nx\r\n_\r\ny\r\n";
+        let mut want = msg.to_vec();
+        want[0] = b'*';
+        assert_eq!(push_to_resp2(msg), want);
     }
 
     #[test]

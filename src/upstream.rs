@@ -3,8 +3,8 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -106,6 +106,15 @@ pub enum TlsConfigError {
     NoRoots,
 }
 
+/// The outcome of the most recent upstream connection attempt (for readiness).
+#[derive(Debug, Clone)]
+pub struct ConnectAttempt {
+    /// When the attempt ended.
+    pub at: SystemTime,
+    /// `None` if it succeeded, else the error's message (which never carries a secret).
+    pub error: Option<String>,
+}
+
 /// Opens authenticated upstream connections.
 pub struct UpstreamConnector {
     /// `host:port` to connect to.
@@ -122,6 +131,8 @@ pub struct UpstreamConnector {
     auth_timeout: Duration,
     /// Where connect times and errors are recorded.
     metrics: Arc<Metrics>,
+    /// The last attempt's outcome; `None` before the first.
+    last_attempt: Mutex<Option<ConnectAttempt>>,
 }
 
 impl UpstreamConnector {
@@ -174,6 +185,7 @@ impl UpstreamConnector {
             tls_timeout: timeouts.1,
             auth_timeout: timeouts.2,
             metrics,
+            last_attempt: Mutex::new(None),
         })
     }
 
@@ -193,7 +205,20 @@ impl UpstreamConnector {
                 .observe(started.elapsed().as_secs_f64()),
             Err(e) => self.metrics.upstream_connect_error(e.reason()),
         }
+        let attempt = ConnectAttempt {
+            at: SystemTime::now(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+        };
+        *self.last_attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(attempt);
         result
+    }
+
+    /// The outcome of the most recent connection attempt; `None` before the first.
+    pub fn last_attempt(&self) -> Option<ConnectAttempt> {
+        self.last_attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn connect_inner(&self, token: &AccessToken) -> Result<UpstreamStream, UpstreamError> {

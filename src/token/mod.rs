@@ -6,6 +6,7 @@
 //! - [`TokenManager`]: the background task that keeps a fresh token published on a `watch`
 //!   channel, refreshing before expiry and retrying forever on failure.
 
+pub mod azure;
 pub mod file;
 pub mod jwt;
 pub mod manager;
@@ -193,8 +194,10 @@ pub trait TokenSource: Send + Sync + 'static {
     }
 }
 
-/// Builds the token source the configuration names. Only `token-file` so far; the Entra ID
-/// credentials plug in here.
+/// Builds the token source the configuration names: the token file, or an Entra ID
+/// credential ([`azure`]). Misconfiguration (a missing tenant, an unreadable secret file, an
+/// unusable certificate) is an error that names the input and where it can come from; the
+/// server exits 64 on it.
 pub fn build_source(
     settings: &crate::config::Settings,
 ) -> Result<Arc<dyn TokenSource>, TokenError> {
@@ -211,8 +214,6 @@ pub fn build_source(
                 settings.token_file_poll,
             )))
         }
-        other => Err(TokenError::Credential(format!(
-            "credential {other:?} is not available yet"
-        ))),
+        _ => azure::build(settings),
     }
 }

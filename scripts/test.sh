@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when missing, then runs the formatter
+# check, clippy (warnings are errors) and every test target against a real redis-server.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
+
+apt_updated=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: missing $*, and apt-get is not available to install it" >&2
+        exit 1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+
+# The tests start a real TLS redis-server; redis-tools brings redis-cli.
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
+# A C compiler: aws-lc-rs builds its crypto code with it.
+command -v cc >/dev/null 2>&1 || apt_install build-essential
+
+# rustfmt and clippy come with most toolchains; add them if this one lacks them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add rustfmt clippy
+    fi
+fi
+
+echo "==> cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "==> cargo test --all-targets"
+# Every test binary prints its "test result:" summary; --no-fail-fast runs them all, and cargo
+# still exits non-zero if any failed.
+cargo test --all-targets --no-fail-fast
+
+echo "==> all checks passed"

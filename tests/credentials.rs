@@ -1,0 +1,1129 @@
+//! Entra credentials through the real azure_identity code, against the `mock-identity`
+//! binary: every kind gets a token with the right `oid`/`exp`, consecutive fetches get
+//! different tokens, failures give clear errors, misconfiguration names the missing input,
+//! and no secret reaches the logs.
+//!
+//! Credentials read process-wide environment variables (AZURE_*, IDENTITY_*, PATH), so every
+//! test holds [`ENV_LOCK`] while it sets them and uses a credential.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use entra_redis_proxy::config::{CredentialKind, Settings};
+use entra_redis_proxy::token::{
+    build_source, jwt, FetchedToken, RefreshPolicy, TokenManager, TokenSource,
+};
+use serde_json::{json, Value};
+
+mod support;
+
+/// Serializes tests that touch the process environment.
+static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Every variable a credential may read; cleared before each test.
+const AZURE_VARS: &[&str] = &[
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IDENTITY_SERVER_THUMBPRINT",
+];
+
+/// Everything logged by any test, at trace level (see [`init_logs`]).
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, once, a global trace-level subscriber (and the `log` bridge, so reqwest's and
+/// hyper's records are captured too) writing into [`LOGS`].
+fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = BufWriter(buf.clone());
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("install the test subscriber");
+        buf
+    })
+    .clone()
+}
+
+/// Takes the environment lock and clears every Azure variable.
+async fn env_guard() -> tokio::sync::MutexGuard<'static, ()> {
+    init_logs();
+    let guard = ENV_LOCK.lock().await;
+    for v in AZURE_VARS {
+        std::env::remove_var(v);
+    }
+    guard
+}
+
+/// A running `mock-identity` process, killed on drop.
+struct Mock {
+    child: Child,
+    addr: String,
+    identity_header: String,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Mock {
+    /// Starts the mock; `secret` is the only client secret it accepts.
+    fn start(secret: &str, extra: &[&str]) -> Mock {
+        Mock::start_with_env(secret, extra, &[])
+    }
+
+    /// [`Mock::start`] with extra environment variables for the mock process.
+    fn start_with_env(secret: &str, extra: &[&str], envs: &[(&str, &str)]) -> Mock {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("mock-secret");
+        std::fs::write(&secret_file, secret).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-identity"))
+            .arg("--ca-out")
+            .arg(dir.path().join("ca.pem"))
+            .arg("--az-dir")
+            .arg(dir.path().join("bin"))
+            .arg("--client-secret-file")
+            .arg(&secret_file)
+            .args(extra)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mock-identity");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut addr, mut header) = (None, None);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("mock-identity printed READY");
+            if line == "READY" {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("MOCK_IDENTITY_ADDR=") {
+                addr = Some(v.to_owned());
+            }
+            if let Some(v) = line.strip_prefix("IDENTITY_HEADER=") {
+                header = Some(v.to_owned());
+            }
+        }
+        Mock {
+            child,
+            addr: addr.expect("address printed"),
+            identity_header: header.expect("identity header printed"),
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn authority(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Settings for `kind` against this mock.
+    fn settings(&self, kind: CredentialKind) -> Settings {
+        Settings {
+            credential: kind,
+            authority_host: Some(self.authority()),
+            identity_ca_file: Some(self.ca()),
+            ..Default::default()
+        }
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let url = format!("http://{}/control/{path}", self.addr);
+        let rsp = if body.is_null() {
+            self.http.get(url).send().await
+        } else {
+            self.http.post(url).body(body.to_string()).send().await
+        }
+        .expect("control request");
+        assert!(
+            rsp.status().is_success(),
+            "control {path}: {}",
+            rsp.status()
+        );
+        serde_json::from_slice(&rsp.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn fail(&self, mode: &str, count: Option<u64>) {
+        self.control("fail", json!({"mode": mode, "count": count}))
+            .await;
+    }
+
+    async fn issued(&self) -> Vec<Value> {
+        self.control("issued", Value::Null)
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn requests(&self) -> Vec<Value> {
+        self.control("requests", Value::Null)
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Sets the managed-identity environment (App Service style) to this mock.
+    fn set_identity_env(&self) {
+        std::env::set_var(
+            "IDENTITY_ENDPOINT",
+            format!("http://{}/msi/token", self.addr),
+        );
+        std::env::set_var("IDENTITY_HEADER", &self.identity_header);
+    }
+
+    /// Puts the `az` stand-in first on PATH; returns the old PATH.
+    fn put_az_on_path(&self) -> String {
+        let old = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var(
+            "PATH",
+            format!("{}:{old}", self.dir.path().join("bin").display()),
+        );
+        old
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fetches and checks the token against what the mock says it issued: same token, the
+/// `oid` claim, and `expires_at` equal to the `exp` claim.
+async fn fetch_checked(source: &dyn TokenSource, mock: &Mock) -> (FetchedToken, String) {
+    let token = tokio::time::timeout(Duration::from_secs(30), source.fetch())
+        .await
+        .expect("fetch finished")
+        .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    let claims = jwt::claims(token.secret.expose()).unwrap();
+    let oid = claims.oid.clone().expect("oid claim");
+    let issued = mock.issued().await;
+    let entry = issued
+        .iter()
+        .find(|i| i["oid"] == oid.as_str())
+        .expect("the mock issued this token");
+    assert_eq!(entry["token"], token.secret.expose());
+    let exp = UNIX_EPOCH + Duration::from_secs(entry["exp"].as_u64().unwrap());
+    assert_eq!(token.expires_at, exp);
+    assert_eq!(claims.expires_at, Some(exp));
+    assert!(token.expires_at > SystemTime::now() + Duration::from_secs(3000));
+    (token, oid)
+}
+
+/// Two fetches in a row must give two different tokens (no cache in the way).
+async fn two_fresh_tokens(source: &dyn TokenSource, mock: &Mock) -> (String, String) {
+    let (a, oid_a) = fetch_checked(source, mock).await;
+    let (b, oid_b) = fetch_checked(source, mock).await;
+    assert_ne!(oid_a, oid_b, "second fetch returned a cached token");
+    assert_ne!(a.secret.expose(), b.secret.expose());
+    (oid_a, oid_b)
+}
+
+fn write_secret(dir: &Path, secret: &str) -> PathBuf {
+    let p = dir.join("client-secret");
+    std::fs::write(&p, format!("{secret}\n")).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn client_secret_from_file_gets_fresh_tokens() {
+    let _env = env_guard().await;
+    let mock = Mock::start("s3cret-value-1", &[]);
+    let mut settings = mock.settings(CredentialKind::ClientSecret);
+    settings.tenant_id = Some("tenant-a".into());
+    settings.client_id = Some("app-1".into());
+    settings.client_secret_file = Some(write_secret(mock.dir.path(), "s3cret-value-1"));
+    let source = build_source(&settings).expect("build");
+    assert!(source.describe().contains("client-secret"));
+    assert!(!source.describe().contains("s3cret"));
+    two_fresh_tokens(source.as_ref(), &mock).await;
+    let reqs = mock.requests().await;
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(r["via"], "oauth2");
+        assert_eq!(r["tenant"], "tenant-a");
+        assert_eq!(r["client_id"], "app-1");
+        assert_eq!(r["credential"], "client_secret");
+        assert_eq!(r["secret_accepted"], true);
+        assert_eq!(r["scope"], "https://redis.azure.com/.default");
+    }
+}
+
+#[tokio::test]
+async fn client_secret_from_env_and_wrong_secret_is_a_clear_error() {
+    let _env = env_guard().await;
+    let mock = Mock::start("right-secret", &[]);
+    std::env::set_var("AZURE_TENANT_ID", "tenant-b");
+    std::env::set_var("AZURE_CLIENT_ID", "app-2");
+    std::env::set_var("AZURE_CLIENT_SECRET", "right-secret");
+    let source = build_source(&mock.settings(CredentialKind::ClientSecret)).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+
+    std::env::set_var("AZURE_CLIENT_SECRET", "wrong-secret");
+    let source = build_source(&mock.settings(CredentialKind::ClientSecret)).unwrap();
+    let err = source.fetch().await.unwrap_err().to_string();
+    assert!(err.contains("AADSTS7000215"), "{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("wrong-secret"), "{err}");
+}
+
+/// An RSA certificate and key in one PEM file; returns (path, certificate DER).
+fn rsa_certificate(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "entra-redis-proxy test");
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join("client.pem");
+    std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    (path, cert.der().to_vec())
+}
+
+fn decode_part(part: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn client_certificate_pem_signs_a_proper_assertion() {
+    use base64::Engine;
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let (pem, der) = rsa_certificate(mock.dir.path());
+    let mut settings = mock.settings(CredentialKind::ClientCertificate);
+    settings.tenant_id = Some("tenant-c".into());
+    settings.client_id = Some("app-3".into());
+    settings.certificate_file = Some(pem);
+    let source = build_source(&settings).unwrap();
+    two_fresh_tokens(source.as_ref(), &mock).await;
+    let reqs = mock.requests().await;
+    assert_eq!(reqs[0]["credential"], "client_assertion");
+    let assertion = reqs[0]["assertion"].as_str().unwrap();
+    let parts: Vec<&str> = assertion.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header = decode_part(parts[0]);
+    let claims = decode_part(parts[1]);
+    assert_eq!(header["alg"], "RS256");
+    let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    assert_eq!(
+        header["x5t#S256"],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256.as_ref())
+    );
+    assert_eq!(claims["iss"], "app-3");
+    assert_eq!(claims["sub"], "app-3");
+    assert_eq!(
+        claims["aud"],
+        format!("{}/tenant-c/oauth2/v2.0/token", mock.authority())
+    );
+    // RSA-2048 signature: 256 bytes.
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap();
+    assert_eq!(sig.len(), 256);
+    // Each acquisition signs a new assertion (new jti).
+    assert_ne!(reqs[0]["assertion"], reqs[1]["assertion"]);
+}
+
+#[tokio::test]
+async fn workload_identity_rereads_the_rotating_federated_token() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let file = mock.dir.path().join("federated-token");
+    let sa_token = |n: u32| {
+        jwt::unsigned_jwt(
+            &json!({"sub": "system:serviceaccount:app:redis", "n": n, "aud": "api://AzureADTokenExchange"}),
+        )
+    };
+    std::fs::write(&file, sa_token(1)).unwrap();
+    std::env::set_var("AZURE_TENANT_ID", "tenant-d");
+    std::env::set_var("AZURE_CLIENT_ID", "app-4");
+    std::env::set_var("AZURE_FEDERATED_TOKEN_FILE", &file);
+    let source = build_source(&mock.settings(CredentialKind::WorkloadIdentity)).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+    // Kubernetes rotates the projected token by swapping a symlink; a rename is the same
+    // thing for a reader of the path.
+    let tmp = mock.dir.path().join("federated-token.new");
+    std::fs::write(&tmp, sa_token(2)).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+    let reqs = mock.requests().await;
+    let seen: Vec<&str> = reqs
+        .iter()
+        .map(|r| r["assertion"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, vec![sa_token(1), sa_token(2)]);
+    assert!(reqs
+        .iter()
+        .all(|r| r["tenant"] == "tenant-d" && r["client_id"] == "app-4"));
+}
+
+#[tokio::test]
+async fn managed_identity_system_and_user_assigned() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    mock.set_identity_env();
+    let source = build_source(&mock.settings(CredentialKind::ManagedIdentity)).unwrap();
+    assert!(
+        source.describe().contains("system-assigned"),
+        "{}",
+        source.describe()
+    );
+    two_fresh_tokens(source.as_ref(), &mock).await;
+
+    let mut settings = mock.settings(CredentialKind::ManagedIdentity);
+    settings.object_id = Some("obj-5".into());
+    let source = build_source(&settings).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+
+    let reqs = mock.requests().await;
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs
+        .iter()
+        .all(|r| r["via"] == "msi" && r["resource"] == "https://redis.azure.com"));
+    assert_eq!(reqs[0]["user_assigned"], Value::Null);
+    assert_eq!(reqs[2]["user_assigned"], json!({"object_id": "obj-5"}));
+}
+
+#[tokio::test]
+async fn azure_cli_runs_az_every_time() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let old_path = mock.put_az_on_path();
+    let source = build_source(&mock.settings(CredentialKind::AzureCli)).unwrap();
+    let result = async {
+        two_fresh_tokens(source.as_ref(), &mock).await;
+        let reqs = mock.requests().await;
+        assert_eq!(reqs.len(), 2);
+        assert!(reqs
+            .iter()
+            .all(|r| r["via"] == "cli" && r["scope"] == "https://redis.azure.com/.default"));
+    };
+    result.await;
+    std::env::set_var("PATH", old_path);
+}
+
+#[tokio::test]
+async fn default_chain_prefers_the_environment_service_principal() {
+    let _env = env_guard().await;
+    let mock = Mock::start("chain-secret", &[]);
+    mock.set_identity_env();
+    std::env::set_var("AZURE_TENANT_ID", "tenant-e");
+    std::env::set_var("AZURE_CLIENT_ID", "app-6");
+    std::env::set_var("AZURE_CLIENT_SECRET", "chain-secret");
+    let source = build_source(&mock.settings(CredentialKind::Default)).unwrap();
+    assert!(
+        source.describe().starts_with("default chain ["),
+        "{}",
+        source.describe()
+    );
+    two_fresh_tokens(source.as_ref(), &mock).await;
+    assert!(
+        source.describe().contains("client-secret"),
+        "{}",
+        source.describe()
+    );
+    let reqs = mock.requests().await;
+    assert!(reqs.iter().all(|r| r["via"] == "oauth2"), "{reqs:?}");
+    // The log says which member answered.
+    let logs = String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().any(|l| l.contains("this credential answered")
+            && l.contains("client-secret (tenant tenant-e, client app-6")),
+        "no log line names the member that answered"
+    );
+}
+
+#[tokio::test]
+async fn default_chain_uses_workload_identity_when_its_environment_is_present() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    mock.set_identity_env();
+    let file = mock.dir.path().join("federated-token");
+    std::fs::write(&file, jwt::unsigned_jwt(&json!({"sub": "sa"}))).unwrap();
+    std::env::set_var("AZURE_TENANT_ID", "tenant-f");
+    std::env::set_var("AZURE_CLIENT_ID", "app-7");
+    std::env::set_var("AZURE_FEDERATED_TOKEN_FILE", &file);
+    let source = build_source(&mock.settings(CredentialKind::Default)).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+    assert!(
+        source.describe().contains("workload-identity"),
+        "{}",
+        source.describe()
+    );
+    let reqs = mock.requests().await;
+    assert_eq!(reqs[0]["credential"], "client_assertion");
+}
+
+#[tokio::test]
+async fn default_chain_falls_through_managed_identity_to_the_cli_and_sticks() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    mock.set_identity_env();
+    let old_path = mock.put_az_on_path();
+    let source = build_source(&mock.settings(CredentialKind::Default)).unwrap();
+    // Managed identity fails once (and only once); the CLI answers.
+    mock.fail("500", Some(1)).await;
+    fetch_checked(source.as_ref(), &mock).await;
+    assert!(
+        source.describe().contains("azure-cli"),
+        "{}",
+        source.describe()
+    );
+    // The chain sticks to the CLI: managed identity is not asked again.
+    fetch_checked(source.as_ref(), &mock).await;
+    let via: Vec<String> = mock
+        .requests()
+        .await
+        .iter()
+        .map(|r| r["via"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(via, vec!["msi", "cli", "cli"]);
+    std::env::set_var("PATH", old_path);
+}
+
+/// A client-secret source against `mock` (secret "s").
+fn secret_source(mock: &Mock) -> Arc<dyn TokenSource> {
+    let mut settings = mock.settings(CredentialKind::ClientSecret);
+    settings.tenant_id = Some("tenant-x".into());
+    settings.client_id = Some("app-x".into());
+    settings.client_secret_file = Some(write_secret(mock.dir.path(), "s"));
+    build_source(&settings).unwrap()
+}
+
+#[tokio::test]
+async fn identity_endpoint_failures_are_clear_errors() {
+    let _env = env_guard().await;
+    let mock = Mock::start("s", &[]);
+    let source = secret_source(&mock);
+
+    mock.fail("500", Some(1)).await;
+    let err = source.fetch().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(err.contains("/tenant-x/oauth2/v2.0/token"), "{err}");
+    assert!(err.contains("client-secret"), "{err}");
+
+    mock.fail("400", Some(1)).await;
+    let err = source.fetch().await.unwrap_err().to_string();
+    assert!(err.contains("AADSTS7000215"), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+
+    mock.fail("malformed", Some(1)).await;
+    let err = source.fetch().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 200"), "{err}");
+    assert!(err.contains("EOF"), "{err}");
+
+    // Recovered: the next fetch works.
+    fetch_checked(source.as_ref(), &mock).await;
+}
+
+#[tokio::test]
+async fn managed_identity_failure_is_a_clear_error() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    mock.set_identity_env();
+    let source = build_source(&mock.settings(CredentialKind::ManagedIdentity)).unwrap();
+    mock.fail("500", Some(1)).await;
+    let err = source.fetch().await.unwrap_err().to_string();
+    assert!(err.contains("ManagedIdentityCredential"), "{err}");
+    assert!(err.contains("HTTP 500"), "{err}");
+}
+
+fn fast_policy(timeout: Duration) -> RefreshPolicy {
+    RefreshPolicy {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        timeout,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_is_bounded_by_the_manager_timeout() {
+    let _env = env_guard().await;
+    let mock = Mock::start("s", &[]);
+    let source = secret_source(&mock);
+    mock.fail("hang", None).await;
+    let (manager, handle) =
+        TokenManager::new(source, fast_policy(Duration::from_millis(500)), None);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(manager.run(stop_rx));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        if let Some(e) = handle.status().last_error {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no error reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(err.contains("timed out"), "{err}");
+    assert!(handle.current().is_none());
+    // The endpoint comes back: the manager's retries recover.
+    mock.fail("none", None).await;
+    let token = handle
+        .wait_for_token(Duration::from_secs(20))
+        .await
+        .expect("recovered");
+    assert_eq!(token.generation(), 1);
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_manager_keeps_retrying_a_failing_endpoint_and_recovers() {
+    let _env = env_guard().await;
+    let mock = Mock::start("s", &[]);
+    let source = secret_source(&mock);
+    mock.fail("500", Some(4)).await;
+    let (manager, handle) = TokenManager::new(source, fast_policy(Duration::from_secs(10)), None);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(manager.run(stop_rx));
+    let token = handle
+        .wait_for_token(Duration::from_secs(30))
+        .await
+        .expect("a token after the failures");
+    let issued = mock.issued().await;
+    assert_eq!(issued.len(), 1);
+    assert_eq!(token.username(), issued[0]["oid"].as_str().unwrap());
+    assert_eq!(mock.requests().await.len(), 5, "4 failures, then success");
+    assert_eq!(handle.status().consecutive_failures, 0);
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// The start-up error of `settings`, as the user sees it.
+fn startup_error(settings: &Settings) -> String {
+    match build_source(settings) {
+        Ok(s) => panic!("expected a start-up error, got {}", s.describe()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn misconfiguration_names_the_missing_input() {
+    let _env = env_guard().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut s = Settings {
+        credential: CredentialKind::ClientSecret,
+        client_id: Some("app".into()),
+        client_secret_file: Some(write_secret(dir.path(), "x")),
+        ..Default::default()
+    };
+    let err = startup_error(&s);
+    for needle in ["tenant id", "--tenant-id", "`tenant_id`", "AZURE_TENANT_ID"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+
+    s.tenant_id = Some("t".into());
+    s.client_id = None;
+    let err = startup_error(&s);
+    assert!(
+        err.contains("--client-id") && err.contains("AZURE_CLIENT_ID"),
+        "{err}"
+    );
+
+    s.client_id = Some("app".into());
+    s.client_secret_file = None;
+    let err = startup_error(&s);
+    assert!(
+        err.contains("--client-secret-file") && err.contains("AZURE_CLIENT_SECRET"),
+        "{err}"
+    );
+
+    s.client_secret_file = Some(dir.path().join("no-such-secret"));
+    let err = startup_error(&s);
+    assert!(
+        err.contains("no-such-secret") && err.contains("client secret file"),
+        "{err}"
+    );
+
+    let w = Settings {
+        credential: CredentialKind::WorkloadIdentity,
+        tenant_id: Some("t".into()),
+        client_id: Some("c".into()),
+        ..Default::default()
+    };
+    let err = startup_error(&w);
+    assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
+
+    let pfx = dir.path().join("cert.pfx");
+    std::fs::write(&pfx, [0x30u8, 0x82, 0x01, 0x02, 0x03]).unwrap();
+    let c = Settings {
+        credential: CredentialKind::ClientCertificate,
+        tenant_id: Some("t".into()),
+        client_id: Some("c".into()),
+        certificate_file: Some(pfx),
+        ..Default::default()
+    };
+    let err = startup_error(&c);
+    assert!(
+        err.contains("PFX") && err.contains("openssl pkcs12"),
+        "{err}"
+    );
+
+    let c = Settings {
+        certificate_file: None,
+        ..c
+    };
+    let err = startup_error(&c);
+    assert!(err.contains("--certificate-file"), "{err}");
+
+    let a = Settings {
+        credential: CredentialKind::ClientSecret,
+        tenant_id: Some("t".into()),
+        client_id: Some("c".into()),
+        client_secret_file: Some(write_secret(dir.path(), "x")),
+        authority_host: Some("http://login.example".into()),
+        ..Default::default()
+    };
+    let err = startup_error(&a);
+    assert!(
+        err.contains("https://") && err.contains("--authority-host"),
+        "{err}"
+    );
+
+    let m = Settings {
+        credential: CredentialKind::ManagedIdentity,
+        identity_ca_file: Some(dir.path().join("no-ca.pem")),
+        ..Default::default()
+    };
+    let err = startup_error(&m);
+    assert!(
+        err.contains("no-ca.pem") && err.contains("identity_ca_file"),
+        "{err}"
+    );
+
+    // An unknown kind is refused when the configuration is read, naming the valid kinds.
+    let err = serde_json::from_value::<Settings>(json!({"credential": "magic"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("magic") && err.contains("managed-identity"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_debug_or_errors() {
+    let _env = env_guard().await;
+    let logs = init_logs();
+    let client_secret = "Zq8~very-secret-client-secret-value";
+    let mock = Mock::start(client_secret, &[]);
+    let mut secrets: Vec<String> = vec![client_secret.to_owned()];
+
+    // Client secret: success, then a wrong secret (AAD 400/401 path).
+    let mut settings = mock.settings(CredentialKind::ClientSecret);
+    settings.tenant_id = Some("tenant-s".into());
+    settings.client_id = Some("app-s".into());
+    settings.client_secret_file = Some(write_secret(mock.dir.path(), client_secret));
+    let source = build_source(&settings).unwrap();
+    let (token, _) = fetch_checked(source.as_ref(), &mock).await;
+    assert!(!format!("{token:?}").contains(token.secret.expose()));
+    assert!(!format!("{:?}", token.secret).contains(token.secret.expose()));
+    let wrong = "Zq8~wrong-secret-never-to-be-logged";
+    std::env::set_var("AZURE_CLIENT_SECRET", wrong);
+    secrets.push(wrong.to_owned());
+    let mut wrong_settings = settings.clone();
+    wrong_settings.client_secret_file = None;
+    let err = build_source(&wrong_settings)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    let err_text = format!("{err} {err:?}");
+
+    // Certificate: the key and the signed assertion.
+    let (pem, _) = rsa_certificate(mock.dir.path());
+    let key_pem = std::fs::read_to_string(&pem).unwrap();
+    let key_body: String = key_pem
+        .split("-----BEGIN PRIVATE KEY-----")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    secrets.push(key_body);
+    let mut cert_settings = mock.settings(CredentialKind::ClientCertificate);
+    cert_settings.tenant_id = Some("tenant-s".into());
+    cert_settings.client_id = Some("app-s".into());
+    cert_settings.certificate_file = Some(pem);
+    let cert_source = build_source(&cert_settings).unwrap();
+    fetch_checked(cert_source.as_ref(), &mock).await;
+
+    // Workload identity: the federated assertion.
+    let federated = jwt::unsigned_jwt(&json!({"sub": "sa", "secret": "federated-assertion-xyz"}));
+    secrets.push(federated.clone());
+    let file = mock.dir.path().join("federated");
+    std::fs::write(&file, &federated).unwrap();
+    std::env::set_var("AZURE_FEDERATED_TOKEN_FILE", &file);
+    let mut wl = mock.settings(CredentialKind::WorkloadIdentity);
+    wl.tenant_id = Some("tenant-s".into());
+    wl.client_id = Some("app-s".into());
+    let wl_source = build_source(&wl).unwrap();
+    fetch_checked(wl_source.as_ref(), &mock).await;
+
+    // Managed identity: the identity header is a secret too; and the Azure CLI.
+    mock.set_identity_env();
+    secrets.push(mock.identity_header.clone());
+    let mi_source = build_source(&mock.settings(CredentialKind::ManagedIdentity)).unwrap();
+    fetch_checked(mi_source.as_ref(), &mock).await;
+    let old_path = mock.put_az_on_path();
+    let cli_source = build_source(&mock.settings(CredentialKind::AzureCli)).unwrap();
+    fetch_checked(cli_source.as_ref(), &mock).await;
+    std::env::set_var("PATH", old_path);
+
+    // Through the manager too (it logs every new token).
+    let (manager, handle) =
+        TokenManager::new(source.clone(), fast_policy(Duration::from_secs(10)), None);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(manager.run(stop_rx));
+    let current = handle
+        .wait_for_token(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(!format!("{current:?}").contains(current.secret().expose()));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+
+    for r in mock.requests().await {
+        if let Some(a) = r["assertion"].as_str() {
+            secrets.push(a.to_owned());
+        }
+    }
+    for i in mock.issued().await {
+        secrets.push(i["token"].as_str().unwrap().to_owned());
+    }
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG"),
+        "the subscriber captured low-level records"
+    );
+    // The capture works: this test's non-secret inputs and the HTTP stack's records are there.
+    assert!(logged.contains("tenant-s"), "our own records were captured");
+    assert!(
+        logged.contains("hyper_util"),
+        "records of the `log` bridge were captured"
+    );
+    for s in &secrets {
+        assert!(!logged.contains(s.as_str()), "a secret reached the logs");
+        assert!(!err_text.contains(s.as_str()), "a secret reached an error");
+        for src in [&source, &cert_source, &wl_source, &mi_source, &cli_source] {
+            assert!(!src.describe().contains(s.as_str()));
+        }
+    }
+    std::env::remove_var("AZURE_CLIENT_SECRET");
+}
+
+/// End to end: the proxy with `--credential client-secret` against the mock and a real TLS
+/// redis-server. The mock makes each token's oid an ACL user (through redis-cli) and deletes
+/// it at expiry; the client sees the token's oid as its identity, and survives the deletion
+/// of the first user because the proxy re-authenticated with the next token in time.
+/// A TLS redis-server, the mock identity endpoint issuing tokens of `lifetime` (each token's
+/// ACL user is created before the mock answers and deleted when the token expires: Azure's
+/// expiry, emulated), and the proxy with `--credential client-secret` against the mock.
+struct EndToEnd {
+    server: support::RedisServer,
+    mock: Mock,
+    proxy: support::Proxy,
+    client_secret: &'static str,
+}
+
+async fn end_to_end(lifetime: &str, extra_proxy_args: &[&str]) -> EndToEnd {
+    let server = support::RedisServer::start().await;
+    let mut admin = server.admin().await;
+    let mock_admin_password = support::random_id();
+    let reply = admin
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "mock-identity-admin",
+            "on",
+            &format!(">{mock_admin_password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .await;
+    assert_eq!(reply, support::Reply::ok());
+    let port = server.port.to_string();
+    let ca = server.tls.ca_file.display().to_string();
+    let cli_args = format!(
+        "-h 127.0.0.1 -p {port} --tls --cacert {ca} --sni localhost --user mock-identity-admin --no-auth-warning"
+    );
+    let client_secret = "e2e-client-secret-value";
+    // The admin password reaches redis-cli through its environment, not its arguments.
+    let mock = Mock::start_with_env(
+        client_secret,
+        &["--lifetime", lifetime, "--redis-cli-args", &cli_args],
+        &[("REDISCLI_AUTH", &mock_admin_password)],
+    );
+    let secret_file = write_secret(mock.dir.path(), client_secret);
+    let mut args = support::proxy_args(&server, Path::new("/unused"));
+    let at = args.iter().position(|a| a == "--credential").unwrap();
+    args.drain(at..at + 4); // --credential token-file --token-file PATH
+    let ca_file = mock.ca().display().to_string();
+    let secret_path = secret_file.display().to_string();
+    let authority = mock.authority();
+    for (flag, value) in [
+        ("--credential", "client-secret"),
+        ("--tenant-id", "tenant-e2e"),
+        ("--client-id", "app-e2e"),
+        ("--client-secret-file", secret_path.as_str()),
+        ("--authority-host", authority.as_str()),
+        ("--identity-ca-file", ca_file.as_str()),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    args.extend(extra_proxy_args.iter().map(|a| a.to_string()));
+    let proxy = support::Proxy::start(&args, "info,entra_redis_proxy=debug").await;
+    EndToEnd {
+        server,
+        mock,
+        proxy,
+        client_secret,
+    }
+}
+
+#[tokio::test]
+async fn proxy_with_client_secret_authenticates_as_the_token_oid_and_survives_expiry() {
+    let _env = env_guard().await;
+    let EndToEnd {
+        server,
+        mock,
+        proxy,
+        client_secret,
+    } = end_to_end("8s", &[]).await;
+    let mut client = proxy.client().await;
+    let whoami = |r: support::Reply| {
+        assert!(matches!(r, support::Reply::Bulk(_)), "WHOAMI: {r:?}");
+        r.text().unwrap()
+    };
+    let first = whoami(client.cmd(&["ACL", "WHOAMI"]).await);
+    let issued = mock.issued().await;
+    assert!(
+        issued.iter().any(|i| i["oid"] == first.as_str()),
+        "the session is authenticated as a token's oid: {first} not in {issued:?}"
+    );
+    let first_exp = issued.iter().find(|i| i["oid"] == first.as_str()).unwrap()["exp"]
+        .as_u64()
+        .unwrap();
+    // After the first token expires (and its ACL user is deleted, which disconnects every
+    // connection still using it), the same client connection works as a newer oid.
+    let expired = support::wait_until(Duration::from_secs(30), || async {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        now > first_exp + 1
+    })
+    .await;
+    assert!(expired);
+    let gone = support::wait_until(Duration::from_secs(10), || {
+        let server = &server;
+        let first = first.clone();
+        async move {
+            let mut admin = server.admin().await;
+            let users = admin.cmd(&["ACL", "USERS"]).await;
+            !format!("{users:?}").contains(&first)
+        }
+    })
+    .await;
+    assert!(gone, "the mock deleted the expired token's ACL user");
+    let now_user = whoami(client.cmd(&["ACL", "WHOAMI"]).await);
+    assert_ne!(now_user, first);
+    assert!(
+        mock.issued()
+            .await
+            .iter()
+            .any(|i| i["oid"] == now_user.as_str()),
+        "{now_user} is a token's oid"
+    );
+    assert_eq!(client.cmd(&["PING"]).await, support::Reply::status("PONG"));
+
+    let logs = proxy.raw_logs();
+    assert!(
+        !logs.contains(client_secret),
+        "the client secret reached the proxy log"
+    );
+    for i in mock.issued().await {
+        assert!(
+            !logs.contains(i["token"].as_str().unwrap()),
+            "a token reached the proxy log"
+        );
+    }
+}
+
+/// Runs SET/GET pipelines with per-client values until `until`, checking every reply.
+async fn checked_traffic(mut c: support::ProxyClient, id: usize, until: Instant) -> usize {
+    let mut rounds = 0;
+    while Instant::now() < until {
+        let key = format!("client-{id}");
+        let value = format!("v-{id}-{rounds}");
+        let mut bytes = support::encode_command(&["SET", key.as_str(), value.as_str()]);
+        bytes.extend(support::encode_command(&["GET", key.as_str()]));
+        bytes.extend(support::encode_command(&["INCR", &format!("n-{id}")]));
+        let replies = c.pipeline(&bytes, 3).await;
+        assert_eq!(
+            replies[0],
+            support::Reply::ok(),
+            "client {id} round {rounds}"
+        );
+        assert_eq!(
+            replies[1],
+            support::Reply::bulk(&value),
+            "client {id} round {rounds}"
+        );
+        assert_eq!(
+            replies[2],
+            support::Reply::Int(rounds as i64 + 1),
+            "client {id} round {rounds}"
+        );
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rounds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_for_a_minute_with_ten_second_tokens() {
+    let _env = env_guard().await;
+    let e = end_to_end("10s", &[]).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for id in 0..20 {
+        let c = e.proxy.client().await;
+        tasks.push(tokio::spawn(checked_traffic(c, id, until)));
+    }
+    for t in tasks {
+        assert!(t.await.expect("client task") > 100);
+    }
+    // Tokens really expired under the clients (their users were deleted by the mock).
+    let issued = e.mock.issued().await;
+    assert!(
+        issued.len() >= 6,
+        "only {} tokens issued in 60 s",
+        issued.len()
+    );
+    let mut admin = e.server.admin().await;
+    let users = format!("{:?}", admin.cmd(&["ACL", "USERS"]).await);
+    let expired = issued
+        .iter()
+        .filter(|i| !users.contains(i["oid"].as_str().unwrap()))
+        .count();
+    assert!(expired >= 4, "only {expired} tokens expired during the run");
+    assert!(!e.proxy.raw_logs().contains(e.client_secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_outage_longer_than_the_refresh_window_is_ridden_out() {
+    let _env = env_guard().await;
+    // 20 s tokens, refreshed from 14 s (0.7) and at the latest 15 s (margin 5 s).
+    let e = end_to_end(
+        "20s",
+        &[
+            "--refresh-margin",
+            "5s",
+            "--refresh-jitter",
+            "0",
+            "--retry-initial",
+            "500ms",
+            "--retry-max",
+            "2s",
+        ],
+    )
+    .await;
+    let mut client = e.proxy.client().await;
+    let first = client.cmd(&["ACL", "WHOAMI"]).await.text().unwrap();
+    let first_exp = e
+        .mock
+        .issued()
+        .await
+        .iter()
+        .find(|i| i["oid"] == first.as_str())
+        .unwrap()["exp"]
+        .as_u64()
+        .unwrap();
+    // The identity endpoint fails from now until 17 s into the token's life: past the refresh
+    // point and the margin, but before expiry.
+    e.mock.fail("500", None).await;
+    let outage_end = UNIX_EPOCH + Duration::from_secs(first_exp - 3);
+    let until = Instant::now()
+        + outage_end
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+    let traffic = checked_traffic(e.proxy.client().await, 1, until).await;
+    assert!(traffic > 10);
+    // The proxy kept serving on the old token and kept retrying, with backoff.
+    assert_eq!(client.cmd(&["ACL", "WHOAMI"]).await.text().unwrap(), first);
+    let failures = e
+        .proxy
+        .raw_logs()
+        .lines()
+        .filter(|l| l.contains("could not obtain a token"))
+        .count();
+    assert!(failures >= 2, "{failures} failed attempts logged");
+    e.mock.fail("none", None).await;
+    // It recovers on its own before the old token expires; the same connection moves on.
+    let moved = support::wait_until(Duration::from_secs(10), || {
+        let first = first.clone();
+        let proxy = &e.proxy;
+        async move {
+            let mut c = proxy.client().await;
+            c.cmd(&["ACL", "WHOAMI"]).await.text().unwrap() != first
+        }
+    })
+    .await;
+    assert!(moved, "a new token was obtained after the outage");
+    let until = Instant::now() + Duration::from_secs(8);
+    // Past the first token's expiry (its user is deleted): the old connection still works.
+    assert!(checked_traffic(client, 2, until).await > 10);
+}
