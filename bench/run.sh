@@ -186,12 +186,18 @@ PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT" "$REDIS_PID" redis-server
 
 # ------------------------------------------------------------------ sidecars
+# The full CLI (main) wants the credential named and has an admin listener on a fixed port,
+# which another proxy on the machine may hold: disable it. The interim CLI has neither flag.
+PROXY_EXTRA=()
+if "$PROXY_BIN" --help 2>&1 | grep -q -- '--admin-listen'; then
+    PROXY_EXTRA=(--credential token-file --admin-listen "")
+fi
 # Each start_* sets <NAME>_PORT and <NAME>_PID; the sidecars share CPU 0 with the client.
 start_proxy() {
     PROXY_PORT=$(port)
     RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
         --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s 2>>"$WORK/proxy.log" &
+        --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy.log" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_port "$PROXY_PORT" "$PROXY_PID" entra-redis-proxy
@@ -288,7 +294,7 @@ start_proxy_under() {
     PROXY_PORT=$(port)
     taskset -c 0 "$@" "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" \
         --upstream "127.0.0.1:$REDIS_PORT" --ca-file "$WORK/ca.pem" --tls-server-name localhost \
-        --token-file "$WORK/token" --token-file-poll 10s 2>>"$WORK/proxy.log" &
+        --token-file "$WORK/token" --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy.log" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     local i
