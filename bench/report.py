@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Turns the raw results of bench/run.sh into the tables of docs/benchmarks.md.
+
+results.tsv: case test target rep rps p50_ms p99_ms cpu_ticks requests
+idle.tsv:    target n rss_before_kb rss_after_kb
+Ratios are paired: target / direct in the same repetition, then the median over repetitions.
+"""
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["direct", "proxy", "stunnel", "haproxy"]
+# (case, test) -> minimum ratio the proxy must reach.
+RATIO_TARGETS = {"c50-P16": 0.90, "c50-P1": 0.65, "c1-P1": 0.85}
+MEM_TARGET_KB = 12.0
+CPU_TARGET_US = 1.0
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def main(results, idle, hz):
+    rows = defaultdict(dict)  # (case, test, target) -> rep -> fields
+    order = []
+    with open(results) as f:
+        for line in f:
+            f = line.split()
+            case, test, target, rep, rps, p50, p99, ticks, reqs = f[:9]
+            # Optional: redis-server CPU ticks and wall milliseconds of the run.
+            busy = int(f[9]) * 1000.0 / hz / int(f[10]) if len(f) > 10 and int(f[10]) > 0 else None
+            key = (case, test)
+            if key not in order:
+                order.append(key)
+            rows[(case, test, target)][int(rep)] = (
+                float(rps), float(p50), float(p99), int(ticks), int(reqs), busy,
+                # client (redis-benchmark) CPU µs per request
+                int(f[11]) / int(reqs) if len(f) > 11 and int(reqs) > 0 else None)
+    out = []
+    out.append("| case | test | target | req/s (median) | p50 ms | p99 ms | ratio vs direct | sidecar CPU µs/req | client CPU µs/req | CPU-bound ratio | redis-server busy |")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    summary = {}
+    for case, test in order:
+        direct = rows.get((case, test, "direct"), {})
+        for target in TARGETS:
+            reps = rows.get((case, test, target))
+            if not reps:
+                continue
+            rps = statistics.median(r[0] for r in reps.values())
+            p50 = statistics.median(r[1] for r in reps.values())
+            p99 = statistics.median(r[2] for r in reps.values())
+            ratio = None
+            cpu = None
+            if target != "direct":
+                paired = [reps[k][0] / direct[k][0] for k in reps if k in direct and direct[k][0] > 0]
+                if case == "connect":
+                    # Lower is better for connect time: compare p50 times instead.
+                    paired = [reps[k][1] / direct[k][1] for k in reps if k in direct and direct[k][1] > 0]
+                ratio = statistics.median(paired) if paired else None
+                cpus = [r[3] * 1e6 / hz / r[4] for r in reps.values() if r[4] > 0]
+                cpu = statistics.median(cpus) if cpus else None
+            clients = [r[6] for r in reps.values() if len(r) > 6 and r[6] is not None]
+            client = statistics.median(clients) if clients else None
+            # What the ratio would be if CPU 0 (client + sidecar) were the only limit:
+            # direct's client CPU per request over this target's client + sidecar CPU.
+            cpu_ratio = None
+            if target != "direct":
+                est = [direct[k][6] / (reps[k][6] + reps[k][3] * 1e6 / hz / reps[k][4])
+                       for k in reps if k in direct and len(reps[k]) > 6
+                       and reps[k][6] is not None and direct[k][6] is not None and reps[k][6] > 0]
+                cpu_ratio = statistics.median(est) if est else None
+            busys = [r[5] for r in reps.values() if len(r) > 5 and r[5] is not None]
+            busy = "%.0f%%" % (100 * statistics.median(busys)) if busys else "-"
+            summary[(case, test, target)] = (ratio, cpu, cpu_ratio)
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                case, test, target, fmt(rps, ",.0f" if rps >= 100 else ",.2f"), fmt(p50, ".3f"),
+                fmt(p99, ".3f"), fmt(ratio, ".3f"), fmt(cpu, ".2f"), fmt(client, ".2f"),
+                fmt(cpu_ratio, ".3f"), busy))
+    out.append("")
+    out.append("client CPU: redis-benchmark's user+sys time per request. CPU-bound ratio: direct's "
+               "client CPU per request over (this target's client + sidecar CPU per request), paired "
+               "per repetition: the throughput ratio to expect where CPU 0 is the only limit; it "
+               "hardly moves with the machine's load, unlike the measured ratio.")
+    out.append("redis-server busy: its CPU time over the run's wall time (median); near 100% the "
+               "server, not the sidecar, limits the run and the ratio says little about the sidecar.")
+    out.append("connect: req/s is connections per second of one sequential client; its ratio is the "
+               "p50 connect-to-first-reply time against direct TLS (lower is better).")
+    out.append("")
+    mem = {}
+    if idle and os.path.exists(idle):
+        out.append("| target | idle connections | RSS before (KiB) | RSS after (KiB) | per connection (kB) |")
+        out.append("|---|---:|---:|---:|---:|")
+        with open(idle) as f:
+            for line in f:
+                target, n, before, after = line.split()
+                per = (int(after) - int(before)) * 1024 / int(n) / 1000
+                mem.setdefault(target, []).append(per)
+                out.append("| %s | %s | %s | %s | %.1f |" % (target, n, before, after, per))
+        out.append("")
+    out.append("Targets for the proxy (ratios vs direct TLS in the same run):")
+    for case, goal in RATIO_TARGETS.items():
+        for test in ("SET", "GET"):
+            r, _, est = summary.get((case, test, "proxy"), (None, None, None))
+            verdict = "n/a" if r is None else ("met" if r >= goal else "NOT met")
+            v2 = "n/a" if est is None else ("met" if est >= goal else "NOT met")
+            out.append("- %s %s: measured %s: %s; CPU-bound %s: %s (target >= %.2f)" % (
+                case, test, fmt(r, ".3f"), verdict, fmt(est, ".3f"), v2, goal))
+    if "proxy" in mem:
+        worst = max(mem["proxy"])
+        out.append("- idle memory per connection: %.1f kB worst (target <= %.0f kB): %s" % (
+            worst, MEM_TARGET_KB, "met" if worst <= MEM_TARGET_KB else "NOT met"))
+    for test in ("SET", "GET"):
+        c = summary.get(("c50-P16", test, "proxy"), (None, None, None))[1]
+        verdict = "n/a" if c is None else ("met" if c <= CPU_TARGET_US else "NOT met")
+        out.append("- CPU per request at -P 16 %s: %s µs (target <= %.1f µs): %s" % (
+            test, fmt(c, ".2f"), CPU_TARGET_US, verdict))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None,
+         float(sys.argv[3]) if len(sys.argv) > 3 else 100.0)
