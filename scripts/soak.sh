@@ -113,7 +113,7 @@ redis-cli -h 127.0.0.1 -p "$proxy_port" PING | grep -q PONG
 
 metric() { # sum of a metric's samples matching a label filter
     { curl -s "http://127.0.0.1:$admin_http/metrics" || true; } |
-        awk -v m="$1" -v f="${2:-}" '$1 ~ "^"m && index($1, f) { s += $2 } END { print s + 0 }'
+        awk -v m="$1" -v f="${2:-}" '($1 == m || index($1, m "{") == 1) && index($1, f) { s += $2 } END { print s + 0 }'
 }
 
 # --- traffic: redis-benchmark in rounds, for the whole duration -----------------------------
