@@ -43,7 +43,8 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 echo "==> cargo test --all-targets"
-# Test binaries print their own "test result:" summaries; failures make cargo exit non-zero.
-cargo test --all-targets
+# Every test binary prints its "test result:" summary; --no-fail-fast runs them all, and cargo
+# still exits non-zero if any failed.
+cargo test --all-targets --no-fail-fast
 
 echo "==> all checks passed"

@@ -771,6 +771,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                 .write_all(bytes)
                 .await
                 .map_err(SessionEnd::UpstreamIo)?;
+            if let Segment::Owned(mut v) = seg {
+                // Owned pieces may be an AUTH with the token in it.
+                zeroize::Zeroize::zeroize(&mut v);
+            }
         }
         self.upstream.flush().await.map_err(SessionEnd::UpstreamIo)
     }

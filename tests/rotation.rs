@@ -393,6 +393,34 @@ async fn join_all(handles: Vec<tokio::task::JoinHandle<Finished>>) -> Vec<Finish
     finished
 }
 
+/// Blocks in BLPOP (timing out empty, or popping what it pushed) while tokens rotate.
+async fn blocker(mut c: ProxyClient, id: i64, shared: Arc<Shared>, index: usize) -> Finished {
+    let name = "blocker".to_string();
+    let list = "rot:block";
+    let mut round = 0u64;
+    while !shared.stopped() {
+        round += 1;
+        assert_eq!(
+            c.cmd(&["BLPOP", list, "0.05"]).await,
+            Reply::Null,
+            "{name}: BLPOP on an empty list times out"
+        );
+        let value = format!("b{round}");
+        assert_eq!(
+            c.cmd(&["RPUSH", list, value.as_str()]).await,
+            Reply::Int(1),
+            "{name}"
+        );
+        assert_eq!(
+            c.cmd(&["BLPOP", list, "1"]).await,
+            Reply::bulks(&[list, &value]),
+            "{name}"
+        );
+        shared.tick(index);
+    }
+    finish(name, c, id, &shared, index).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_rotations_under_load_keep_every_connection() {
     let server = RedisServer::start().await;
@@ -404,7 +432,7 @@ async fn twenty_rotations_under_load_keep_every_connection() {
     .await;
 
     let subscribers = RESP3_SUBSCRIBERS + RESP2_SUBSCRIBERS;
-    let workers = PIPELINED_CLIENTS + MULTI_CLIENTS + subscribers + 3;
+    let workers = PIPELINED_CLIENTS + MULTI_CLIENTS + subscribers + 4;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         oids: Mutex::new(HashSet::from([rotator.current.oid.clone()])),
@@ -475,6 +503,10 @@ async fn twenty_rotations_under_load_keep_every_connection() {
         let id = client_id(&mut c).await;
         initial_ids.insert(id);
         handles.push(tokio::spawn(resetter(c, id, shared.clone(), next())));
+        let mut c = proxy.client().await;
+        let id = client_id(&mut c).await;
+        initial_ids.insert(id);
+        handles.push(tokio::spawn(blocker(c, id, shared.clone(), next())));
     }
     assert_eq!(index, workers);
     assert_eq!(
