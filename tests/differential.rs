@@ -17,7 +17,7 @@
 //! inside MULTI), documented in `docs/session.md`.
 //!
 //! `DIFF_SEQUENCES` (default 200) and `DIFF_SEED` (default: random, printed) widen or replay a
-//! run.
+//! run; `DIFF_FIRST` starts a replay at the failing sequence.
 
 mod support;
 
@@ -1050,12 +1050,17 @@ async fn proxied_reply_streams_equal_direct_ones() {
 
     let started = Instant::now();
     let (mut steps_compared, mut bytes_compared, mut rotations) = (0usize, 0usize, 0usize);
-    for n in 0..sequences {
+    // DIFF_FIRST replays from one sequence on (its number is in the failure message).
+    let first: u64 = std::env::var("DIFF_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for n in first..sequences {
         let seed = base_seed.wrapping_add(n.wrapping_mul(0x9E37_79B9));
         let seq = Gen::sequence(seed);
         let fail = |what: String, step: usize| -> ! {
             panic!(
-                "sequence {n} (seed {seed}; replay with DIFF_SEED={base_seed} \
+                "sequence {n} (seed {seed}; replay with DIFF_SEED={base_seed} DIFF_FIRST={n} \
                  DIFF_SEQUENCES={}) {what}\n{}",
                 n + 1,
                 describe(&seq, step)

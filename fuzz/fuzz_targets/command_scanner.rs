@@ -51,7 +51,10 @@ fn scan(data: &[u8], splits: &[u8]) -> (Vec<ScannedCommand>, Option<ProtocolErro
 fuzz_target!(|input: &[u8]| {
     // The first bytes choose the chunk sizes; the rest is what the client sends.
     let n = input.first().copied().unwrap_or(0) as usize % 32;
-    let (splits, data) = input.get(1..).unwrap_or(&[]).split_at(n.min(input.len().saturating_sub(1)));
+    let (splits, data) = input
+        .get(1..)
+        .unwrap_or(&[])
+        .split_at(n.min(input.len().saturating_sub(1)));
     let whole = scan(data, &[]);
     let split = scan(data, splits);
     let byte_by_byte = scan(data, &vec![0u8; data.len()]);

@@ -29,5 +29,9 @@ fuzz_target!(|line: &[u8]| {
         rebuilt.push(b' ');
     }
     rebuilt.extend_from_slice(b"\r\n");
-    assert_eq!(inline_args(&rebuilt).as_ref(), Ok(&args), "quoted round trip");
+    assert_eq!(
+        inline_args(&rebuilt).as_ref(),
+        Ok(&args),
+        "quoted round trip"
+    );
 });

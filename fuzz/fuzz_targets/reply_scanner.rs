@@ -35,8 +35,15 @@ fn scan(data: &[u8], splits: &[u8]) -> (Vec<usize>, Option<ProtocolError>) {
 
 fuzz_target!(|input: &[u8]| {
     let n = input.first().copied().unwrap_or(0) as usize % 32;
-    let (splits, data) = input.get(1..).unwrap_or(&[]).split_at(n.min(input.len().saturating_sub(1)));
+    let (splits, data) = input
+        .get(1..)
+        .unwrap_or(&[])
+        .split_at(n.min(input.len().saturating_sub(1)));
     let whole = scan(data, &[]);
     assert_eq!(whole, scan(data, splits), "chunked scan differs from whole");
-    assert_eq!(whole, scan(data, &vec![0u8; data.len()]), "byte-by-byte scan differs");
+    assert_eq!(
+        whole,
+        scan(data, &vec![0u8; data.len()]),
+        "byte-by-byte scan differs"
+    );
 });
