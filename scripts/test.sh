@@ -47,4 +47,16 @@ echo "==> cargo test --all-targets"
 # still exits non-zero if any failed.
 cargo test --all-targets --no-fail-fast
 
+# Benchmarks are not tests (nothing is timed here), but the script must keep working.
+echo "==> bench/run.sh --smoke"
+bench/run.sh --smoke
+
+# A short fuzzing run of every target from its committed corpus (regressions included).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "==> installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+fi
+echo "==> scripts/fuzz.sh ${FUZZ_SECONDS:-20}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 echo "==> all checks passed"
