@@ -167,7 +167,6 @@ pub fn raise_open_files_limit(max_connections: usize) {
 /// Reads the local client password (one line; a trailing newline is not part of it). Warns
 /// when the file is readable by others.
 fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProblem> {
-    use std::os::unix::fs::PermissionsExt;
     let problem = |why: String| {
         ConfigProblem(format!(
             "`client_password_file` {}: {why} (set client_password_file / --client-password-file to a readable file holding the password)",
@@ -180,11 +179,7 @@ fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProbl
     if password.is_empty() {
         return Err(problem("the file is empty".into()));
     }
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(path = %path.display(), "the client password file is readable by every user on this machine; restrict it (chmod 600)");
-        }
-    }
+    crate::token::warn_if_readable_by_others(path, "client password file");
     Ok(crate::token::Secret::new(password))
 }
 

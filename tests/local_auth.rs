@@ -82,3 +82,30 @@ async fn clients_must_authenticate_locally_over_tcp_and_unix_socket() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!proxy.raw_logs().contains("local-s3cret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_readable_by_others_are_warned_about() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    std::fs::set_permissions(&rotator.file.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("client-password");
+    std::fs::write(&pw_file, "open-secret").unwrap();
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut args = proxy_args(&server, &rotator.file.path);
+    args.extend([
+        "--client-password-file".into(),
+        pw_file.display().to_string(),
+    ]);
+    let proxy = Proxy::start(&args, "info").await;
+    let mut c = proxy.client().await;
+    assert_eq!(c.cmd(&["AUTH", "open-secret"]).await, Reply::ok());
+    let logs = proxy.logs();
+    for what in ["client password file", "token file"] {
+        assert!(
+            logs.contains(&format!("the {what} is readable by every user")),
+            "no warning about the {what}: {logs}"
+        );
+    }
+    assert!(!proxy.raw_logs().contains("open-secret"));
+}

@@ -523,6 +523,7 @@ async fn read_secret_file(path: &Path) -> Result<Secret, TokenError> {
             source,
         }
     })?);
+    super::warn_if_readable_by_others(path, "client secret file");
     let secret = raw.trim();
     if secret.is_empty() {
         return Err(TokenError::Credential(format!(

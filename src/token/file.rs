@@ -45,6 +45,7 @@ impl TokenFileSource {
             })?;
         *self.last_fetched.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(fingerprint(text.as_bytes()));
+        super::warn_if_readable_by_others(&self.path, "token file");
         let token = text.trim().to_owned();
         drop(zeroize::Zeroizing::new(text));
         if token.is_empty() {

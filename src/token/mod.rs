@@ -217,3 +217,28 @@ pub fn build_source(
         _ => azure::build(settings),
     }
 }
+
+/// Logs a warning, once per path, when a file holding a secret or a token can be read by every
+/// user on the machine. Real deployments mount such files 0600 or 0640.
+pub fn warn_if_readable_by_others(path: &std::path::Path, what: &str) {
+    use std::collections::HashSet;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<std::path::PathBuf>>> = OnceLock::new();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o004 == 0 {
+        return;
+    }
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if warned.insert(path.to_path_buf()) {
+        tracing::warn!(
+            path = %path.display(),
+            "the {what} is readable by every user on this machine; restrict it (chmod 600)"
+        );
+    }
+}
