@@ -153,14 +153,29 @@ where
     }
 }
 
-async fn write_error<C: AsyncWrite + Unpin>(client: &mut C, msg: &str) -> std::io::Result<()> {
+async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    msg: &str,
+) -> std::io::Result<()> {
     let line: String = msg
         .chars()
         .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
         .collect();
     client.write_all(format!("-{line}\r\n").as_bytes()).await?;
     client.flush().await?;
-    client.shutdown().await
+    client.shutdown().await?;
+    // Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    // error before the client reads it: read what the client sent (briefly) first.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 /// Why a session ended (for the debug log; clients see errors as RESP replies).
