@@ -668,3 +668,59 @@ async fn a_second_signal_exits_at_once() {
     );
     assert!(s.proxy.log().contains("second signal"));
 }
+
+#[tokio::test]
+async fn sigterm_under_pipelined_load_answers_every_command_it_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = signal_setup("25s").await;
+    let stream = UnixStream::connect(&s.sock).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // The writer pipelines INCR until the proxy stops reading and closes.
+    let writer = tokio::spawn(async move {
+        let batch = support::encode_command(&["INCR", "ops:counter"]).repeat(200);
+        let mut sent = 0usize;
+        while wr.write_all(&batch).await.is_ok() {
+            sent += 200;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sent
+    });
+    // Let the load run, then signal in the middle of it.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while buf.len() < 20_000 {
+        let n = rd.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the signal");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    s.proxy.signal("TERM");
+    loop {
+        match tokio::time::timeout(DEADLINE, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("the connection stayed open after SIGTERM"),
+        }
+    }
+    let status = s.proxy.wait(DEADLINE).await;
+    assert!(status.success(), "{status}; log:\n{}", s.proxy.log());
+    let sent = writer.await.unwrap();
+
+    // Replies are 1, 2, 3, ... with no gap and no partial frame at the end.
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.ends_with("\r\n"), "a reply was cut short");
+    let replies: Vec<u64> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix(':').unwrap().parse().unwrap())
+        .collect();
+    for (i, v) in replies.iter().enumerate() {
+        assert_eq!(*v, i as u64 + 1, "reply {i}");
+    }
+    // Every command that ran on the cache was answered: nothing forwarded was dropped.
+    let ran = match s.rotator.admin.cmd(&["GET", "ops:counter"]).await {
+        support::Reply::Bulk(b) => String::from_utf8(b).unwrap().parse::<usize>().unwrap(),
+        other => panic!("GET: {other:?}"),
+    };
+    assert_eq!(ran, replies.len(), "commands run == replies received");
+    assert!(ran < sent, "the load was still going when the signal came");
+}
