@@ -618,7 +618,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             let action = if scanned.inline {
                 let args = resp::inline_args(&self.cbuf[frame.clone()]).unwrap_or_default();
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                self.classify(&refs, &self.cbuf[frame.clone()], true)
+                self.classify(&refs, true)
             } else {
                 let name =
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
@@ -630,7 +630,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     _ => {
                         let f = &self.cbuf[frame.clone()];
                         let args = resp::multibulk_args(f);
-                        self.classify(&args, f, false)
+                        self.classify(&args, false)
                     }
                 }
             };
@@ -815,8 +815,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
     }
 
     /// Decides what to do with a command the session must look into.
-    fn classify(&self, args: &[&[u8]], frame: &[u8], inline: bool) -> Action {
-        let _ = frame;
+    fn classify(&self, args: &[&[u8]], inline: bool) -> Action {
         let Some(name) = args.first() else {
             return Action::Forward(Kind::Plain, 0);
         };
@@ -1752,7 +1751,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
             ..
         }) = self.queue.front_mut()
         {
-            if *kind == conf.as_kind() && *r > 0 {
+            if *kind == conf.kind && *r > 0 {
                 *r -= 1;
                 if *r == 0 {
                     self.complete_head();
@@ -2291,12 +2290,6 @@ fn pong_to_resp2(reply: &[u8]) -> Option<Vec<u8>> {
 struct Confirmation {
     kind: Kind,
     channel: Option<Vec<u8>>,
-}
-
-impl Confirmation {
-    fn as_kind(&self) -> Kind {
-        self.kind
-    }
 }
 
 /// Parses `[kind, channel, count]` confirmations, as a RESP2 array or a RESP3 push.
