@@ -356,3 +356,62 @@ async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
     rotator.rotate(2).await.expect("rotation after restart");
     assert_eq!(idle.cmd(&["GET", "after-restart"]).await, Reply::bulk("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_sessions_are_reauthenticated_without_a_stray_reply() {
+    let server = RedisServer::start().await;
+    let mut rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    let mut monitor = proxy.client().await;
+    assert_eq!(monitor.cmd(&["MONITOR"]).await, Reply::ok());
+    let mut writer = proxy.client().await;
+    for i in 0..3 {
+        rotator.rotate(2).await.expect("rotation");
+        assert_eq!(
+            writer.cmd(&["SET", "mon", &i.to_string()]).await,
+            Reply::ok()
+        );
+        // Every frame the MONITOR client gets is a monitor line (`+<time> [...] ...`); the
+        // proxy's AUTH shows as redis-server shows any AUTH, its +OK reply never.
+        loop {
+            let frame = monitor.read_frame().await;
+            let Reply::Status(line) = &frame else {
+                panic!("not a monitor line: {frame:?}");
+            };
+            assert!(
+                line.starts_with(|c: char| c.is_ascii_digit()),
+                "stray reply {line:?}"
+            );
+            if line.contains(&format!("\"SET\" \"mon\" \"{i}\"")) {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reauth_keeps_the_session_and_a_good_token_fixes_it() {
+    let server = RedisServer::start().await;
+    let mut rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    let mut c = proxy.client().await;
+    assert_eq!(c.cmd(&["SET", "k", "1"]).await, Reply::ok());
+    // A token the cache does not know (no ACL user): the re-AUTH gets WRONGPASS.
+    let bad = Token::mint(Duration::from_secs(3600));
+    rotator.file.write(&bad);
+    let logged = wait_until(Duration::from_secs(10), || async {
+        proxy.logs().contains("the cache refused the re-AUTH")
+    })
+    .await;
+    assert!(logged, "no log of the refused re-AUTH:\n{}", proxy.logs());
+    // The session is still there, logged in with the previous token.
+    assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("1"));
+    assert_eq!(
+        c.cmd(&["ACL", "WHOAMI"]).await,
+        Reply::bulk(&rotator.current.oid)
+    );
+    // A good token arrives: the same session moves to it.
+    let good = rotator.rotate(1).await.expect("rotation to a good token");
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]).await, Reply::bulk(&good.oid));
+    assert!(!proxy.raw_logs().contains(&bad.jwt));
+}
