@@ -1127,3 +1127,258 @@ async fn an_identity_outage_longer_than_the_refresh_window_is_ridden_out() {
     // Past the first token's expiry (its user is deleted): the old connection still works.
     assert!(checked_traffic(client, 2, until).await > 10);
 }
+
+/// An RSA-2048 certificate and its key in one PEM file, with the certificate's DER and the
+/// public key (PKCS#1) that verifies the assertion's signature.
+fn rsa_certificate_with_public_key(dir: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "entra-redis-proxy pfx test");
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join("pfx-source.pem");
+    std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    (path, cert.der().to_vec(), key.public_key_raw().to_vec())
+}
+
+/// Exports `pem` (certificate and key) to a PFX with the `openssl` CLI, the way people make
+/// them; `password` None means no password. None when openssl refuses (e.g. `-legacy`
+/// without the legacy provider).
+fn export_pfx(pem: &Path, out: &Path, password: Option<&str>, extra: &[&str]) -> Option<PathBuf> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["pkcs12", "-export", "-inkey"])
+        .arg(pem)
+        .arg("-in")
+        .arg(pem)
+        .arg("-out")
+        .arg(out)
+        .args(extra);
+    match password {
+        Some(pw) => {
+            let pw_file = out.with_extension("openssl-pw");
+            std::fs::write(&pw_file, pw).unwrap();
+            cmd.arg("-passout")
+                .arg(format!("file:{}", pw_file.display()));
+        }
+        None => {
+            cmd.args(["-passout", "pass:"]);
+        }
+    }
+    let done = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (the tests need the openssl CLI to make PFX files)");
+    done.success().then(|| out.to_path_buf())
+}
+
+/// Checks an assertion the mock received: RS256 signed by `public_key`, thumbprints of `der`.
+fn assert_assertion_signed_by(assertion: &str, der: &[u8], public_key: &[u8], client_id: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signed, sig) = assertion.rsplit_once('.').unwrap();
+    let parts: Vec<&str> = signed.split('.').collect();
+    assert_eq!(parts.len(), 2);
+    let header = decode_part(parts[0]);
+    let claims = decode_part(parts[1]);
+    assert_eq!(header["alg"], "RS256");
+    let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    assert_eq!(header["x5t"], b64.encode(sha1.as_ref()));
+    assert_eq!(header["x5t#S256"], b64.encode(sha256.as_ref()));
+    assert_eq!(claims["iss"], client_id);
+    assert_eq!(claims["sub"], client_id);
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(signed.as_bytes(), &b64.decode(sig).unwrap())
+    .expect("the assertion's signature verifies with the certificate's key");
+}
+
+#[tokio::test]
+async fn client_certificate_pfx_with_password_file_signs_a_proper_assertion() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let dir = mock.dir.path();
+    let (pem, der, public_key) = rsa_certificate_with_public_key(dir);
+    // A space inside the password is kept; only the trailing newline of the file goes.
+    let password = "pfx pass 7";
+    let pfx = export_pfx(&pem, &dir.join("client.pfx"), Some(password), &[])
+        .expect("openssl pkcs12 -export");
+    let pw_file = dir.join("client.pfx.password");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(
+        &pw_file,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+
+    let mut settings = mock.settings(CredentialKind::ClientCertificate);
+    settings.tenant_id = Some("tenant-p".into());
+    settings.client_id = Some("app-pfx".into());
+    settings.certificate_file = Some(pfx.clone());
+    settings.certificate_password_file = Some(pw_file.clone());
+    let source = build_source(&settings).unwrap();
+    let describe = source.describe();
+    assert!(
+        describe.contains("client.pfx") && !describe.contains(password),
+        "{describe}"
+    );
+    two_fresh_tokens(source.as_ref(), &mock).await;
+    let reqs = mock.requests().await;
+    assert_eq!(reqs[0]["credential"], "client_assertion");
+    for r in &reqs {
+        assert_assertion_signed_by(
+            r["assertion"].as_str().unwrap(),
+            &der,
+            &public_key,
+            "app-pfx",
+        );
+    }
+    assert_ne!(reqs[0]["assertion"], reqs[1]["assertion"]);
+    let claims = decode_part(
+        reqs[0]["assertion"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap(),
+    );
+    assert_eq!(
+        claims["aud"],
+        format!("{}/tenant-p/oauth2/v2.0/token", mock.authority())
+    );
+
+    // The same file under a name that says nothing: recognised by its content.
+    let renamed = dir.join("client-credential.bin");
+    std::fs::copy(&pfx, &renamed).unwrap();
+    settings.certificate_file = Some(renamed);
+    let source = build_source(&settings).unwrap();
+    fetch_checked(source.as_ref(), &mock).await;
+}
+
+#[tokio::test]
+async fn client_certificate_pfx_wrong_password_names_the_password_file() {
+    let _env = env_guard().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _, _) = rsa_certificate_with_public_key(dir.path());
+    let pfx = export_pfx(&pem, &dir.path().join("sp.pfx"), Some("right-one"), &[])
+        .expect("openssl pkcs12 -export");
+    let wrong = "wrong-password-91";
+    let pw_file = dir.path().join("sp.pfx.password");
+    std::fs::write(&pw_file, wrong).unwrap();
+    let mut settings = Settings {
+        credential: CredentialKind::ClientCertificate,
+        tenant_id: Some("t".into()),
+        client_id: Some("c".into()),
+        certificate_file: Some(pfx.clone()),
+        certificate_password_file: Some(pw_file.clone()),
+        ..Default::default()
+    };
+    let err = startup_error(&settings);
+    for needle in [
+        "cannot open the PFX",
+        "certificate_password_file",
+        "--certificate-password-file",
+        "sp.pfx.password",
+        pfx.to_str().unwrap(),
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!err.contains(wrong) && !err.contains("right-one"), "{err}");
+
+    // No password file: the empty password is tried, and the error says so.
+    settings.certificate_password_file = None;
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("empty password") && err.contains("certificate_password_file"),
+        "{err}"
+    );
+
+    // A password file that is not there is named as such.
+    settings.certificate_password_file = Some(dir.path().join("no-such-password"));
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("no-such-password") && err.contains("certificate password file"),
+        "{err}"
+    );
+
+    let logs = String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned();
+    assert!(!logs.contains(wrong) && !logs.contains("right-one"));
+}
+
+#[tokio::test]
+async fn client_certificate_pfx_without_password_and_legacy_pfx() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let dir = mock.dir.path();
+    let (pem, der, public_key) = rsa_certificate_with_public_key(dir);
+    let mut settings = mock.settings(CredentialKind::ClientCertificate);
+    settings.tenant_id = Some("tenant-q".into());
+    settings.client_id = Some("app-q".into());
+
+    // An unprotected PFX: no password file, or an empty one.
+    let open = export_pfx(&pem, &dir.join("open.p12"), None, &[]).expect("openssl export");
+    settings.certificate_file = Some(open);
+    fetch_checked(build_source(&settings).unwrap().as_ref(), &mock).await;
+    let empty = dir.join("empty-password");
+    std::fs::write(&empty, "\n").unwrap();
+    settings.certificate_password_file = Some(empty);
+    fetch_checked(build_source(&settings).unwrap().as_ref(), &mock).await;
+
+    // Older tools (and Windows exports) use 3DES/RC2 and a SHA-1 MAC.
+    let pw_file = dir.join("legacy-password");
+    std::fs::write(&pw_file, "legacy\n").unwrap();
+    settings.certificate_password_file = Some(pw_file);
+    match export_pfx(&pem, &dir.join("legacy.pfx"), Some("legacy"), &["-legacy"]) {
+        Some(legacy) => {
+            settings.certificate_file = Some(legacy);
+            fetch_checked(build_source(&settings).unwrap().as_ref(), &mock).await;
+        }
+        None => eprintln!("openssl cannot write a -legacy PFX here; legacy case skipped"),
+    }
+    for r in mock.requests().await {
+        assert_assertion_signed_by(r["assertion"].as_str().unwrap(), &der, &public_key, "app-q");
+    }
+}
+
+#[tokio::test]
+async fn client_certificate_pfx_without_a_usable_key_says_why() {
+    let _env = env_guard().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        credential: CredentialKind::ClientCertificate,
+        tenant_id: Some("t".into()),
+        client_id: Some("c".into()),
+        ..Default::default()
+    };
+
+    // Only the certificate, no key.
+    let (pem, _, _) = rsa_certificate_with_public_key(dir.path());
+    let nokey = export_pfx(&pem, &dir.path().join("nokey.pfx"), None, &["-nokeys"])
+        .expect("openssl export -nokeys");
+    settings.certificate_file = Some(nokey);
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("nokey.pfx") && err.contains("no private key"),
+        "{err}"
+    );
+
+    // An EC key: Entra assertions are RS256 here.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ec_pem = dir.path().join("ec.pem");
+    std::fs::write(&ec_pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    let ec = export_pfx(&ec_pem, &dir.path().join("ec.pfx"), None, &[]).expect("openssl export");
+    settings.certificate_file = Some(ec);
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("ec.pfx") && err.contains("not RSA") && err.contains("only RSA"),
+        "{err}"
+    );
+}

@@ -137,8 +137,11 @@ enum Recipe {
         tenant: String,
         /// Application (client) id.
         client_id: String,
-        /// PEM file with the certificate and its RSA key, re-read at every acquisition.
+        /// PEM file with the certificate and its RSA key, or a PFX/PKCS#12 file; re-read at
+        /// every acquisition.
         certificate: PathBuf,
+        /// File holding the PFX password (none: the empty password); re-read with the PFX.
+        password_file: Option<PathBuf>,
         /// The token endpoint: the `aud` claim of the signed assertion.
         audience: String,
     },
@@ -223,9 +226,16 @@ impl AzureSource {
                 tenant,
                 client_id,
                 certificate,
+                password_file,
                 audience,
             } => {
-                let signer = CertificateAssertion::load(certificate, client_id, audience).await?;
+                let signer = CertificateAssertion::load(
+                    certificate,
+                    password_file.as_deref(),
+                    client_id,
+                    audience,
+                )
+                .await?;
                 ClientAssertionCredential::new(
                     tenant.clone(),
                     client_id.clone(),
@@ -609,21 +619,27 @@ fn client_certificate(settings: &Settings, shared: &Shared) -> Result<AzureSourc
         .ok_or_else(|| {
             missing(
                 kind,
-                "a certificate (PEM holding the certificate and its private key)",
+                "a certificate (PEM holding the certificate and its private key, or a PFX/PKCS#12 file)",
                 "certificate_file",
                 Some(env::CLIENT_CERTIFICATE_PATH),
             )
         })?;
+    let password_file = settings.certificate_password_file.clone();
     let audience = format!("{}/{tenant}/oauth2/v2.0/token", shared.authority);
     let description = format!(
-        "client-certificate (tenant {tenant}, client {client_id}, certificate {})",
-        certificate.display()
+        "client-certificate (tenant {tenant}, client {client_id}, certificate {}{})",
+        certificate.display(),
+        password_file
+            .as_ref()
+            .map(|p| format!(", password file {}", p.display()))
+            .unwrap_or_default()
     );
     check(shared.source(
         Recipe::ClientCertificate {
             tenant,
             client_id,
             certificate,
+            password_file,
             audience,
         },
         description,
@@ -785,12 +801,142 @@ impl fmt::Debug for CertificateAssertion {
     }
 }
 
+/// The DER object identifier of an RSA public key (`rsaEncryption`).
+const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
+
+/// The fix named in every error about the PFX password.
+const PASSWORD_FIX: &str = "check certificate_password_file (--certificate-password-file, ENTRA_REDIS_PROXY_CERTIFICATE_PASSWORD_FILE)";
+
+/// Whether the certificate file is PEM (text with `-----BEGIN ` armour).
+fn is_pem(data: &[u8]) -> bool {
+    data.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// Whether a non-PEM certificate file should be read as PFX/PKCS#12: its content is a DER
+/// SEQUENCE, or its name ends in `.pfx`/`.p12`.
+fn is_pfx(path: &Path, data: &[u8]) -> bool {
+    let by_name = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+    by_name || data.first() == Some(&0x30)
+}
+
+/// Reads the PFX password: the password file without its trailing newline; no file set means
+/// the empty password (an unprotected PFX).
+async fn read_pfx_password(
+    password_file: Option<&Path>,
+) -> Result<zeroize::Zeroizing<String>, TokenError> {
+    let Some(path) = password_file else {
+        return Ok(zeroize::Zeroizing::new(String::new()));
+    };
+    let mut raw = zeroize::Zeroizing::new(tokio::fs::read_to_string(path).await.map_err(
+        |source| TokenError::Read {
+            what: "certificate password file (certificate_password_file, --certificate-password-file)",
+            path: path.display().to_string(),
+            source,
+        },
+    )?);
+    super::warn_if_readable_by_others(path, "certificate password file");
+    // Only the line ending goes: spaces may be part of a password. Truncating in place keeps
+    // the password in the one zeroized buffer.
+    let len = raw.trim_end_matches(['\r', '\n']).len();
+    raw.truncate(len);
+    Ok(raw)
+}
+
+/// The RSA key and the leaf certificate (DER) of a PEM certificate file.
+fn key_and_certificate_from_pem(
+    pem: &[u8],
+    bad: &dyn Fn(&str) -> TokenError,
+) -> Result<(aws_lc_rs::signature::RsaKeyPair, Vec<u8>), TokenError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    if pem.windows(19).any(|w| w == b"ENCRYPTED PRIVATE K") {
+        return Err(bad(
+            "the private key is encrypted; store it unencrypted in a file only the proxy can read, or use a PFX file with certificate_password_file",
+        ));
+    }
+    let cert = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or_else(|| bad("no CERTIFICATE block"))?
+        .map_err(|_| bad("the CERTIFICATE block is not valid PEM"))?;
+    let key = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|_| bad("no private key block (PEM must hold the certificate and its key)"))?;
+    let key = match &key {
+        PrivateKeyDer::Pkcs8(k) => {
+            aws_lc_rs::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
+        }
+        PrivateKeyDer::Pkcs1(k) => aws_lc_rs::signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => {
+            return Err(bad(
+                "the private key must be RSA (Entra signs assertions with RS256)",
+            ))
+        }
+    }
+    .map_err(|_| bad("the private key is not a usable RSA key"))?;
+    Ok((key, cert.to_vec()))
+}
+
+/// The RSA key and the leaf certificate (DER) of a PFX/PKCS#12 file opened with `password`.
+/// Errors never carry the password or key material.
+fn key_and_certificate_from_pfx(
+    data: &[u8],
+    password: &str,
+    password_file: Option<&Path>,
+    bad: &dyn Fn(&str) -> TokenError,
+) -> Result<(aws_lc_rs::signature::RsaKeyPair, Vec<u8>), TokenError> {
+    use p12_keystore::{error::Error as P12Error, KeyStore, Pkcs12ImportPolicy};
+    let tried = match password_file {
+        Some(p) => format!("the password in {}", p.display()),
+        None => "the empty password (no certificate_password_file is set)".to_owned(),
+    };
+    let store = KeyStore::from_pkcs12(data, password, Pkcs12ImportPolicy::Strict).map_err(
+        |e| match e {
+            P12Error::MacError(_) | P12Error::UnpadError | P12Error::Pkcs5Error(_) => bad(&format!(
+                "cannot open the PFX: {tried} does not open it; {PASSWORD_FIX}"
+            )),
+            P12Error::UnsupportedEncryptionScheme | P12Error::UnsupportedMacAlgorithm => {
+                bad(&format!(
+                    "cannot open the PFX: it is protected with an unsupported algorithm ({e}); re-export it with `openssl pkcs12 -export` (AES-256, SHA-256)"
+                ))
+            }
+            e => bad(&format!(
+                "cannot open the PFX ({e}): not a valid PFX/PKCS#12 file, or {tried} does not open it; {PASSWORD_FIX}; `openssl pkcs12 -info -noout -in FILE` shows whether the file and password are right"
+            )),
+        },
+    )?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| {
+        bad("the PFX holds no private key with its certificate; export it with the key (`openssl pkcs12 -export -inkey KEY -in CERT`)")
+    })?;
+    let cert = chain
+        .certs()
+        .first()
+        .ok_or_else(|| bad("the PFX holds no certificate for its private key"))?;
+    let key = chain.key();
+    let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(key.as_der()).map_err(|_| {
+        if key.oid().to_string() == RSA_ENCRYPTION_OID {
+            bad("the private key in the PFX is not a usable RSA key")
+        } else {
+            bad(&format!(
+                "the private key in the PFX is not RSA (algorithm {}); only RSA keys are supported (Entra signs assertions with RS256)",
+                key.oid()
+            ))
+        }
+    })?;
+    Ok((key, cert.as_der().to_vec()))
+}
+
 impl CertificateAssertion {
-    /// Reads and parses a PEM file holding the certificate (first) and its RSA private key.
-    async fn load(path: &Path, client_id: &str, audience: &str) -> Result<Self, TokenError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let pem = zeroize::Zeroizing::new(tokio::fs::read(path).await.map_err(|source| {
+    /// Reads the certificate file: PEM holding the certificate (first) and its RSA private key,
+    /// or a PFX/PKCS#12 file opened with the password in `password_file`.
+    async fn load(
+        path: &Path,
+        password_file: Option<&Path>,
+        client_id: &str,
+        audience: &str,
+    ) -> Result<Self, TokenError> {
+        let data = zeroize::Zeroizing::new(tokio::fs::read(path).await.map_err(|source| {
             TokenError::Read {
                 what: "certificate file (certificate_file, --certificate-file)",
                 path: path.display().to_string(),
@@ -800,36 +946,16 @@ impl CertificateAssertion {
         let bad = |why: &str| {
             TokenError::Credential(format!("certificate file {}: {why}", path.display()))
         };
-        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        let (key, cert) = if is_pem(&data) {
+            key_and_certificate_from_pem(&data, &bad)?
+        } else if is_pfx(path, &data) {
+            let password = read_pfx_password(password_file).await?;
+            key_and_certificate_from_pfx(&data, &password, password_file, &bad)?
+        } else {
             return Err(bad(
-                "not PEM; PFX/PKCS#12 is not supported, convert it with `openssl pkcs12 -in cert.pfx -out cert.pem -nodes`",
+                "neither PEM (certificate and private key) nor PFX/PKCS#12",
             ));
-        }
-        if pem.windows(19).any(|w| w == b"ENCRYPTED PRIVATE K") {
-            return Err(bad(
-                "the private key is encrypted; store it unencrypted in a file only the proxy can read",
-            ));
-        }
-        let cert = CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .ok_or_else(|| bad("no CERTIFICATE block"))?
-            .map_err(|_| bad("the CERTIFICATE block is not valid PEM"))?;
-        let key = PrivateKeyDer::from_pem_slice(&pem)
-            .map_err(|_| bad("no private key block (PEM must hold the certificate and its key)"))?;
-        let key = match &key {
-            PrivateKeyDer::Pkcs8(k) => {
-                aws_lc_rs::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
-            }
-            PrivateKeyDer::Pkcs1(k) => {
-                aws_lc_rs::signature::RsaKeyPair::from_der(k.secret_pkcs1_der())
-            }
-            _ => {
-                return Err(bad(
-                    "the private key must be RSA (Entra signs assertions with RS256)",
-                ))
-            }
-        }
-        .map_err(|_| bad("the private key is not a usable RSA key"))?;
+        };
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &cert);
         let header = serde_json::json!({
@@ -937,7 +1063,9 @@ mod tests {
         let path = dir.path().join("sp.pem");
         std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
         let aud = "https://login.example/t/oauth2/v2.0/token";
-        let signer = CertificateAssertion::load(&path, "app", aud).await.unwrap();
+        let signer = CertificateAssertion::load(&path, None, "app", aud)
+            .await
+            .unwrap();
         let jwt = signer.sign().unwrap();
         let (signed, sig) = jwt.rsplit_once('.').unwrap();
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
