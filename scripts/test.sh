@@ -26,6 +26,8 @@ apt_install() {
 # The tests start a real TLS redis-server; redis-tools brings redis-cli.
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
+# openssl: the credential tests make PFX files with it.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 # A C compiler: aws-lc-rs builds its crypto code with it.
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 
