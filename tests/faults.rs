@@ -85,6 +85,38 @@ async fn read_commands<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> 
     }
 }
 
+/// The proxy in front of a fake upstream at `addr`, with a long-lived token (kept in the
+/// returned file).
+async fn proxy_to(
+    addr: std::net::SocketAddr,
+    tls: &TlsMaterial,
+    extra: &[&str],
+) -> (TokenFile, Proxy) {
+    let file = TokenFile::new(&Token::mint(Duration::from_secs(3600)));
+    let mut args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &addr.to_string(),
+        "--tls-server-name",
+        "localhost",
+        "--ca-file",
+        &tls.ca_file.display().to_string(),
+        "--credential",
+        "token-file",
+        "--token-file",
+        &file.path.display().to_string(),
+        "--admin-listen",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let proxy = Proxy::start(&args, "info").await;
+    (file, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_certificate_name_and_untrusted_ca_are_refused_clearly() {
     let server = RedisServer::start().await;
@@ -127,30 +159,7 @@ async fn a_stalled_auth_times_out_and_the_client_is_told() {
         tokio::time::sleep(Duration::from_secs(30)).await;
     })
     .await;
-    let token = Token::mint(Duration::from_secs(3600));
-    let file = TokenFile::new(&token);
-    let args: Vec<String> = [
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &addr.to_string(),
-        "--tls-server-name",
-        "localhost",
-        "--ca-file",
-        &tls.ca_file.display().to_string(),
-        "--credential",
-        "token-file",
-        "--token-file",
-        &file.path.display().to_string(),
-        "--admin-listen",
-        "",
-        "--auth-timeout",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut proxy = Proxy::start(&args, "info").await;
+    let (_file, mut proxy) = proxy_to(addr, &tls, &["--auth-timeout", "500ms"]).await;
     let mut c = proxy.client().await;
     let t0 = Instant::now();
     let reply = c.cmd(&["PING"]).await;
@@ -180,28 +189,7 @@ async fn an_upstream_closing_mid_reply_closes_that_client_only() {
         let _ = s.shutdown().await;
     })
     .await;
-    let token = Token::mint(Duration::from_secs(3600));
-    let file = TokenFile::new(&token);
-    let args: Vec<String> = [
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &addr.to_string(),
-        "--tls-server-name",
-        "localhost",
-        "--ca-file",
-        &tls.ca_file.display().to_string(),
-        "--credential",
-        "token-file",
-        "--token-file",
-        &file.path.display().to_string(),
-        "--admin-listen",
-        "",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut proxy = Proxy::start(&args, "info").await;
+    let (_file, mut proxy) = proxy_to(addr, &tls, &[]).await;
     let mut c = proxy.client().await;
     c.send(&["GET", "k"]).await;
     // The client never sees a partial frame as a reply: the connection closes.
