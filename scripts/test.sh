@@ -28,6 +28,8 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 # openssl: the credential tests make PFX files with it.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# libfaketime: the clock-jump test moves the proxy's wall clock with it.
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || apt_install faketime
 # A C compiler: aws-lc-rs builds its crypto code with it.
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 
