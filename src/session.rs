@@ -1,7 +1,7 @@
 //! One client connection and its upstream connection: the heart of the proxy.
 //!
 //! The session forwards client commands and cache replies unchanged, scanning frame
-//! boundaries only. It keeps a queue of [`Pending`] entries, one per forwarded command (runs of
+//! boundaries only. It keeps a queue of `Pending` entries, one per forwarded command (runs of
 //! ordinary commands share one), a locally answered command, or an `AUTH` the proxy injected,
 //! so that it knows at every moment whether a reply from the cache belongs to the client or to
 //! the proxy.
@@ -13,10 +13,12 @@
 //!
 //! Re-`AUTH` on a token change happens at a *safe point*: no command that changes connection
 //! state is in flight (so the reply-side state is also the send-side state), not inside
-//! MULTI, not a RESP2 subscriber (the server refuses AUTH there), and not with a `CLIENT
-//! REPLY SKIP` pending. Ordinary commands in flight do not prevent it: the AUTH is queued
-//! behind them and its reply is recognised by position. After a client's `RESET`, which
-//! de-authenticates, an AUTH is injected at once. See `docs/session.md`.
+//! MULTI, and not on a RESP2 subscriber (the server refuses AUTH there; such clients are
+//! served through RESP3, see `Session::inject_hello`). Under `CLIENT REPLY OFF` or with a
+//! `SKIP` pending, the AUTH is wrapped in `CLIENT REPLY ON` ... `OFF`/`SKIP`. Ordinary
+//! commands in flight do not prevent it: the AUTH is queued behind them and its reply is
+//! recognised by position. After a client's `RESET`, which de-authenticates, an AUTH is
+//! injected at once. See `docs/session.md`.
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
