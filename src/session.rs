@@ -483,6 +483,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
         self.note_token_change();
         self.try_reauth().await?;
         let mut client_open = true;
+        let mut token_source_open = true;
         let mut draining_since: Option<Instant> = None;
         loop {
             if let Some(since) = draining_since {
@@ -542,9 +543,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         Err(e) => return Err(SessionEnd::ClientIo(e)),
                     }
                 }
-                r = self.token_rx.changed() => {
+                r = self.token_rx.changed(), if token_source_open => {
                     if r.is_ok() {
                         self.note_token_change();
+                    } else {
+                        // The manager stopped (shutdown): no more tokens, and a closed channel
+                        // must not wake this loop again and again.
+                        token_source_open = false;
                     }
                 }
                 // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
