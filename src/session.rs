@@ -22,7 +22,9 @@
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -103,11 +105,84 @@ const HELD_MAX: usize = 1024 * 1024;
 /// Size reserved in a read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A client connection: a stream that can also say when it is readable, so that an idle
+/// session holds no read buffer (buffers are taken only when bytes are waiting).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin {
+    /// Polls for read readiness (as `TcpStream::poll_read_ready`).
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl ClientStream for tokio::net::TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl ClientStream for tokio::net::UnixStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+/// What a non-blocking read found.
+enum ReadOutcome {
+    /// This many bytes were appended (possibly 0: the readiness was spurious).
+    Data(usize),
+    /// The peer closed its side.
+    Eof,
+}
+
+/// Reads what `io` can give without waiting into `buf`, reserving room only as bytes arrive,
+/// up to `budget` bytes so one busy connection cannot starve the others on its thread.
+///
+/// A read that returns less than the room offered has emptied the source for now (for the
+/// TLS stream: rustls handed over all it had decrypted), so the loop stops there without a
+/// probing read; a full read means there may be more. The TLS stream must never be left
+/// holding decrypted bytes (they would not make the socket readable again): it gets no
+/// budget (`usize::MAX`).
+fn read_available<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    budget: usize,
+) -> std::io::Result<ReadOutcome> {
+    // The readiness future of the select loop holds the real waker; a poll here that finds
+    // nothing just ends this round.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut total = 0;
+    while total < budget {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let room = buf.capacity() - buf.len();
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), &mut cx, buf) {
+            Poll::Ready(Ok(0)) => {
+                return Ok(if total == 0 {
+                    ReadOutcome::Eof
+                } else {
+                    ReadOutcome::Data(total)
+                })
+            }
+            Poll::Ready(Ok(n)) => {
+                total += n;
+                if n < room {
+                    break;
+                }
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(ReadOutcome::Data(total))
+}
+
+/// Most bytes read from a client in one turn of a session's loop.
+const CLIENT_READ_BUDGET: usize = 256 * 1024;
+
 /// Runs one client session until either side closes or `shutdown` turns true (then the
 /// session finishes the commands in flight and closes).
 pub async fn run<C>(client: C, ctx: Arc<SessionContext>, shutdown: watch::Receiver<bool>, id: u64)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: ClientStream,
 {
     let metrics = ctx.metrics.clone();
     let _client_gauge = GaugeGuard::new(&metrics.client_connections);
@@ -423,7 +498,7 @@ struct Session<C> {
     reissue: Option<Box<Blocking>>,
 }
 
-impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
+impl<C: ClientStream> Session<C> {
     fn new(
         client: C,
         upstream: UpstreamStream,
@@ -495,19 +570,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                     break;
                 }
             }
-            if self.cbuf.capacity() - self.cbuf.len() < READ_CHUNK / 4 {
-                self.cbuf.reserve(READ_CHUNK);
+            // Buffers that hold nothing are released: an idle session keeps no read buffer.
+            if self.cbuf.is_empty() && self.cbuf.capacity() > 0 {
+                self.cbuf = BytesMut::new();
             }
-            if self.ubuf.capacity() - self.ubuf.len() < READ_CHUNK / 4 {
-                self.ubuf.reserve(READ_CHUNK);
+            if self.ubuf.is_empty() && self.ubuf.capacity() > 0 {
+                self.ubuf = BytesMut::new();
             }
             let drain_sleep = draining_since
                 .map(|s| self.ctx.drain_timeout.saturating_sub(s.elapsed()))
                 .unwrap_or(Duration::MAX);
             tokio::select! {
-                r = self.upstream.read_buf(&mut self.ubuf), if !self.upstream_lost => {
-                    match r {
-                        Ok(n) if n > 0 => {
+                r = std::future::poll_fn(|cx| self.upstream.get_ref().0.poll_read_ready(cx)), if !self.upstream_lost => {
+                    let read = r.and_then(|()| read_available(&mut self.upstream, &mut self.ubuf, usize::MAX));
+                    match read {
+                        Ok(ReadOutcome::Data(0)) => {}
+                        Ok(ReadOutcome::Data(n)) => {
                             self.ctx.metrics.bytes_upstream_to_client.inc_by(n as u64);
                             self.on_upstream_data().await?;
                         }
@@ -530,13 +608,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Session<C> {
                         }
                     }
                 }
-                r = self.client.read_buf(&mut self.cbuf), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
-                    match r {
-                        Ok(0) => {
+                r = std::future::poll_fn(|cx| self.client.poll_readable(cx)), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
+                    let read = r.and_then(|()| read_available(&mut self.client, &mut self.cbuf, CLIENT_READ_BUDGET));
+                    match read {
+                        Ok(ReadOutcome::Eof) => {
                             client_open = false;
                             draining_since = Some(Instant::now());
                         }
-                        Ok(n) => {
+                        Ok(ReadOutcome::Data(0)) => {}
+                        Ok(ReadOutcome::Data(n)) => {
                             self.ctx.metrics.bytes_client_to_upstream.inc_by(n as u64);
                             self.on_client_data().await?;
                         }
