@@ -77,8 +77,8 @@ Client assertions are checked for shape (and a certificate assertion for aud/iss
 not for their signature.
 ";
 
-/// The mock's configuration (from the command line).
-#[derive(Debug, Clone)]
+/// The mock's configuration (from the command line). `Debug` leaves the client secret out.
+#[derive(Clone)]
 pub struct MockConfig {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -98,6 +98,18 @@ pub struct MockConfig {
     pub redis_cli: String,
     /// Arguments that reach the test Redis as an admin; `None` disables ACL management.
     pub redis_cli_args: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("listen", &self.listen)
+            .field("lifetime", &self.lifetime)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "..."))
+            .field("tls", &self.tls)
+            .field("ca_out", &self.ca_out)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MockConfig {
