@@ -365,6 +365,27 @@ async fn resetter(mut c: ProxyClient, id: i64, shared: Arc<Shared>, index: usize
 }
 
 /// Waits for every worker (each within a deadline) and re-raises the first worker's panic.
+/// Waits (30 s at most) until every worker has made two more steps of progress.
+async fn all_progress(shared: &Arc<Shared>) -> bool {
+    let before: Vec<u64> = shared
+        .progress
+        .iter()
+        .map(|p| p.load(Ordering::SeqCst))
+        .collect();
+    support::wait_until(Duration::from_secs(30), || {
+        let shared = shared.clone();
+        let before = before.clone();
+        async move {
+            shared
+                .progress
+                .iter()
+                .zip(&before)
+                .all(|(p, b)| p.load(Ordering::SeqCst) >= b + 2)
+        }
+    })
+    .await
+}
+
 async fn join_all(handles: Vec<tokio::task::JoinHandle<Finished>>) -> Vec<Finished> {
     let mut finished = Vec::new();
     let mut first_panic = None;
@@ -517,23 +538,7 @@ async fn twenty_rotations_under_load_keep_every_connection() {
 
     for rotation in 1..=ROTATIONS {
         // Let every worker make progress between two rotations.
-        let before: Vec<u64> = shared
-            .progress
-            .iter()
-            .map(|p| p.load(Ordering::SeqCst))
-            .collect();
-        let progressed = support::wait_until(Duration::from_secs(30), || {
-            let shared = shared.clone();
-            let before = before.clone();
-            async move {
-                shared
-                    .progress
-                    .iter()
-                    .zip(&before)
-                    .all(|(p, b)| p.load(Ordering::SeqCst) >= b + 2)
-            }
-        })
-        .await;
+        let progressed = all_progress(&shared).await;
         if !progressed || handles.iter().any(|h| h.is_finished()) {
             // A worker failed (or stalled): stop and report its panic.
             shared.stop.store(true, Ordering::SeqCst);
@@ -551,23 +556,7 @@ async fn twenty_rotations_under_load_keep_every_connection() {
     }
 
     // Traffic after the last rotation, then stop.
-    let before: Vec<u64> = shared
-        .progress
-        .iter()
-        .map(|p| p.load(Ordering::SeqCst))
-        .collect();
-    let progressed = support::wait_until(Duration::from_secs(30), || {
-        let shared = shared.clone();
-        let before = before.clone();
-        async move {
-            shared
-                .progress
-                .iter()
-                .zip(&before)
-                .all(|(p, b)| p.load(Ordering::SeqCst) >= b + 2)
-        }
-    })
-    .await;
+    let progressed = all_progress(&shared).await;
     shared.stop.store(true, Ordering::SeqCst);
     let finished = join_all(handles).await;
     assert!(
