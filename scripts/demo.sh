@@ -192,6 +192,6 @@ app_commands | redis-cli -p "$PROXY_PORT" | while read -r counter && read -r who
 done
 
 say "done: the counter reached $(redis-cli -p "$PROXY_PORT" GET demo:counter) on one connection"
-say "metrics: token refreshes ok=$(metric 'entra_redis_proxy_token_refreshes_total{result="success"}'), re-AUTHs ok=$(metric 'entra_redis_proxy_reauth_total{result="success"}') failed=$(metric 'entra_redis_proxy_reauth_total{result="failure"}'), token expires in $(metric entra_redis_proxy_token_seconds_until_expiry)s"
+say "metrics: token refreshes ok=$(metric 'entra_redis_proxy_token_refreshes_total{result="success",upstream="default"}'), re-AUTHs ok=$(metric 'entra_redis_proxy_reauth_total{result="success",upstream="default"}') failed=$(metric 'entra_redis_proxy_reauth_total{result="failure",upstream="default"}'), token expires in $(metric entra_redis_proxy_token_seconds_until_expiry)s"
 say "proxy log (last lines):"
 tail -n 8 "$WORK/proxy.log" | sed 's/^/    /'

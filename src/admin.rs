@@ -62,41 +62,49 @@ pub enum AdminError {
 
 /// What the admin endpoint reads to answer.
 pub struct AdminState {
-    /// Encoded at `/metrics`.
+    /// Every upstream the proxy serves.
+    pub upstreams: Vec<Arc<UpstreamHealth>>,
+    /// Turns true when the proxy shuts down; readiness then fails.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// What readiness and `/metrics` read of one upstream.
+pub struct UpstreamHealth {
+    /// Its name (the metrics label).
+    pub name: String,
+    /// Its metrics; encoding them encodes the whole registry.
     pub metrics: Arc<Metrics>,
-    /// The current token and the manager's last error, for readiness.
+    /// The current token and the manager's last error.
     pub tokens: TokenManagerHandle,
     /// The last upstream connection attempt, and probe connections.
     pub connector: Arc<UpstreamConnector>,
-    /// Turns true when the proxy shuts down; readiness then fails.
-    pub shutdown: watch::Receiver<bool>,
     /// When the last readiness probe connection started.
     last_probe: Mutex<Option<Instant>>,
 }
 
-impl AdminState {
-    /// The state the admin endpoint answers from.
+impl UpstreamHealth {
+    /// One upstream's health sources.
     pub fn new(
+        name: &str,
         metrics: Arc<Metrics>,
         tokens: TokenManagerHandle,
         connector: Arc<UpstreamConnector>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        AdminState {
+    ) -> Arc<Self> {
+        Arc::new(UpstreamHealth {
+            name: name.to_owned(),
             metrics,
             tokens,
             connector,
-            shutdown,
             last_probe: Mutex::new(None),
-        }
+        })
     }
 
-    /// Readiness now: `Ok` or a one-line reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    /// This upstream's readiness now, apart from shutdown.
+    fn readiness(&self) -> Result<(), String> {
         let token = self.tokens.current();
         readiness(
             SystemTime::now(),
-            *self.shutdown.borrow(),
+            false,
             token.as_deref(),
             &self.tokens.status(),
             self.connector.last_attempt().as_ref(),
@@ -105,7 +113,7 @@ impl AdminState {
 
     /// Starts a probe connection to the cache if the upstream is what keeps the proxy
     /// unready, a token is at hand, and no probe started in the last [`PROBE_INTERVAL`].
-    fn maybe_probe(self: &Arc<Self>) {
+    fn maybe_probe(&self, shutting_down: bool) {
         let failed = self
             .connector
             .last_attempt()
@@ -113,7 +121,7 @@ impl AdminState {
         let Some(token) = self.tokens.current() else {
             return;
         };
-        if !failed || token.is_expired(SystemTime::now()) || *self.shutdown.borrow() {
+        if !failed || token.is_expired(SystemTime::now()) || shutting_down {
             return;
         }
         {
@@ -124,15 +132,70 @@ impl AdminState {
             *last = Some(Instant::now());
         }
         let connector = self.connector.clone();
+        let name = self.name.clone();
         tokio::spawn(async move {
             match connector.connect(&token).await {
                 Ok(mut stream) => {
-                    tracing::info!("readiness probe: the cache accepts connections again");
+                    tracing::info!(upstream = %name, "readiness probe: the cache accepts connections again");
                     let _ = stream.shutdown().await;
                 }
-                Err(e) => tracing::debug!(error = %e, "readiness probe failed"),
+                Err(e) => tracing::debug!(upstream = %name, error = %e, "readiness probe failed"),
             }
         });
+    }
+}
+
+impl AdminState {
+    /// The state the admin endpoint answers from.
+    pub fn new(upstreams: Vec<Arc<UpstreamHealth>>, shutdown: watch::Receiver<bool>) -> Self {
+        AdminState {
+            upstreams,
+            shutdown,
+        }
+    }
+
+    /// Readiness now: `Ok` when every upstream is ready, or a one-line reason (naming the
+    /// upstreams when there are several).
+    pub fn readiness(&self) -> Result<(), String> {
+        if *self.shutdown.borrow() {
+            return Err("shutting down".into());
+        }
+        let mut reasons = Vec::new();
+        for u in &self.upstreams {
+            if let Err(why) = u.readiness() {
+                if self.upstreams.len() == 1 {
+                    return Err(why);
+                }
+                reasons.push(format!("upstream {}: {why}", u.name));
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
+    }
+
+    /// Probes the upstreams that keep the proxy unready (see [`UpstreamHealth::maybe_probe`]).
+    fn maybe_probe(&self) {
+        let shutting_down = *self.shutdown.borrow();
+        for u in &self.upstreams {
+            u.maybe_probe(shutting_down);
+        }
+    }
+
+    /// The `/metrics` body, with the seconds-until-expiry gauges set for now.
+    fn encode_metrics(&self) -> String {
+        let now = SystemTime::now();
+        for u in &self.upstreams {
+            let token = u.tokens.current();
+            u.metrics
+                .set_token_seconds_until_expiry(token.map(|t| t.expires_at()), now);
+        }
+        self.upstreams
+            .first()
+            .map(|u| u.metrics.encode())
+            .unwrap_or_default()
     }
 }
 
@@ -365,17 +428,11 @@ async fn handle(mut stream: TcpStream, state: &Arc<AdminState>) -> io::Result<()
 
 fn route(path: &str, state: &Arc<AdminState>) -> Response {
     match path {
-        METRICS_PATH => {
-            let token = state.tokens.current();
-            state
-                .metrics
-                .set_token_seconds_until_expiry(token.map(|t| t.expires_at()), SystemTime::now());
-            Response {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: state.metrics.encode(),
-            }
-        }
+        METRICS_PATH => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: state.encode_metrics(),
+        },
         HEALTH_PATH => Response::text(200, "ok"),
         READY_PATH => match state.readiness() {
             Ok(()) => Response::text(200, "ready"),

@@ -1,22 +1,56 @@
-//! Prometheus metrics, registered once in one struct.
+//! Prometheus metrics.
 //!
 //! Names carry the prefix `entra_redis_proxy_`; counters end in `_total`, times in
-//! `_seconds`. No label ever carries a secret, a key or a client address. Connection gauges
-//! are held by RAII guards ([`GaugeGuard`]) so they cannot drift.
+//! `_seconds`. Every metric but `build_info` has an `upstream` label, the name of the
+//! upstream (`default` for a single cache configured by the top-level keys). No label ever
+//! carries a secret, a key or a client address. Connection gauges are held by RAII guards
+//! ([`GaugeGuard`]) so they cannot drift.
+//!
+//! [`MetricsRegistry`] owns the metric families and the registry `/metrics` encodes;
+//! [`Metrics`] is one upstream's view of them (label values looked up once).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const PREFIX: &str = "entra_redis_proxy";
 
-/// Every metric the proxy exports.
-pub struct Metrics {
-    /// The registry `/metrics` encodes.
+/// The label every per-upstream metric carries.
+const UPSTREAM: &str = "upstream";
+
+/// Every metric family the proxy exports, registered once per process.
+pub struct MetricsRegistry {
     registry: Registry,
+    token_expiration_timestamp_seconds: GaugeVec,
+    token_last_refresh_timestamp_seconds: GaugeVec,
+    token_seconds_until_expiry: GaugeVec,
+    token_refreshes_total: IntCounterVec,
+    token_refresh_duration_seconds: HistogramVec,
+    reauth_total: IntCounterVec,
+    reauth_duration_seconds: HistogramVec,
+    reauth_pending: IntGaugeVec,
+    client_connections: IntGaugeVec,
+    client_connections_total: IntCounterVec,
+    client_protocol_errors_total: IntCounterVec,
+    upstream_connections: IntGaugeVec,
+    upstream_connect_duration_seconds: HistogramVec,
+    upstream_connect_errors_total: IntCounterVec,
+    upstream_reconnects_total: IntCounterVec,
+    commands_total: IntCounterVec,
+    bytes_total: IntCounterVec,
+    cluster_nodes: IntGaugeVec,
+    cluster_topology_refreshes_total: IntCounterVec,
+    build_info: IntGaugeVec,
+}
+
+/// One upstream's metrics.
+pub struct Metrics {
+    /// The families, for encoding.
+    families: Arc<MetricsRegistry>,
     /// Expiry of the current token (Unix seconds).
     pub token_expiration_timestamp_seconds: Gauge,
     /// When the last token was obtained (Unix seconds).
@@ -24,12 +58,12 @@ pub struct Metrics {
     /// Seconds until the current token expires: negative once expired, 0 with no token.
     /// Set at scrape time by [`Metrics::set_token_seconds_until_expiry`].
     pub token_seconds_until_expiry: Gauge,
-    /// Token acquisitions by result (`success`, `failure`).
-    pub token_refreshes_total: IntCounterVec,
+    /// Token acquisitions that succeeded / failed.
+    token_refreshes: [IntCounter; 2],
     /// Time taken by token acquisitions.
     pub token_refresh_duration_seconds: Histogram,
-    /// Re-AUTHs of live upstream connections by result.
-    pub reauth_total: IntCounterVec,
+    /// Re-AUTHs of live upstream connections that succeeded / failed.
+    reauths: [IntCounter; 2],
     /// Time from a token change to a session's re-AUTH reply.
     pub reauth_duration_seconds: Histogram,
     /// Sessions still authenticated with an older token than the current one.
@@ -44,20 +78,22 @@ pub struct Metrics {
     pub upstream_connections: IntGauge,
     /// Time to open an upstream connection: TCP + TLS + AUTH.
     pub upstream_connect_duration_seconds: Histogram,
-    /// Failed upstream connection attempts by reason.
-    pub upstream_connect_errors_total: IntCounterVec,
+    /// Failed upstream connection attempts by reason (label values made on first use).
+    upstream_connect_errors_total: IntCounterVec,
     /// Upstream connections replaced after a loss, invisibly to their clients.
     pub upstream_reconnects_total: IntCounter,
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
-    /// Bytes relayed, by direction.
-    pub bytes_total: IntCounterVec,
-    /// `bytes_total{direction="client_to_upstream"}`, looked up once (hot path).
+    /// `bytes_total{direction="client_to_upstream"}` (hot path).
     pub bytes_client_to_upstream: IntCounter,
-    /// `bytes_total{direction="upstream_to_client"}`, looked up once (hot path).
+    /// `bytes_total{direction="upstream_to_client"}` (hot path).
     pub bytes_upstream_to_client: IntCounter,
-    /// Always 1, labelled with the version.
-    pub build_info: IntGaugeVec,
+    /// Cluster nodes with a local listener (cluster mode).
+    pub cluster_nodes: IntGauge,
+    /// Cluster topology reads by result (cluster mode).
+    cluster_topology_refreshes: [IntCounter; 2],
+    /// This upstream's name.
+    upstream: String,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -68,164 +104,218 @@ fn hist(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
     HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets)
 }
 
-impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
-        let registry = Registry::new();
+fn result(ok: bool) -> usize {
+    usize::from(!ok)
+}
+
+impl MetricsRegistry {
+    /// Creates and registers every metric family.
+    pub fn new() -> Arc<Self> {
         let latency = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0,
         ];
-        let bytes_total = IntCounterVec::new(
-            opts("bytes_total", "Bytes relayed, by direction."),
-            &["direction"],
-        )
-        .expect("metric");
-        let m = Metrics {
-            bytes_client_to_upstream: bytes_total.with_label_values(&["client_to_upstream"]),
-            bytes_upstream_to_client: bytes_total.with_label_values(&["upstream_to_client"]),
-            token_expiration_timestamp_seconds: Gauge::with_opts(opts(
+        let gauge =
+            |name: &str, help: &str| GaugeVec::new(opts(name, help), &[UPSTREAM]).expect("metric");
+        let int_gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(opts(name, help), &[UPSTREAM]).expect("metric")
+        };
+        let counter = |name: &str, help: &str, extra: &[&str]| {
+            let mut labels = vec![UPSTREAM];
+            labels.extend_from_slice(extra);
+            IntCounterVec::new(opts(name, help), &labels).expect("metric")
+        };
+        let histogram = |name: &str, help: &str| {
+            HistogramVec::new(hist(name, help, latency.clone()), &[UPSTREAM]).expect("metric")
+        };
+        let r = MetricsRegistry {
+            registry: Registry::new(),
+            token_expiration_timestamp_seconds: gauge(
                 "token_expiration_timestamp_seconds",
                 "Expiry of the current access token, in Unix seconds.",
-            ))
-            .expect("metric"),
-            token_last_refresh_timestamp_seconds: Gauge::with_opts(opts(
+            ),
+            token_last_refresh_timestamp_seconds: gauge(
                 "token_last_refresh_timestamp_seconds",
                 "When the current access token was obtained, in Unix seconds.",
-            ))
-            .expect("metric"),
-            token_seconds_until_expiry: Gauge::with_opts(opts(
+            ),
+            token_seconds_until_expiry: gauge(
                 "token_seconds_until_expiry",
                 "Seconds until the current access token expires; negative once expired, 0 when \
                  no token was ever obtained.",
-            ))
-            .expect("metric"),
-            token_refreshes_total: IntCounterVec::new(
-                opts("token_refreshes_total", "Token acquisitions, by result."),
+            ),
+            token_refreshes_total: counter(
+                "token_refreshes_total",
+                "Token acquisitions, by result.",
                 &["result"],
-            )
-            .expect("metric"),
-            token_refresh_duration_seconds: Histogram::with_opts(hist(
+            ),
+            token_refresh_duration_seconds: histogram(
                 "token_refresh_duration_seconds",
                 "Time taken by token acquisitions.",
-                latency.clone(),
-            ))
-            .expect("metric"),
-            reauth_total: IntCounterVec::new(
-                opts(
-                    "reauth_total",
-                    "Re-authentications of live upstream connections, by result.",
-                ),
+            ),
+            reauth_total: counter(
+                "reauth_total",
+                "Re-authentications of live upstream connections, by result.",
                 &["result"],
-            )
-            .expect("metric"),
-            reauth_duration_seconds: Histogram::with_opts(hist(
+            ),
+            reauth_duration_seconds: histogram(
                 "reauth_duration_seconds",
                 "Time from a token change to the re-AUTH reply on a connection.",
-                latency.clone(),
-            ))
-            .expect("metric"),
-            reauth_pending: IntGauge::with_opts(opts(
+            ),
+            reauth_pending: int_gauge(
                 "reauth_pending",
                 "Sessions still authenticated with an older token than the current one.",
-            ))
-            .expect("metric"),
-            client_connections: IntGauge::with_opts(opts(
-                "client_connections",
-                "Open client connections.",
-            ))
-            .expect("metric"),
-            client_connections_total: IntCounter::with_opts(opts(
+            ),
+            client_connections: int_gauge("client_connections", "Open client connections."),
+            client_connections_total: counter(
                 "client_connections_total",
                 "Client connections accepted.",
-            ))
-            .expect("metric"),
-            client_protocol_errors_total: IntCounter::with_opts(opts(
+                &[],
+            ),
+            client_protocol_errors_total: counter(
                 "client_protocol_errors_total",
                 "Client connections closed for a protocol error.",
-            ))
-            .expect("metric"),
-            upstream_connections: IntGauge::with_opts(opts(
+                &[],
+            ),
+            upstream_connections: int_gauge(
                 "upstream_connections",
                 "Open upstream (TLS) connections to the cache.",
-            ))
-            .expect("metric"),
-            upstream_connect_duration_seconds: Histogram::with_opts(hist(
+            ),
+            upstream_connect_duration_seconds: histogram(
                 "upstream_connect_duration_seconds",
                 "Time to open an upstream connection: TCP, TLS and AUTH.",
-                latency,
-            ))
-            .expect("metric"),
-            upstream_connect_errors_total: IntCounterVec::new(
-                opts(
-                    "upstream_connect_errors_total",
-                    "Failed upstream connection attempts, by reason.",
-                ),
+            ),
+            upstream_connect_errors_total: counter(
+                "upstream_connect_errors_total",
+                "Failed upstream connection attempts, by reason.",
                 &["reason"],
-            )
-            .expect("metric"),
-            upstream_reconnects_total: IntCounter::with_opts(opts(
+            ),
+            upstream_reconnects_total: counter(
                 "upstream_reconnects_total",
                 "Upstream connections replaced after a loss while idle, invisibly to the client.",
-            ))
-            .expect("metric"),
-            commands_total: IntCounter::with_opts(opts(
-                "commands_total",
-                "Commands forwarded to the cache.",
-            ))
-            .expect("metric"),
-            bytes_total,
+                &[],
+            ),
+            commands_total: counter("commands_total", "Commands forwarded to the cache.", &[]),
+            bytes_total: counter(
+                "bytes_total",
+                "Bytes relayed, by direction.",
+                &["direction"],
+            ),
+            cluster_nodes: int_gauge(
+                "cluster_nodes",
+                "Cluster nodes with a local listener (cluster mode).",
+            ),
+            cluster_topology_refreshes_total: counter(
+                "cluster_topology_refreshes_total",
+                "Reads of the cluster topology, by result (cluster mode).",
+                &["result"],
+            ),
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the label says the version."),
                 &["version"],
             )
             .expect("metric"),
-            registry,
         };
-        m.register_all();
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for r in ["success", "failure"] {
-            m.token_refreshes_total.with_label_values(&[r]);
-            m.reauth_total.with_label_values(&[r]);
-        }
-        m
-    }
-
-    fn register_all(&self) {
-        let r = &self.registry;
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.token_expiration_timestamp_seconds.clone()),
-            Box::new(self.token_last_refresh_timestamp_seconds.clone()),
-            Box::new(self.token_seconds_until_expiry.clone()),
-            Box::new(self.token_refreshes_total.clone()),
-            Box::new(self.token_refresh_duration_seconds.clone()),
-            Box::new(self.reauth_total.clone()),
-            Box::new(self.reauth_duration_seconds.clone()),
-            Box::new(self.reauth_pending.clone()),
-            Box::new(self.client_connections.clone()),
-            Box::new(self.client_connections_total.clone()),
-            Box::new(self.client_protocol_errors_total.clone()),
-            Box::new(self.upstream_connections.clone()),
-            Box::new(self.upstream_connect_duration_seconds.clone()),
-            Box::new(self.upstream_connect_errors_total.clone()),
-            Box::new(self.upstream_reconnects_total.clone()),
-            Box::new(self.commands_total.clone()),
-            Box::new(self.bytes_total.clone()),
-            Box::new(self.build_info.clone()),
+            Box::new(r.token_expiration_timestamp_seconds.clone()),
+            Box::new(r.token_last_refresh_timestamp_seconds.clone()),
+            Box::new(r.token_seconds_until_expiry.clone()),
+            Box::new(r.token_refreshes_total.clone()),
+            Box::new(r.token_refresh_duration_seconds.clone()),
+            Box::new(r.reauth_total.clone()),
+            Box::new(r.reauth_duration_seconds.clone()),
+            Box::new(r.reauth_pending.clone()),
+            Box::new(r.client_connections.clone()),
+            Box::new(r.client_connections_total.clone()),
+            Box::new(r.client_protocol_errors_total.clone()),
+            Box::new(r.upstream_connections.clone()),
+            Box::new(r.upstream_connect_duration_seconds.clone()),
+            Box::new(r.upstream_connect_errors_total.clone()),
+            Box::new(r.upstream_reconnects_total.clone()),
+            Box::new(r.commands_total.clone()),
+            Box::new(r.bytes_total.clone()),
+            Box::new(r.cluster_nodes.clone()),
+            Box::new(r.cluster_topology_refreshes_total.clone()),
+            Box::new(r.build_info.clone()),
         ];
         for c in all {
-            r.register(c).expect("metric names are unique");
+            r.registry.register(c).expect("metric names are unique");
         }
+        r.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Arc::new(r)
+    }
+
+    /// The metrics of upstream `name` (label values created now, so every series shows
+    /// from the start).
+    pub fn upstream(self: &Arc<Self>, name: &str) -> Metrics {
+        let n = name;
+        let results = |v: &IntCounterVec| {
+            [
+                v.with_label_values(&[n, "success"]),
+                v.with_label_values(&[n, "failure"]),
+            ]
+        };
+        Metrics {
+            families: self.clone(),
+            token_expiration_timestamp_seconds: self
+                .token_expiration_timestamp_seconds
+                .with_label_values(&[n]),
+            token_last_refresh_timestamp_seconds: self
+                .token_last_refresh_timestamp_seconds
+                .with_label_values(&[n]),
+            token_seconds_until_expiry: self.token_seconds_until_expiry.with_label_values(&[n]),
+            token_refreshes: results(&self.token_refreshes_total),
+            token_refresh_duration_seconds: self
+                .token_refresh_duration_seconds
+                .with_label_values(&[n]),
+            reauths: results(&self.reauth_total),
+            reauth_duration_seconds: self.reauth_duration_seconds.with_label_values(&[n]),
+            reauth_pending: self.reauth_pending.with_label_values(&[n]),
+            client_connections: self.client_connections.with_label_values(&[n]),
+            client_connections_total: self.client_connections_total.with_label_values(&[n]),
+            client_protocol_errors_total: self.client_protocol_errors_total.with_label_values(&[n]),
+            upstream_connections: self.upstream_connections.with_label_values(&[n]),
+            upstream_connect_duration_seconds: self
+                .upstream_connect_duration_seconds
+                .with_label_values(&[n]),
+            upstream_connect_errors_total: self.upstream_connect_errors_total.clone(),
+            upstream_reconnects_total: self.upstream_reconnects_total.with_label_values(&[n]),
+            commands_total: self.commands_total.with_label_values(&[n]),
+            bytes_client_to_upstream: self
+                .bytes_total
+                .with_label_values(&[n, "client_to_upstream"]),
+            bytes_upstream_to_client: self
+                .bytes_total
+                .with_label_values(&[n, "upstream_to_client"]),
+            cluster_nodes: self.cluster_nodes.with_label_values(&[n]),
+            cluster_topology_refreshes: results(&self.cluster_topology_refreshes_total),
+            upstream: name.to_owned(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// A registry of its own with one upstream named `default` (tests, tools).
+    pub fn new() -> Self {
+        MetricsRegistry::new().upstream(crate::config::DEFAULT_UPSTREAM_NAME)
+    }
+
+    /// The upstream these metrics are labelled with.
+    pub fn upstream_name(&self) -> &str {
+        &self.upstream
     }
 
     /// Records a token acquisition.
     pub fn token_refreshed(&self, ok: bool, took: Duration, expires_at: Option<SystemTime>) {
-        let result = if ok { "success" } else { "failure" };
-        self.token_refreshes_total
-            .with_label_values(&[result])
-            .inc();
+        self.token_refreshes[result(ok)].inc();
         self.token_refresh_duration_seconds
             .observe(took.as_secs_f64());
         if let Some(exp) = expires_at {
@@ -251,24 +341,31 @@ impl Metrics {
 
     /// Records a re-AUTH result.
     pub fn reauth(&self, ok: bool, took: Duration) {
-        let result = if ok { "success" } else { "failure" };
-        self.reauth_total.with_label_values(&[result]).inc();
+        self.reauths[result(ok)].inc();
         self.reauth_duration_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Re-AUTHs recorded so far: (succeeded, failed).
+    pub fn reauth_counts(&self) -> (u64, u64) {
+        (self.reauths[0].get(), self.reauths[1].get())
     }
 
     /// Records a failed upstream connection attempt. `reason` is a fixed word (`connect`,
     /// `tls`, `auth`, `timeout`, `no_token`), never an error message.
     pub fn upstream_connect_error(&self, reason: &'static str) {
         self.upstream_connect_errors_total
-            .with_label_values(&[reason])
+            .with_label_values(&[&self.upstream, reason])
             .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Records a read of the cluster topology.
+    pub fn cluster_topology_read(&self, ok: bool) {
+        self.cluster_topology_refreshes[result(ok)].inc();
+    }
+
+    /// The Prometheus text exposition of every metric of the registry (all upstreams).
     pub fn encode(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        self.families.encode()
     }
 }
 
@@ -309,7 +406,9 @@ mod tests {
         assert_eq!(m.client_connections.get(), 0);
         let text = m.encode();
         assert!(text.contains("entra_redis_proxy_build_info{version=\""));
-        assert!(text.contains("entra_redis_proxy_token_refreshes_total{result=\"failure\"} 0"));
+        assert!(text.contains(
+            "entra_redis_proxy_token_refreshes_total{result=\"failure\",upstream=\"default\"} 0"
+        ));
     }
 
     #[test]
@@ -324,6 +423,28 @@ mod tests {
         assert_eq!(m.token_seconds_until_expiry.get(), 0.0);
         assert!(m
             .encode()
-            .contains("entra_redis_proxy_token_seconds_until_expiry 0"));
+            .contains("entra_redis_proxy_token_seconds_until_expiry{upstream=\"default\"} 0"));
+    }
+
+    #[test]
+    fn upstreams_are_labelled_apart() {
+        let registry = MetricsRegistry::new();
+        let a = registry.upstream("sessions");
+        let b = registry.upstream("orders");
+        let _g = GaugeGuard::new(&a.client_connections);
+        b.reauth(true, Duration::from_millis(3));
+        b.upstream_connect_error("tls");
+        let text = registry.encode();
+        assert!(text.contains("entra_redis_proxy_client_connections{upstream=\"sessions\"} 1"));
+        assert!(text.contains("entra_redis_proxy_client_connections{upstream=\"orders\"} 0"));
+        assert!(text
+            .contains("entra_redis_proxy_reauth_total{result=\"success\",upstream=\"orders\"} 1"));
+        assert!(text.contains(
+            "entra_redis_proxy_reauth_total{result=\"success\",upstream=\"sessions\"} 0"
+        ));
+        assert!(text.contains(
+            "entra_redis_proxy_upstream_connect_errors_total{reason=\"tls\",upstream=\"orders\"} 1"
+        ));
+        assert_eq!(b.reauth_counts(), (1, 0));
     }
 }

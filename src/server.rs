@@ -19,12 +19,13 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, UpstreamHealth};
+use crate::cluster::ClusterMap;
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resp::Limits;
 use crate::session::{self, SessionContext};
-use crate::token::{self, RefreshPolicy, TokenManager, TokenManagerHandle};
+use crate::token::{self, TokenManager, TokenManagerHandle};
 use crate::upstream::UpstreamConnector;
 
 /// A start-up problem caused by the configuration (the process exits with code 64).
@@ -56,7 +57,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         StopSignal::Term => grace,
         StopSignal::Int => grace / SIGINT_GRACE_DIVISOR,
     };
-    let open = proxy.metrics.client_connections.get();
+    let open = proxy.open_sessions();
     tracing::info!(
         open_sessions = open,
         grace = ?grace,
@@ -74,7 +75,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("all sessions closed; exiting");
     } else {
         tracing::warn!(
-            cut_sessions = proxy.metrics.client_connections.get(),
+            cut_sessions = proxy.open_sessions(),
             "exiting with sessions still open"
         );
     }
@@ -206,9 +207,9 @@ pub struct Proxy {
     pub unix_paths: Vec<PathBuf>,
     /// Local address of the admin endpoint, if enabled.
     pub admin_addr: Option<SocketAddr>,
-    /// Metrics of this proxy.
+    /// Metrics of the first upstream (encoding them encodes every upstream's).
     pub metrics: Arc<Metrics>,
-    /// The token manager's handle (current token, status).
+    /// The first upstream's token manager handle (current token, status).
     pub tokens: TokenManagerHandle,
     /// One permit per connection; all returned means every session ended.
     permits: Arc<Semaphore>,
@@ -216,12 +217,14 @@ pub struct Proxy {
     max_connections: usize,
     /// Accept loops and the admin endpoint, stopped on drop.
     tasks: Vec<JoinHandle<()>>,
+    /// Cluster node listeners, stopped on drop.
+    clusters: Vec<Arc<ClusterMap>>,
     /// Socket files, held only to be removed on drop.
     _socket_files: Vec<SocketFile>,
 }
 
 /// A bound listener of either kind.
-enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
@@ -241,75 +244,85 @@ impl Listener {
     }
 }
 
+/// One upstream, bound but not yet started.
+struct Planned {
+    name: String,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    connector: Arc<UpstreamConnector>,
+    client_password: Option<crate::token::Secret>,
+    listeners: Vec<Listener>,
+}
+
 impl Proxy {
-    /// Starts the token manager, the listeners and the admin endpoint; sessions run until
-    /// `shutdown` turns true.
+    /// Starts the token managers, the listeners of every upstream and the admin endpoint;
+    /// sessions run until `shutdown` turns true.
     pub async fn start(
         settings: Settings,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Proxy> {
         let socket_mode = parse_socket_mode(&settings.socket_mode)?;
-        let client_password = match &settings.client_password_file {
-            Some(path) => Some(read_client_password(path)?),
-            None => None,
-        };
-        let metrics = Arc::new(Metrics::new());
+        let upstreams = settings
+            .resolved_upstreams()
+            .map_err(|e| ConfigProblem(e.to_string()))?;
+        let registry = MetricsRegistry::new();
         // aws-lc seeds its entropy pool on first use (a large one-time cost): pay it now, not
         // in the first client's TLS handshake.
         let _ = rustls::crypto::aws_lc_rs::default_provider()
             .secure_random
             .fill(&mut [0u8; 1]);
-        let source = token::build_source(&settings).map_err(|e| ConfigProblem(e.to_string()))?;
-        let policy = RefreshPolicy {
-            ratio: settings.refresh_ratio,
-            margin: settings.refresh_margin,
-            jitter: settings.refresh_jitter,
-            retry_initial: settings.retry_initial,
-            retry_max: settings.retry_max,
-            timeout: settings.token_timeout,
-            username: settings.username.clone(),
-            ..RefreshPolicy::default()
-        };
-
-        let (host, port) = split_host_port(&settings.upstream, 6380)?;
-        let server_name = settings.tls_server_name.clone().unwrap_or(host.clone());
-        let connector = Arc::new(
-            UpstreamConnector::new(
-                &host,
-                port,
-                &server_name,
-                settings.ca_file.as_deref(),
-                (
-                    settings.connect_timeout,
-                    settings.tls_timeout,
-                    settings.auth_timeout,
-                ),
-                metrics.clone(),
-            )
-            .map_err(|e| ConfigProblem(e.to_string()))?,
-        );
 
         // Bind everything before starting anything, so a taken port fails start-up cleanly.
-        let mut listeners = Vec::new();
+        let mut planned = Vec::with_capacity(upstreams.len());
         let mut addrs = Vec::new();
         let mut unix_paths = Vec::new();
         let mut socket_files = Vec::new();
-        for spec in &settings.listen {
-            if let Some(path) = spec.strip_prefix("unix:") {
-                let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
-                tracing::info!(address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
-                unix_paths.push(file.path.clone());
-                socket_files.push(file);
-                listeners.push(Listener::Unix(listener));
-            } else {
-                let listener = TcpListener::bind(spec.as_str())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))?;
-                let addr = listener.local_addr()?;
-                tracing::info!(address = %addr, "listening");
-                addrs.push(addr);
-                listeners.push(Listener::Tcp(listener));
+        for (name, s) in upstreams {
+            let metrics = Arc::new(registry.upstream(&name));
+            let client_password = match &s.client_password_file {
+                Some(path) => Some(read_client_password(path)?),
+                None => None,
+            };
+            let (host, port) = split_host_port(&s.upstream, 6380)?;
+            let server_name = s.tls_server_name.clone().unwrap_or(host.clone());
+            let connector = Arc::new(
+                UpstreamConnector::new(
+                    &host,
+                    port,
+                    &server_name,
+                    s.ca_file.as_deref(),
+                    (s.connect_timeout, s.tls_timeout, s.auth_timeout),
+                    metrics.clone(),
+                )
+                .map_err(|e| ConfigProblem(format!("upstream {name}: {e}")))?,
+            );
+            let mut listeners = Vec::new();
+            for spec in &s.listen {
+                if let Some(path) = spec.strip_prefix("unix:") {
+                    let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
+                    tracing::info!(upstream = %name, address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
+                    unix_paths.push(file.path.clone());
+                    socket_files.push(file);
+                    listeners.push(Listener::Unix(listener));
+                } else {
+                    let listener = TcpListener::bind(spec.as_str())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))?;
+                    let addr = listener.local_addr()?;
+                    tracing::info!(upstream = %name, address = %addr, "listening");
+                    addrs.push(addr);
+                    listeners.push(Listener::Tcp(listener));
+                }
             }
+            tracing::info!(upstream = %name, cache = %connector.addr(), tls_server_name = %server_name, cluster = s.cluster, "upstream");
+            planned.push(Planned {
+                name,
+                settings: s,
+                metrics,
+                connector,
+                client_password,
+                listeners,
+            });
         }
         let admin_listener = if settings.admin_listen.trim().is_empty() {
             None
@@ -323,47 +336,109 @@ impl Proxy {
             .map(TcpListener::local_addr)
             .transpose()?;
 
-        let (manager, tokens) = TokenManager::new(source, policy, Some(metrics.clone()));
-        tracing::info!(source = %tokens.source(), "token manager started");
-        tokio::spawn(manager.run(shutdown.clone()));
-        tracing::info!(upstream = %connector.addr(), tls_server_name = %server_name, "upstream");
+        // One token manager per identity and scope, shared by the upstreams that use it.
+        let mut managers: Vec<(String, TokenManagerHandle)> = Vec::new();
+        let mut token_handles = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let key = p.settings.identity_key();
+            if let Some((_, handle)) = managers.iter().find(|(k, _)| *k == key) {
+                token_handles.push(handle.clone());
+                continue;
+            }
+            let source =
+                token::build_source(&p.settings).map_err(|e| ConfigProblem(e.to_string()))?;
+            let users: Vec<Arc<Metrics>> = planned
+                .iter()
+                .filter(|q| q.settings.identity_key() == key)
+                .map(|q| q.metrics.clone())
+                .collect();
+            let (manager, handle) = TokenManager::new(source, p.settings.refresh_policy(), users);
+            tracing::info!(upstream = %p.name, source = %handle.source(), "token manager started");
+            tokio::spawn(manager.run(shutdown.clone()));
+            managers.push((key, handle.clone()));
+            token_handles.push(handle);
+        }
 
+        let permits = Arc::new(Semaphore::new(settings.max_connections));
+        let reauth_limiter = Arc::new(Semaphore::new(settings.reauth_concurrency));
+        let reconnect_pacer = Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND));
         let mut tasks = Vec::new();
-        if let Some(l) = admin_listener {
-            let state = Arc::new(AdminState::new(
-                metrics.clone(),
+        let mut health = Vec::new();
+        let mut clusters = Vec::new();
+        let mut first_upstream = None;
+        for (p, tokens) in planned.into_iter().zip(token_handles) {
+            health.push(UpstreamHealth::new(
+                &p.name,
+                p.metrics.clone(),
                 tokens.clone(),
-                connector.clone(),
-                shutdown.clone(),
+                p.connector.clone(),
             ));
+            first_upstream.get_or_insert_with(|| (p.metrics.clone(), tokens.clone()));
+            let mut ctx = SessionContext {
+                upstream: p.name.clone(),
+                connector: p.connector.clone(),
+                tokens,
+                metrics: p.metrics.clone(),
+                limits: Limits {
+                    max_bulk: p.settings.max_bulk_len,
+                    max_args: p.settings.max_command_args,
+                    max_inline: p.settings.max_inline_len,
+                },
+                startup_wait: p.settings.startup_wait,
+                drain_timeout: DRAIN_TIMEOUT.min(p.settings.shutdown_grace),
+                refresh_margin: p.settings.refresh_margin,
+                reauth_limiter: reauth_limiter.clone(),
+                reconnect_pacer: reconnect_pacer.clone(),
+                client_password: p.client_password,
+                cluster: None,
+            };
+            if p.settings.cluster {
+                let local_ip = p
+                    .listeners
+                    .iter()
+                    .find_map(|l| match l {
+                        Listener::Tcp(t) => t.local_addr().ok().map(|a| a.ip()),
+                        Listener::Unix(_) => None,
+                    })
+                    .ok_or_else(|| {
+                        ConfigProblem(format!(
+                            "upstream {}: cluster = true needs a TCP listener",
+                            p.name
+                        ))
+                    })?;
+                let ports = p
+                    .settings
+                    .cluster_port_range()
+                    .map_err(|e| ConfigProblem(e.to_string()))?;
+                let map = ClusterMap::new(
+                    ctx.clone(),
+                    local_ip,
+                    ports,
+                    permits.clone(),
+                    shutdown.clone(),
+                );
+                ctx.cluster = Some(map.clone());
+                tasks.push(tokio::spawn(crate::cluster::discover(
+                    map.clone(),
+                    p.settings.cluster_refresh,
+                )));
+                clusters.push(map);
+            }
+            let ctx = Arc::new(ctx);
+            for listener in p.listeners {
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    ctx.clone(),
+                    permits.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        if let Some(l) = admin_listener {
+            let state = Arc::new(AdminState::new(health, shutdown.clone()));
             tasks.push(tokio::spawn(admin::serve(l, state)));
         }
-
-        let ctx = Arc::new(SessionContext {
-            connector,
-            tokens: tokens.clone(),
-            metrics: metrics.clone(),
-            limits: Limits {
-                max_bulk: settings.max_bulk_len,
-                max_args: settings.max_command_args,
-                max_inline: settings.max_inline_len,
-            },
-            startup_wait: settings.startup_wait,
-            drain_timeout: DRAIN_TIMEOUT.min(settings.shutdown_grace),
-            refresh_margin: settings.refresh_margin,
-            reauth_limiter: Arc::new(Semaphore::new(settings.reauth_concurrency)),
-            reconnect_pacer: Arc::new(session::ReconnectPacer::new(RECONNECTS_PER_SECOND)),
-            client_password,
-        });
-        let permits = Arc::new(Semaphore::new(settings.max_connections));
-        for listener in listeners {
-            tasks.push(tokio::spawn(accept_loop(
-                listener,
-                ctx.clone(),
-                permits.clone(),
-                shutdown.clone(),
-            )));
-        }
+        let (metrics, tokens) = first_upstream.expect("at least one upstream");
         Ok(Proxy {
             addrs,
             unix_paths,
@@ -373,8 +448,14 @@ impl Proxy {
             permits,
             max_connections: settings.max_connections,
             tasks,
+            clusters,
             _socket_files: socket_files,
         })
+    }
+
+    /// Client connections open now, across upstreams.
+    pub fn open_sessions(&self) -> usize {
+        self.max_connections - self.permits.available_permits()
     }
 
     /// Waits until every session has ended, at most `grace`. True if all ended.
@@ -397,6 +478,9 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        for c in &self.clusters {
+            c.stop();
         }
     }
 }
@@ -456,7 +540,8 @@ fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<(UnixListener, SocketFile
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
-async fn accept_loop(
+/// Accepts clients on `listener` and runs a session for each, until shutdown.
+pub(crate) async fn accept_loop(
     listener: Listener,
     ctx: Arc<SessionContext>,
     permits: Arc<Semaphore>,

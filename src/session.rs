@@ -31,13 +31,17 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::cluster::rewrite::{self, topology_command, RewriteError, Topology};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::resp::{self, CommandScanner, Limits, ProtocolError, ReplyScanner};
 use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 
-/// What every session shares.
+/// What every session of one listener shares.
+#[derive(Clone)]
 pub struct SessionContext {
+    /// The upstream's name (logs).
+    pub upstream: String,
     /// Opens authenticated upstream connections.
     pub connector: Arc<UpstreamConnector>,
     /// The current token and the way to ask for a new one.
@@ -60,6 +64,8 @@ pub struct SessionContext {
     /// The password local clients must AUTH with (`client_password_file`); `None`: no
     /// local authentication, and a client's AUTH is answered +OK.
     pub client_password: Option<Secret>,
+    /// Cluster mode: the node listeners, for rewriting node addresses in replies.
+    pub cluster: Option<Arc<crate::cluster::ClusterMap>>,
 }
 
 /// First delay between reconnection attempts (doubled up to 5 s, with jitter).
@@ -303,6 +309,9 @@ enum Kind {
     Quit,
     /// An empty command (`*0`, an empty inline line): no reply.
     Empty,
+    /// CLUSTER SLOTS / SHARDS / NODES / REPLICAS: in cluster mode, node addresses in the
+    /// reply are rewritten to local listeners.
+    Topology(Topology),
 }
 
 impl Kind {
@@ -319,6 +328,7 @@ impl Kind {
                 | Kind::Unwatch
                 | Kind::SetName
                 | Kind::Quit
+                | Kind::Topology(_)
         )
     }
 }
@@ -941,6 +951,12 @@ impl<C: ClientStream> Session<C> {
             Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
             Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
             Classified::Kind(k) => {
+                if self.multi_sent && self.ctx.cluster.is_some() && matches!(k, Kind::Topology(_)) {
+                    // Its reply would come inside EXEC's, where it is not rewritten.
+                    return Action::Local(Cow::Borrowed(
+                        b"-ERR entra-redis-proxy does not support CLUSTER SLOTS, SHARDS, NODES or REPLICAS inside MULTI in cluster mode\r\n",
+                    ));
+                }
                 if self.multi_sent && in_multi_unsupported(k) {
                     return Action::Local(Cow::Borrowed(
                         b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
@@ -1437,7 +1453,11 @@ impl<C: ClientStream> Session<C> {
             };
             let frame = pos..pos + len;
             pos += len;
-            match self.route(frame.clone()) {
+            let mut routed = self.route(frame.clone());
+            if matches!(routed, Route::Client) && self.ctx.cluster.is_some() {
+                routed = self.rewrite_redirect(frame.clone());
+            }
+            match routed {
                 Route::Client => {}
                 Route::Replace(bytes) => {
                     push_range(&mut self.to_client, run_start, frame.start);
@@ -1745,6 +1765,12 @@ impl<C: ClientStream> Session<C> {
                     Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
                         self.complete_head();
                     }
+                    Kind::Topology(t) if self.ctx.cluster.is_some() => {
+                        let out = self.rewrite_topology(t, frame.clone());
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                        return Route::Replace(out);
+                    }
                     Kind::PingSubscribed if self.client_proto == 2 && self.proto == 3 => {
                         let out = pong_to_resp2(&self.ubuf[frame.clone()]);
                         self.after_reply(kind, frame);
@@ -1758,6 +1784,48 @@ impl<C: ClientStream> Session<C> {
                 }
                 Route::Client
             }
+        }
+    }
+
+    /// Cluster mode: a frame for the client with its MOVED/ASK addresses made local.
+    fn rewrite_redirect(&self, frame: std::ops::Range<usize>) -> Route {
+        let bytes = &self.ubuf[frame];
+        let Some(map) = self.ctx.cluster.as_deref() else {
+            return Route::Client;
+        };
+        if !rewrite::may_redirect(bytes) {
+            return Route::Client;
+        }
+        match rewrite::rewrite_redirects(bytes, map) {
+            Ok(None) => Route::Client,
+            Ok(Some(out)) => Route::Replace(out),
+            Err(e) => Route::Replace(self.rewrite_failed(&e)),
+        }
+    }
+
+    /// Cluster mode: the reply to CLUSTER SLOTS/SHARDS/NODES/REPLICAS with every node
+    /// address made local. Errors from the cache pass unchanged.
+    fn rewrite_topology(&self, which: Topology, frame: std::ops::Range<usize>) -> Vec<u8> {
+        let bytes = &self.ubuf[frame];
+        let Some(map) = self.ctx.cluster.as_deref() else {
+            return bytes.to_vec();
+        };
+        if resp::is_error_reply(bytes) {
+            return bytes.to_vec();
+        }
+        match rewrite::rewrite_topology(which, bytes, map) {
+            Ok(out) => out,
+            Err(e) => self.rewrite_failed(&e),
+        }
+    }
+
+    /// The error a client gets instead of a reply whose node addresses could not be made
+    /// local (it never sees a cache-side address).
+    fn rewrite_failed(&self, e: &RewriteError) -> Vec<u8> {
+        tracing::warn!(session = self.id, upstream = %self.ctx.upstream, error = %e, "cannot rewrite the node addresses of a cluster reply");
+        match e {
+            RewriteError::NoLocalPort => b"-CLUSTERDOWN entra-redis-proxy has no free local port for a cluster node (widen cluster_ports)\r\n".to_vec(),
+            _ => b"-ERR entra-redis-proxy could not rewrite the node addresses of this cluster reply (see the proxy's log)\r\n".to_vec(),
         }
     }
 
@@ -1946,7 +2014,7 @@ fn quick_kind(name: &[u8]) -> Option<Kind> {
             b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
         ],
         6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
-        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH"],
+        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH", b"CLUSTER"],
         8 => &[b"BZPOPMIN", b"BZPOPMAX"],
         9 => &[b"SUBSCRIBE"],
         10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
@@ -2020,6 +2088,8 @@ fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         } else {
             Kind::Plain
         }
+    } else if is("CLUSTER") {
+        topology_command(args).map_or(Kind::Plain, Kind::Topology)
     } else {
         Kind::Plain
     };

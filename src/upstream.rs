@@ -189,6 +189,26 @@ impl UpstreamConnector {
         })
     }
 
+    /// A connector to another node of the same cache (cluster mode): same TLS client, same
+    /// certificate name to verify (the cache's, even when the node is given by IP address),
+    /// same timeouts and metrics.
+    pub fn for_node(&self, host: &str, port: u16) -> UpstreamConnector {
+        UpstreamConnector {
+            addr: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+            server_name: self.server_name.clone(),
+            tls: self.tls.clone(),
+            connect_timeout: self.connect_timeout,
+            tls_timeout: self.tls_timeout,
+            auth_timeout: self.auth_timeout,
+            metrics: self.metrics.clone(),
+            last_attempt: Mutex::new(None),
+        }
+    }
+
     /// `host:port` of the cache.
     pub fn addr(&self) -> &str {
         &self.addr

@@ -199,18 +199,21 @@ async fn metrics_report_token_expiry_and_upstream_errors() {
             .parse()
             .unwrap()
     };
-    let left = value(&text, "entra_redis_proxy_token_seconds_until_expiry");
+    let left = value(
+        &text,
+        "entra_redis_proxy_token_seconds_until_expiry{upstream=\"default\"}",
+    );
     assert!((3500.0..=3600.0).contains(&left), "{left}");
     let exp = value(
         &text,
-        "entra_redis_proxy_token_expiration_timestamp_seconds",
+        "entra_redis_proxy_token_expiration_timestamp_seconds{upstream=\"default\"}",
     );
     let now = jwt::unix_seconds(SystemTime::now());
     assert!(exp > now + 3500.0 && exp <= now + 3600.0, "{exp} vs {now}");
     assert!(
         value(
             &text,
-            "entra_redis_proxy_token_refreshes_total{result=\"success\"}"
+            "entra_redis_proxy_token_refreshes_total{result=\"success\",upstream=\"default\"}"
         ) >= 1.0
     );
 
@@ -219,7 +222,7 @@ async fn metrics_report_token_expiry_and_upstream_errors() {
     let mut reply = Vec::new();
     let _ = client.read_to_end(&mut reply).await;
     let (_, body) = wait_for(admin, "/metrics", "the connect error counter", |_, b| {
-        b.contains("entra_redis_proxy_upstream_connect_errors_total{reason=\"connect\"} 1")
+        b.contains("entra_redis_proxy_upstream_connect_errors_total{reason=\"connect\",upstream=\"default\"} 1")
     })
     .await;
     let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
@@ -368,11 +371,11 @@ async fn ready_with_a_real_cache_and_unready_once_it_refuses_the_token() {
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let metrics = get(admin, "/metrics").await.1;
     assert!(
-        metrics.contains("entra_redis_proxy_upstream_connections 1"),
+        metrics.contains("entra_redis_proxy_upstream_connections{upstream=\"default\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("entra_redis_proxy_client_connections 1"),
+        metrics.contains("entra_redis_proxy_client_connections{upstream=\"default\"} 1"),
         "{metrics}"
     );
 

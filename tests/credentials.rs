@@ -591,7 +591,7 @@ async fn a_hanging_endpoint_is_bounded_by_the_manager_timeout() {
     let source = secret_source(&mock);
     mock.fail("hang", None).await;
     let (manager, handle) =
-        TokenManager::new(source, fast_policy(Duration::from_millis(500)), None);
+        TokenManager::new(source, fast_policy(Duration::from_millis(500)), Vec::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(manager.run(stop_rx));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -621,7 +621,8 @@ async fn the_manager_keeps_retrying_a_failing_endpoint_and_recovers() {
     let mock = Mock::start("s", &[]);
     let source = secret_source(&mock);
     mock.fail("500", Some(4)).await;
-    let (manager, handle) = TokenManager::new(source, fast_policy(Duration::from_secs(10)), None);
+    let (manager, handle) =
+        TokenManager::new(source, fast_policy(Duration::from_secs(10)), Vec::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(manager.run(stop_rx));
     let token = handle
@@ -821,8 +822,11 @@ async fn secrets_never_reach_logs_debug_or_errors() {
     std::env::set_var("PATH", old_path);
 
     // Through the manager too (it logs every new token).
-    let (manager, handle) =
-        TokenManager::new(source.clone(), fast_policy(Duration::from_secs(10)), None);
+    let (manager, handle) = TokenManager::new(
+        source.clone(),
+        fast_policy(Duration::from_secs(10)),
+        Vec::new(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(manager.run(stop_rx));
     let current = handle

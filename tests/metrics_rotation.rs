@@ -60,16 +60,22 @@ async fn metrics_follow_rotations_and_connections() {
     }
     let m = scrape(admin).await;
     assert_eq!(
-        value(&m, "entra_redis_proxy_client_connections"),
+        value(
+            &m,
+            "entra_redis_proxy_client_connections{upstream=\"default\"}"
+        ),
         SESSIONS as f64
     );
     assert_eq!(
-        value(&m, "entra_redis_proxy_upstream_connections"),
+        value(
+            &m,
+            "entra_redis_proxy_upstream_connections{upstream=\"default\"}"
+        ),
         SESSIONS as f64
     );
     let refreshes_before = value(
         &m,
-        "entra_redis_proxy_token_refreshes_total{result=\"success\"}",
+        "entra_redis_proxy_token_refreshes_total{result=\"success\",upstream=\"default\"}",
     );
 
     const ROTATIONS: usize = 3;
@@ -80,21 +86,35 @@ async fn metrics_follow_rotations_and_connections() {
     assert!(
         value(
             &m,
-            "entra_redis_proxy_token_refreshes_total{result=\"success\"}"
+            "entra_redis_proxy_token_refreshes_total{result=\"success\",upstream=\"default\"}"
         ) >= refreshes_before + ROTATIONS as f64
     );
     assert_eq!(
-        value(&m, "entra_redis_proxy_reauth_total{result=\"success\"}"),
+        value(
+            &m,
+            "entra_redis_proxy_reauth_total{result=\"success\",upstream=\"default\"}"
+        ),
         (SESSIONS * ROTATIONS) as f64,
         "one re-AUTH per live session per rotation"
     );
     assert_eq!(
-        value(&m, "entra_redis_proxy_reauth_total{result=\"failure\"}"),
+        value(
+            &m,
+            "entra_redis_proxy_reauth_total{result=\"failure\",upstream=\"default\"}"
+        ),
         0.0
     );
-    assert_eq!(value(&m, "entra_redis_proxy_reauth_pending"), 0.0);
-    assert!(value(&m, "entra_redis_proxy_token_seconds_until_expiry") > 3000.0);
-    assert!(value(&m, "entra_redis_proxy_commands_total") >= SESSIONS as f64);
+    assert_eq!(
+        value(&m, "entra_redis_proxy_reauth_pending{upstream=\"default\"}"),
+        0.0
+    );
+    assert!(
+        value(
+            &m,
+            "entra_redis_proxy_token_seconds_until_expiry{upstream=\"default\"}"
+        ) > 3000.0
+    );
+    assert!(value(&m, "entra_redis_proxy_commands_total{upstream=\"default\"}") >= SESSIONS as f64);
     // No secret in the exposition.
     for t in &rotator.issued {
         assert!(!m.contains(&t.jwt) && !m.contains(t.signature()));
@@ -104,8 +124,14 @@ async fn metrics_follow_rotations_and_connections() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = scrape(admin).await;
-        if value(&m, "entra_redis_proxy_client_connections") == 0.0
-            && value(&m, "entra_redis_proxy_upstream_connections") == 0.0
+        if value(
+            &m,
+            "entra_redis_proxy_client_connections{upstream=\"default\"}",
+        ) == 0.0
+            && value(
+                &m,
+                "entra_redis_proxy_upstream_connections{upstream=\"default\"}",
+            ) == 0.0
         {
             break;
         }

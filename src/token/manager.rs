@@ -170,7 +170,8 @@ pub struct TokenManager {
     tx: watch::Sender<CurrentToken>,
     force: Arc<Notify>,
     status: Arc<Mutex<ManagerStatus>>,
-    metrics: Option<Arc<Metrics>>,
+    /// The metrics of every upstream using this manager's tokens.
+    metrics: Vec<Arc<Metrics>>,
 }
 
 impl TokenManager {
@@ -178,7 +179,7 @@ impl TokenManager {
     pub fn new(
         source: Arc<dyn TokenSource>,
         policy: RefreshPolicy,
-        metrics: Option<Arc<Metrics>>,
+        metrics: Vec<Arc<Metrics>>,
     ) -> (TokenManager, TokenManagerHandle) {
         let (tx, rx) = watch::channel(None);
         let force = Arc::new(Notify::new());
@@ -292,7 +293,7 @@ impl TokenManager {
                         refresh_in_s = delay.as_secs(),
                         "obtained a new token"
                     );
-                    if let Some(m) = &self.metrics {
+                    for m in &self.metrics {
                         m.token_refreshed(true, elapsed, Some(token.expires_at()));
                     }
                     *self.status.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -311,7 +312,7 @@ impl TokenManager {
                         keeping_current = current.is_some(),
                         "could not obtain a token"
                     );
-                    if let Some(m) = &self.metrics {
+                    for m in &self.metrics {
                         m.token_refreshed(false, elapsed, None);
                     }
                     let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -452,7 +453,7 @@ mod tests {
             margin: Duration::from_millis(100),
             ..Default::default()
         };
-        let (mgr, handle) = TokenManager::new(src.clone(), policy, None);
+        let (mgr, handle) = TokenManager::new(src.clone(), policy, Vec::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(mgr.run(stop_rx));
         let first = handle.wait_for_token(Duration::from_secs(5)).await.unwrap();
@@ -496,7 +497,7 @@ mod tests {
             retry_initial: Duration::from_millis(10),
             ..Default::default()
         };
-        let (mgr, handle) = TokenManager::new(Arc::new(NoOid), policy, None);
+        let (mgr, handle) = TokenManager::new(Arc::new(NoOid), policy, Vec::new());
         let (_stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(mgr.run(stop_rx));
         assert!(handle

@@ -1,0 +1,259 @@
+//! Cluster mode: one local listener per cluster node, and node addresses in replies
+//! rewritten to those listeners.
+//!
+//! A cluster-aware client is pointed at the upstream's first listener (the *seed*, which
+//! forwards to the configured cache address). Whatever node address the cluster then tells
+//! it (CLUSTER SLOTS / SHARDS / NODES / REPLICAS, MOVED and ASK) is replaced, by
+//! [`rewrite`], with the address of a local listener that forwards to that node. Listeners
+//! are made on first sight of a node: when the background discovery reads the topology
+//! ([`discover`]), or when a reply names a node nobody has seen yet (a MOVED to a node added
+//! a moment ago). Every node connection is verified against the cache's certificate name and
+//! re-authenticated on each token refresh like any other upstream connection.
+//!
+//! Listeners are never closed while the proxy runs: a client may hold an old topology for a
+//! while, and a node that left answers nothing anyway. See `docs/cluster.md`.
+
+pub mod rewrite;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::resp::{self, ReplyScanner};
+use crate::server::{accept_loop, Listener};
+use crate::session::SessionContext;
+use rewrite::{NodeMap, Topology};
+
+/// The local listeners of one clustered upstream, made on demand.
+pub struct ClusterMap {
+    /// Itself, to hand to the sessions of the listeners it makes.
+    me: Weak<ClusterMap>,
+    /// What node sessions share, but for the connector (made per node).
+    base: SessionContext,
+    /// The IP address node listeners bind (that of the seed listener).
+    local_ip: IpAddr,
+    /// Ports for node listeners; `None`: ephemeral ports.
+    ports: Option<RangeInclusive<u16>>,
+    /// The process-wide connection limit.
+    permits: Arc<Semaphore>,
+    /// Shutdown, for the accept loops.
+    shutdown: watch::Receiver<bool>,
+    /// Nodes and their listeners.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `(endpoint as reported, port)` to the local listener's address.
+    nodes: HashMap<(String, u16), SocketAddr>,
+    /// Next port of the range to try.
+    cursor: Option<u16>,
+    /// The accept loops of node listeners.
+    tasks: Vec<JoinHandle<()>>,
+    /// Set by [`ClusterMap::stop`]: no more listeners.
+    stopped: bool,
+}
+
+impl ClusterMap {
+    /// A map whose node listeners bind `local_ip`, on ports from `ports` (`None`:
+    /// ephemeral). `base` is the seed listener's session context.
+    pub fn new(
+        base: SessionContext,
+        local_ip: IpAddr,
+        ports: Option<RangeInclusive<u16>>,
+        permits: Arc<Semaphore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<ClusterMap> {
+        Arc::new_cyclic(|me| ClusterMap {
+            me: me.clone(),
+            base,
+            local_ip,
+            ports,
+            permits,
+            shutdown,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Stops every node listener (the proxy is being dropped).
+    pub fn stop(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.stopped = true;
+        for t in st.tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Local addresses of the node listeners, by node address (`endpoint:port`).
+    pub fn nodes(&self) -> Vec<(String, SocketAddr)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = st
+            .nodes
+            .iter()
+            .map(|((e, p), l)| (join_host_port(e, *p), *l))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Binds a listener for the node `endpoint:port` and starts its accept loop.
+    fn open_listener(&self, st: &mut State, endpoint: &str, port: u16) -> Option<SocketAddr> {
+        let me = self.me.upgrade()?;
+        let std_listener = match &self.ports {
+            None => std::net::TcpListener::bind((self.local_ip, 0)).ok(),
+            Some(range) => {
+                let (start, end) = (*range.start(), *range.end());
+                let span = u32::from(end - start) + 1;
+                let first = st.cursor.unwrap_or(start);
+                let mut found = None;
+                for i in 0..span {
+                    let p = start + ((u32::from(first - start) + i) % span) as u16;
+                    if let Ok(l) = std::net::TcpListener::bind((self.local_ip, p)) {
+                        st.cursor = Some(if p == end { start } else { p + 1 });
+                        found = Some(l);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        let Some(std_listener) = std_listener else {
+            tracing::error!(
+                upstream = %self.base.upstream,
+                node = %join_host_port(endpoint, port),
+                ports = ?self.ports,
+                "no free local port for a cluster node: widen cluster_ports; clients cannot reach this node"
+            );
+            return None;
+        };
+        let local = std_listener.local_addr().ok()?;
+        std_listener.set_nonblocking(true).ok()?;
+        let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
+        let mut ctx = self.base.clone();
+        ctx.connector = Arc::new(self.base.connector.for_node(endpoint, port));
+        ctx.cluster = Some(me);
+        let task = tokio::spawn(accept_loop(
+            Listener::Tcp(listener),
+            Arc::new(ctx),
+            self.permits.clone(),
+            self.shutdown.clone(),
+        ));
+        st.tasks.push(task);
+        tracing::info!(
+            upstream = %self.base.upstream,
+            node = %join_host_port(endpoint, port),
+            address = %local,
+            "cluster node listening"
+        );
+        Some(local)
+    }
+}
+
+impl NodeMap for ClusterMap {
+    fn local_for(&self, endpoint: &str, port: u16) -> Option<SocketAddr> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (endpoint.to_owned(), port);
+        if let Some(local) = st.nodes.get(&key) {
+            return Some(*local);
+        }
+        if st.stopped {
+            return None;
+        }
+        let local = self.open_listener(&mut st, endpoint, port)?;
+        st.nodes.insert(key, local);
+        self.base.metrics.cluster_nodes.set(st.nodes.len() as i64);
+        Some(local)
+    }
+}
+
+/// `host:port`, IPv6 in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Reads the topology from the seed address now and every `every`, opening listeners for
+/// nodes not seen before. Runs until aborted.
+pub async fn discover(map: Arc<ClusterMap>, every: Duration) {
+    let mut tokens = map.base.tokens.subscribe();
+    loop {
+        let token = tokens.borrow_and_update().clone();
+        match token {
+            None => {
+                // No token yet: wait for the first one.
+                if tokens.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(token) => match read_topology(&map, &token).await {
+                Ok(n) => {
+                    map.base.metrics.cluster_topology_read(true);
+                    tracing::debug!(upstream = %map.base.upstream, nodes = n, "cluster topology read");
+                }
+                Err(e) => {
+                    map.base.metrics.cluster_topology_read(false);
+                    tracing::warn!(upstream = %map.base.upstream, error = %e, "cannot read the cluster topology; retrying");
+                }
+            },
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One topology read: CLUSTER SHARDS on the seed address (every node, with or without
+/// slots), its addresses given listeners. Returns the node count.
+async fn read_topology(
+    map: &ClusterMap,
+    token: &crate::token::AccessToken,
+) -> anyhow::Result<usize> {
+    let mut stream = map.base.connector.connect(token).await?;
+    let reply = command(&mut stream, &["CLUSTER", "SHARDS"]).await?;
+    let _ = stream.shutdown().await;
+    if resp::is_error_reply(&reply) {
+        anyhow::bail!(
+            "CLUSTER SHARDS was refused: {} (is the cache clustered with the OSS cluster policy?)",
+            resp::error_text(&reply).unwrap_or("?")
+        );
+    }
+    struct Counting<'a>(&'a ClusterMap, Mutex<usize>);
+    impl NodeMap for Counting<'_> {
+        fn local_for(&self, endpoint: &str, port: u16) -> Option<SocketAddr> {
+            *self.1.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            self.0.local_for(endpoint, port)
+        }
+    }
+    let counting = Counting(map, Mutex::new(0));
+    rewrite::rewrite_topology(Topology::Shards, &reply, &counting)?;
+    let n = *counting.1.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(n)
+}
+
+/// Sends one command and reads its one reply.
+async fn command(
+    stream: &mut crate::upstream::UpstreamStream,
+    args: &[&str],
+) -> anyhow::Result<Vec<u8>> {
+    stream.write_all(&resp::encode_command(args)).await?;
+    stream.flush().await?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut scanner = ReplyScanner::default();
+    loop {
+        if let Some(len) = scanner.scan(&buf, 64 * 1024 * 1024)? {
+            return Ok(buf[..len].to_vec());
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("the cache closed the connection");
+        }
+    }
+}
