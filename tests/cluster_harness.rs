@@ -8,8 +8,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::cluster::{key_for_slot, key_slot, ClusterRotator, Expect, TlsCluster, SLOTS};
-use support::{wait_until, Reply, Token};
+use support::cluster::{
+    key_for_slot, key_slot, raw_cmd, show_raw, ClusterRotator, Expect, TlsCluster, SLOTS,
+};
+use support::{wait_until, Protocol, Reply, Token};
 
 /// Every slot appears exactly once in `CLUSTER SLOTS` of every node.
 async fn assert_full_coverage(cluster: &TlsCluster) {
@@ -55,6 +57,17 @@ async fn cluster_starts_with_three_primaries_three_replicas_and_full_coverage() 
     let expected: BTreeSet<String> = primaries.iter().map(|&p| cluster.addr(p)).collect();
     assert_eq!(announced, expected);
     assert_eq!(cluster.seed_addr().await, cluster.addr(0));
+    // The replicas are listed too (the harness makes their replication offset non-zero).
+    for range in &slots {
+        let replica = cluster.index_of(&range.primary_id);
+        let expected: Vec<String> = cluster
+            .replicas_of(replica)
+            .await
+            .iter()
+            .map(|&r| cluster.node_id(r).to_owned())
+            .collect();
+        assert_eq!(range.replica_ids, expected, "{range:?}");
+    }
     // A write to a primary reaches its replica (replication works with `default` off).
     let key = key_for_slot(0, "replicated");
     let owner = slots.iter().find(|r| r.start == 0).expect("slot 0");
@@ -226,4 +239,255 @@ fn oid_of(jwt: &str) -> String {
         .expect("base64url payload");
     let v: serde_json::Value = serde_json::from_slice(&json).expect("JSON payload");
     v["oid"].as_str().expect("oid claim").to_owned()
+}
+
+/// Which node owns each slot, by node index, as node `observer` sees it.
+async fn owners(cluster: &TlsCluster, observer: usize) -> Vec<usize> {
+    let mut owner = vec![usize::MAX; SLOTS];
+    for range in cluster.slots(observer).await {
+        let node = cluster.index_of(&range.primary_id);
+        for slot in range.start..=range.end {
+            owner[usize::from(slot)] = node;
+        }
+    }
+    owner
+}
+
+#[tokio::test]
+async fn reshard_moves_exactly_the_requested_slots_with_their_keys() {
+    let cluster = TlsCluster::start(3, 0).await;
+    let before = owners(&cluster, 2).await;
+    let from_slots: Vec<u16> = (0..SLOTS as u16)
+        .filter(|&s| before[usize::from(s)] == 0)
+        .collect();
+    // Keys in the first 150 slots of the source (redis-cli moves the lowest ones first, but
+    // the test does not rely on it).
+    let mut admin = cluster.admin(0).await;
+    let keys: Vec<(u16, String)> = from_slots[..150]
+        .iter()
+        .map(|&s| (s, key_for_slot(s, "resharded")))
+        .collect();
+    for (_, key) in &keys {
+        assert_eq!(
+            admin.cmd(&["SET", key.as_str(), key.as_str()]).await,
+            Reply::ok()
+        );
+    }
+
+    cluster
+        .reshard(cluster.node_id(0), cluster.node_id(1), 100)
+        .await;
+
+    for observer in 0..cluster.len() {
+        let after = owners(&cluster, observer).await;
+        let moved: Vec<usize> = (0..SLOTS).filter(|&s| before[s] != after[s]).collect();
+        assert_eq!(
+            moved.len(),
+            100,
+            "node {observer} sees {} moved",
+            moved.len()
+        );
+        assert!(
+            moved.iter().all(|&s| before[s] == 0 && after[s] == 1),
+            "only slots of node 0 moved, all to node 1"
+        );
+        assert_eq!(
+            cluster.slot_count(observer, 0).await + 100,
+            from_slots.len(),
+            "node {observer}"
+        );
+    }
+    // Every key is on its slot's new owner; the old owner redirects.
+    let after = owners(&cluster, 0).await;
+    let mut on = [cluster.admin(0).await, cluster.admin(1).await];
+    let mut moved_keys = 0;
+    for (slot, key) in &keys {
+        let owner = after[usize::from(*slot)];
+        assert_eq!(
+            on[owner].cmd(&["GET", key.as_str()]).await,
+            Reply::bulk(key),
+            "slot {slot} on node {owner}"
+        );
+        if owner == 1 {
+            moved_keys += 1;
+            let reply = on[0].cmd(&["GET", key.as_str()]).await;
+            assert_eq!(
+                reply,
+                Reply::Error(format!("MOVED {slot} {}", cluster.addr(1))),
+                "slot {slot}"
+            );
+        }
+    }
+    assert!(moved_keys > 0, "some of the keys' slots moved");
+}
+
+#[tokio::test]
+async fn failover_swaps_the_roles_of_a_replica_and_its_primary() {
+    let cluster = TlsCluster::start(3, 1).await;
+    let replica = cluster.replicas().await[0];
+    let primary = cluster.primary_of(replica).await;
+    let before = owners(&cluster, 0).await;
+    let slot = before.iter().position(|&o| o == primary).expect("a slot") as u16;
+    let key = key_for_slot(slot, "failover");
+    let mut admin = cluster.admin(primary).await;
+    assert_eq!(admin.cmd(&["SET", key.as_str(), "kept"]).await, Reply::ok());
+    assert_eq!(admin.cmd(&["WAIT", "1", "5000"]).await, Reply::Int(1));
+
+    cluster.failover(replica).await;
+
+    let primaries = cluster.primaries().await;
+    assert!(primaries.contains(&replica), "{primaries:?}");
+    assert!(!primaries.contains(&primary), "{primaries:?}");
+    assert_eq!(cluster.primary_of(primary).await, replica);
+    for observer in 0..cluster.len() {
+        let after = owners(&cluster, observer).await;
+        for s in 0..SLOTS {
+            let expected = if before[s] == primary {
+                replica
+            } else {
+                before[s]
+            };
+            assert_eq!(after[s], expected, "node {observer}, slot {s}");
+        }
+    }
+    let mut new_primary = cluster.admin(replica).await;
+    assert_eq!(
+        new_primary.cmd(&["GET", key.as_str()]).await,
+        Reply::bulk("kept")
+    );
+    let mut old_primary = cluster.admin(primary).await;
+    assert_eq!(
+        old_primary.cmd(&["GET", key.as_str()]).await,
+        Reply::Error(format!("MOVED {slot} {}", cluster.addr(replica)))
+    );
+}
+
+#[tokio::test]
+async fn an_added_node_is_known_everywhere_and_has_the_token_users() {
+    let mut cluster = TlsCluster::start(3, 0).await;
+    let token = Token::mint(Duration::from_secs(3600));
+    cluster.create_token_user_all(&token).await;
+    let new = cluster.add_node().await;
+    assert_eq!(new, 3);
+    for observer in 0..cluster.len() {
+        let topology = cluster.topology(observer).await;
+        let ids: BTreeSet<&str> = topology.iter().map(|n| n.id.as_str()).collect();
+        let expected: BTreeSet<&str> = (0..4).map(|i| cluster.node_id(i)).collect();
+        assert_eq!(ids, expected, "node {observer}");
+        let me = topology
+            .iter()
+            .find(|n| n.id == cluster.node_id(new))
+            .expect("the new node");
+        assert!(me.is_primary() && me.slots.is_empty(), "{me:?}");
+        assert_eq!(me.addr, cluster.addr(new));
+    }
+    let mut conn = cluster.connect_as(new, &token).await;
+    assert_eq!(conn.cmd(&["PING"]).await, Reply::status("PONG"));
+    // The new node can take slots.
+    cluster
+        .reshard(cluster.node_id(1), cluster.node_id(new), 10)
+        .await;
+    assert_eq!(cluster.slot_count(0, new).await, 10);
+}
+
+/// Captures the exact bytes of the topology replies over TLS, in RESP2 and RESP3, and of the
+/// redirection errors, and checks what a cluster-aware proxy relies on: the port announced is
+/// the TLS port, addresses are 127.0.0.1. Run with `--nocapture` to see them.
+#[tokio::test]
+async fn raw_topology_replies_and_redirections() {
+    let cluster = TlsCluster::start(3, 1).await;
+    let owner = owners(&cluster, 0).await;
+    let (p0, p1) = (0, 1);
+    let id0 = cluster.node_id(p0).to_owned();
+    let mut conn = cluster.admin(p0).await.conn;
+    let mut out = String::new();
+    let mut capture = async |conn: &mut support::cluster::NodeConn, label: &str, args: &[&str]| {
+        let raw = raw_cmd(conn, args).await;
+        out.push_str(&format!(
+            "==== {label}: {} ({} bytes) ====\n{}\n",
+            args.join(" "),
+            raw.len(),
+            show_raw(&raw)
+        ));
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let tls_port = format!(":{}\r\n", cluster.port(p0));
+    let slots2 = capture(&mut conn, "RESP2", &["CLUSTER", "SLOTS"]).await;
+    assert!(slots2.starts_with('*'), "{slots2}");
+    assert!(
+        slots2.contains(&tls_port),
+        "CLUSTER SLOTS announces the TLS port"
+    );
+    assert!(slots2.contains("$9\r\n127.0.0.1\r\n"));
+    let shards2 = capture(&mut conn, "RESP2", &["CLUSTER", "SHARDS"]).await;
+    assert!(
+        shards2.contains(&tls_port),
+        "CLUSTER SHARDS has the TLS port"
+    );
+    let nodes2 = capture(&mut conn, "RESP2", &["CLUSTER", "NODES"]).await;
+    assert!(nodes2.contains(&format!(
+        "{} 127.0.0.1:{}@{}",
+        id0,
+        cluster.port(p0),
+        cluster.port(p0) + 10000
+    )));
+    let replicas2 = capture(&mut conn, "RESP2", &["CLUSTER", "REPLICAS", id0.as_str()]).await;
+    assert!(replicas2.starts_with("*1\r\n$"), "{replicas2}");
+
+    let hello = capture(&mut conn, "RESP3", &["HELLO", "3"]).await;
+    assert!(hello.starts_with('%'), "{hello}");
+    assert_eq!(conn.protocol, Protocol::Resp3);
+    let slots3 = capture(&mut conn, "RESP3", &["CLUSTER", "SLOTS"]).await;
+    assert!(slots3.contains(&tls_port));
+    let shards3 = capture(&mut conn, "RESP3", &["CLUSTER", "SHARDS"]).await;
+    assert!(shards3.contains('%'), "CLUSTER SHARDS uses maps in RESP3");
+    let nodes3 = capture(&mut conn, "RESP3", &["CLUSTER", "NODES"]).await;
+    assert!(nodes3.starts_with('='), "{nodes3}");
+    let replicas3 = capture(&mut conn, "RESP3", &["CLUSTER", "REPLICAS", id0.as_str()]).await;
+    assert!(replicas3.starts_with("*1\r\n"), "{replicas3}");
+
+    // -MOVED: a key of a slot node 1 owns, asked on node 0.
+    let slot1 = owner
+        .iter()
+        .position(|&o| o == p1)
+        .expect("a slot of node 1") as u16;
+    let key1 = key_for_slot(slot1, "moved");
+    let moved = capture(&mut conn, "RESP3", &["GET", key1.as_str()]).await;
+    assert_eq!(moved, format!("-MOVED {slot1} {}\r\n", cluster.addr(p1)));
+    // -ASK: a slot of node 0 marked migrating to node 1, and a key that is not on node 0.
+    let slot0 = owner
+        .iter()
+        .position(|&o| o == p0)
+        .expect("a slot of node 0") as u16;
+    let key0 = key_for_slot(slot0, "asked");
+    let mut admin = cluster.admin(p0).await;
+    let setslot = admin
+        .cmd(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot0.to_string(),
+            "MIGRATING",
+            cluster.node_id(p1),
+        ])
+        .await;
+    assert_eq!(setslot, Reply::ok());
+    let ask = capture(&mut conn, "RESP3", &["GET", key0.as_str()]).await;
+    assert_eq!(ask, format!("-ASK {slot0} {}\r\n", cluster.addr(p1)));
+    let stable = admin
+        .cmd(&["CLUSTER", "SETSLOT", &slot0.to_string(), "STABLE"])
+        .await;
+    assert_eq!(stable, Reply::ok());
+    let cross = capture(&mut conn, "RESP3", &["MGET", key0.as_str(), key1.as_str()]).await;
+    assert!(cross.starts_with("-CROSSSLOT"), "{cross}");
+    let hello2 = capture(&mut conn, "RESP2", &["HELLO", "2"]).await;
+    assert!(hello2.starts_with('*'));
+    let moved2 = capture(&mut conn, "RESP2", &["SET", key1.as_str(), "x"]).await;
+    assert_eq!(moved2, format!("-MOVED {slot1} {}\r\n", cluster.addr(p1)));
+    println!(
+        "node ports: {:?}\nnode ids: {:?}\n{out}",
+        cluster.addrs(),
+        (0..cluster.len())
+            .map(|i| cluster.node_id(i))
+            .collect::<Vec<_>>()
+    );
 }

@@ -268,6 +268,15 @@ pub enum Expect {
     EachNode(usize),
 }
 
+/// How settled [`TlsCluster::wait_settled_with`] wants the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// Every replica's link to its primary is up.
+    LinksUp,
+    /// Also, every replica is listed in `CLUSTER SLOTS` (its replication offset is not 0).
+    ReplicasListed,
+}
+
 /// A real Redis Cluster, TLS only (`tls-cluster yes`, `tls-replication yes`), ACL users with
 /// `default` off; every process killed on drop.
 pub struct TlsCluster {
@@ -321,6 +330,22 @@ impl TlsCluster {
             "--cluster-yes".into(),
         ]);
         cluster.redis_cli(&args).await;
+        cluster
+            .wait_settled_with("cluster creation", Strictness::LinksUp)
+            .await;
+        // Redis lists a replica in CLUSTER SLOTS (and calls it `online` in CLUSTER SHARDS) only
+        // once its replication offset, learned by gossip, is not 0, and the offset moves only
+        // when the primary replicates something. A FLUSHALL of the (still empty) data set is
+        // always replicated, so that cluster clients see the replicas from the start.
+        for node in 0..cluster.len() {
+            let mut admin = cluster.admin(node).await;
+            let role = admin.cmd(&["ROLE"]).await;
+            if matches!(&role, Reply::Array(a)
+                if a.first().and_then(Reply::text).as_deref() == Some("master"))
+            {
+                assert_eq!(admin.cmd(&["FLUSHALL"]).await, Reply::ok(), "node {node}");
+            }
+        }
         cluster.wait_settled("cluster creation").await;
         cluster
     }
@@ -594,10 +619,15 @@ impl TlsCluster {
     /// Waits until the cluster is settled (see [`TlsCluster::settled`]); panics with the
     /// last reason and the nodes' logs after a deadline.
     pub async fn wait_settled(&self, what: &str) {
+        self.wait_settled_with(what, Strictness::ReplicasListed)
+            .await
+    }
+
+    async fn wait_settled_with(&self, what: &str, strictness: Strictness) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         let mut conns: Vec<Option<Admin>> = (0..self.len()).map(|_| None).collect();
         loop {
-            let reason = match self.settled(&mut conns).await {
+            let reason = match self.settled(&mut conns, strictness).await {
                 Ok(()) => return,
                 Err(reason) => reason,
             };
@@ -614,15 +644,20 @@ impl TlsCluster {
 
     /// Checks, on every node: `cluster_state:ok`, all slots assigned, every node known, no
     /// node flagged failing or in handshake, no slot migrating; the same topology and
-    /// `CLUSTER SLOTS` everywhere; and, on each replica, `master_link_status:up`.
-    async fn settled(&self, conns: &mut [Option<Admin>]) -> Result<(), String> {
+    /// `CLUSTER SLOTS` everywhere; on each replica, `master_link_status:up`; and (unless
+    /// `strictness` is `LinksUp`) every replica listed under its primary in `CLUSTER SLOTS`.
+    async fn settled(
+        &self,
+        conns: &mut [Option<Admin>],
+        strictness: Strictness,
+    ) -> Result<(), String> {
         let mut first_view: Option<(Vec<NodeInfo>, Vec<SlotRange>)> = None;
-        for node in 0..self.len() {
-            let result = self.check_node(node, &mut conns[node]).await;
+        for (node, conn) in conns.iter_mut().enumerate() {
+            let result = self.check_node(node, conn, strictness).await;
             let (topology, slots) = match result {
                 Ok(v) => v,
                 Err(e) => {
-                    conns[node] = None;
+                    *conn = None;
                     return Err(format!("node {node}: {e}"));
                 }
             };
@@ -649,6 +684,7 @@ impl TlsCluster {
         &self,
         node: usize,
         conn: &mut Option<Admin>,
+        strictness: Strictness,
     ) -> Result<(Vec<NodeInfo>, Vec<SlotRange>), String> {
         if conn.is_none() {
             *conn = Some(self.try_admin(node).await?);
@@ -693,6 +729,22 @@ impl TlsCluster {
             let link = info_field(&info, "master_link_status");
             if link.as_deref() != Some("up") {
                 return Err(format!("replica, master_link_status {link:?}"));
+            }
+        }
+        if strictness == Strictness::ReplicasListed {
+            for range in &slots {
+                let mut replicas: Vec<&str> = topology
+                    .iter()
+                    .filter(|n| n.primary.as_deref() == Some(range.primary_id.as_str()))
+                    .map(|n| n.id.as_str())
+                    .collect();
+                replicas.sort();
+                if range.replica_ids != replicas {
+                    return Err(format!(
+                        "CLUSTER SLOTS lists replicas {:?} for slots {}-{}, want {replicas:?}",
+                        range.replica_ids, range.start, range.end
+                    ));
+                }
             }
         }
         Ok((topology, slots))
