@@ -491,3 +491,159 @@ async fn raw_topology_replies_and_redirections() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Runs tests/cluster_client.py with `args` and the token in `CLUSTER_CLIENT_PASSWORD`;
+/// returns its exit status and its JSON summary.
+async fn run_cluster_client(args: &[String], token: &Token) -> (bool, serde_json::Value) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster_client.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .env("CLUSTER_CLIENT_PASSWORD", &token.jwt)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("cluster_client.py finished within 120 s")
+    .expect("run python3 (scripts/test.sh installs redis-py)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "cluster_client.py printed no JSON summary ({e}; {}):\n{}\n{}",
+            output.status,
+            support::redact(&stdout),
+            support::redact(&stderr)
+        )
+    });
+    (output.status.success(), summary)
+}
+
+#[tokio::test]
+async fn python_cluster_client_hits_every_slot_and_learns_every_node() {
+    let cluster = TlsCluster::start(3, 1).await;
+    let token = Token::mint(Duration::from_secs(3600));
+    cluster.create_token_user_all(&token).await;
+    let args: Vec<String> = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &cluster.port(1).to_string(),
+        "--keys",
+        &SLOTS.to_string(),
+        "--tls",
+        "--ca-file",
+        &cluster.tls.ca_file.display().to_string(),
+        "--user",
+        &token.oid,
+        "--password-env",
+        "CLUSTER_CLIENT_PASSWORD",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started = std::time::Instant::now();
+    let (success, summary) = run_cluster_client(&args, &token).await;
+    println!("cluster_client.py in {:?}: {summary}", started.elapsed());
+    assert!(success, "{summary}");
+    assert_eq!(
+        summary["ok"],
+        2 * SLOTS,
+        "one SET and one GET per key: {summary}"
+    );
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let nodes: BTreeSet<String> = summary["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n.as_str().expect("a node address").to_owned())
+        .collect();
+    let all: BTreeSet<String> = cluster.addrs().into_iter().collect();
+    assert_eq!(nodes, all, "redis-py learned every node, replicas included");
+
+    // Every slot got exactly one key, on its owner.
+    for primary in cluster.primaries().await {
+        let owned: Vec<u16> = owners(&cluster, primary)
+            .await
+            .iter()
+            .enumerate()
+            .filter(|(_, &o)| o == primary)
+            .map(|(s, _)| s as u16)
+            .collect();
+        let mut pipeline = Vec::new();
+        for slot in &owned {
+            pipeline.extend(support::encode_command(&[
+                "CLUSTER",
+                "COUNTKEYSINSLOT",
+                &slot.to_string(),
+            ]));
+        }
+        let mut admin = cluster.admin(primary).await;
+        let replies = admin.conn.pipeline(&pipeline, owned.len()).await;
+        for (slot, reply) in owned.iter().zip(&replies) {
+            assert_eq!(reply, &Reply::Int(1), "slot {slot} on node {primary}");
+        }
+    }
+
+    // RESP3 works the same.
+    let mut resp3 = args.clone();
+    resp3.extend(["--protocol", "3", "--keys", "500", "--prefix", "resp3"].map(String::from));
+    let (success, summary) = run_cluster_client(&resp3, &token).await;
+    assert!(success, "{summary}");
+    assert_eq!(summary["ok"], 1000, "{summary}");
+
+    // A timed run: commands that fail after redis-py's own retries are counted and make the
+    // script exit non-zero. The token's user is deleted (emulated expiry) mid-run.
+    for primary in cluster.primaries().await {
+        assert_eq!(
+            cluster.admin(primary).await.cmd(&["FLUSHALL"]).await,
+            Reply::ok()
+        );
+    }
+    let mut timed = args.clone();
+    timed.extend(["--duration".to_string(), "4".to_string()]);
+    let token2 = token.clone();
+    let run = tokio::spawn(async move { run_cluster_client(&timed, &token2).await });
+    let mut admins = Vec::new();
+    for primary in cluster.primaries().await {
+        admins.push(cluster.admin(primary).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut keys = 0;
+        for admin in admins.iter_mut() {
+            if let Reply::Int(n) = admin.cmd(&["DBSIZE"]).await {
+                keys += n;
+            }
+        }
+        if keys >= 100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed run wrote {keys} keys in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.delete_user_all(&token.oid).await;
+    let (success, summary) = run.await.expect("the timed run");
+    println!("cluster_client.py, user deleted mid-run: {summary}");
+    assert!(!success, "{summary}");
+    assert!(summary["ok"].as_u64() >= Some(100), "{summary}");
+    assert!(summary["failed"].as_u64() > Some(0), "{summary}");
+    assert!(!summary["errors"].as_array().expect("errors").is_empty());
+    assert!(
+        !summary.to_string().contains(&token.jwt),
+        "the password is never printed"
+    );
+
+    // No reachable node at all: a failure too, with a summary.
+    let (success, summary) = run_cluster_client(&args, &token).await;
+    println!("cluster_client.py without its user: {summary}");
+    assert!(!success, "{summary}");
+    assert_eq!(summary["ok"], 0, "{summary}");
+    assert!(summary["failed"].as_u64() > Some(0), "{summary}");
+}
