@@ -483,6 +483,58 @@ async fn raw_topology_replies_and_redirections() {
     assert!(hello2.starts_with('*'));
     let moved2 = capture(&mut conn, "RESP2", &["SET", key1.as_str(), "x"]).await;
     assert_eq!(moved2, format!("-MOVED {slot1} {}\r\n", cluster.addr(p1)));
+
+    // With announced hostnames and `cluster-preferred-endpoint-type hostname` (how a cache
+    // with DNS names may present itself), the endpoint becomes the hostname.
+    for node in 0..cluster.len() {
+        let mut admin = cluster.admin(node).await;
+        for (k, v) in [
+            ("cluster-announce-hostname", "localhost"),
+            ("cluster-preferred-endpoint-type", "hostname"),
+        ] {
+            assert_eq!(admin.cmd(&["CONFIG", "SET", k, v]).await, Reply::ok());
+        }
+    }
+    // Hostnames travel by gossip: wait until node 0 knows every node's.
+    let mut admin0 = cluster.admin(p0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = admin0
+            .cmd(&["CLUSTER", "NODES"])
+            .await
+            .text()
+            .unwrap_or_default();
+        if nodes.lines().filter(|l| l.contains(",localhost ")).count() == cluster.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 0 did not learn every node's hostname in 20 s: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = hello2;
+    let slots_h = capture(&mut conn, "RESP2 hostname", &["CLUSTER", "SLOTS"]).await;
+    assert!(slots_h.contains("$9\r\nlocalhost\r\n"), "{slots_h}");
+    let shards_h = capture(&mut conn, "RESP2 hostname", &["CLUSTER", "SHARDS"]).await;
+    assert!(
+        shards_h.contains("$8\r\nhostname\r\n$9\r\nlocalhost\r\n"),
+        "{shards_h}"
+    );
+    let nodes_h = capture(&mut conn, "RESP2 hostname", &["CLUSTER", "NODES"]).await;
+    assert!(nodes_h.contains(",localhost "), "{nodes_h}");
+    let moved_h = capture(&mut conn, "RESP2 hostname", &["GET", key1.as_str()]).await;
+    assert_eq!(
+        moved_h,
+        format!("-MOVED {slot1} localhost:{}\r\n", cluster.port(p1))
+    );
+    let _ = capture(&mut conn, "RESP3 hostname", &["HELLO", "3"]).await;
+    let slots_h3 = capture(&mut conn, "RESP3 hostname", &["CLUSTER", "SLOTS"]).await;
+    assert!(
+        slots_h3.contains("%1\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n"),
+        "{slots_h3}"
+    );
+
     println!(
         "node ports: {:?}\nnode ids: {:?}\n{out}",
         cluster.addrs(),
