@@ -12,7 +12,6 @@
 //! panics included. Waits poll the cluster until a deadline and panic with the nodes' logs
 //! (secrets redacted).
 
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -1158,9 +1157,4 @@ pub fn show_raw(bytes: &[u8]) -> String {
         i += 1;
     }
     out
-}
-
-/// Node ids in `ids`, as a set (for comparisons that ignore order).
-pub fn id_set<'a>(ids: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-    ids.into_iter().map(str::to_owned).collect()
 }
