@@ -32,6 +32,8 @@ command -v openssl >/dev/null 2>&1 || apt_install openssl
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || apt_install faketime
 # A C compiler: aws-lc-rs builds its crypto code with it.
 command -v cc >/dev/null 2>&1 || apt_install build-essential
+# redis-py: tests/cluster_client.py (the cluster-mode tests' client) uses its RedisCluster.
+python3 -c 'import redis' >/dev/null 2>&1 || python3 -m pip install -q redis==6.4.0
 
 # rustfmt and clippy come with most toolchains; add them if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -6,6 +6,7 @@
 //! always "poll a condition until a deadline", never a fixed sleep.
 #![allow(dead_code)]
 
+pub mod cluster;
 mod restart;
 
 use std::fmt;
