@@ -33,7 +33,13 @@ ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || apt_install faketime
 # A C compiler: aws-lc-rs builds its crypto code with it.
 command -v cc >/dev/null 2>&1 || apt_install build-essential
 # redis-py: tests/cluster_client.py (the cluster-mode tests' client) uses its RedisCluster.
-python3 -c 'import redis' >/dev/null 2>&1 || python3 -m pip install -q redis==6.4.0
+command -v python3 >/dev/null 2>&1 || apt_install python3
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+if ! python3 -c 'import redis' >/dev/null 2>&1; then
+    # Debian's own python3 refuses pip installs outside a venv unless told otherwise.
+    python3 -m pip install -q redis==6.4.0 ||
+        python3 -m pip install -q --break-system-packages redis==6.4.0
+fi
 
 # rustfmt and clippy come with most toolchains; add them if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
