@@ -211,18 +211,19 @@ pub async fn discover(map: Arc<ClusterMap>, every: Duration) {
     }
 }
 
-/// One topology read: CLUSTER SHARDS on the seed address (every node, with or without
-/// slots), its addresses given listeners. Returns the node count.
+/// One topology read: CLUSTER NODES on the seed address (every node, with or without slots,
+/// replicas still syncing included; also on Redis 6, which has no CLUSTER SHARDS), its
+/// addresses given listeners. Returns the node count.
 async fn read_topology(
     map: &ClusterMap,
     token: &crate::token::AccessToken,
 ) -> anyhow::Result<usize> {
     let mut stream = map.base.connector.connect(token).await?;
-    let reply = command(&mut stream, &["CLUSTER", "SHARDS"]).await?;
+    let reply = command(&mut stream, &["CLUSTER", "NODES"]).await?;
     let _ = stream.shutdown().await;
     if resp::is_error_reply(&reply) {
         anyhow::bail!(
-            "CLUSTER SHARDS was refused: {} (is the cache clustered with the OSS cluster policy?)",
+            "CLUSTER NODES was refused: {} (is the cache clustered with the OSS cluster policy?)",
             resp::error_text(&reply).unwrap_or("?")
         );
     }
@@ -234,7 +235,7 @@ async fn read_topology(
         }
     }
     let counting = Counting(map, Mutex::new(0));
-    rewrite::rewrite_topology(Topology::Shards, &reply, &counting)?;
+    rewrite::rewrite_topology(Topology::Nodes, &reply, &counting)?;
     let n = *counting.1.lock().unwrap_or_else(|e| e.into_inner());
     Ok(n)
 }

@@ -298,11 +298,21 @@ impl TlsCluster {
     /// topology and of `CLUSTER SLOTS`, and every replica has finished its initial sync.
     /// Nodes `0..primaries` are the primaries at first.
     pub async fn start(primaries: usize, replicas_per_primary: usize) -> TlsCluster {
+        Self::start_with_cert(primaries, replicas_per_primary, TlsMaterial::generate()).await
+    }
+
+    /// [`TlsCluster::start`] with the given certificate (it must be valid for `localhost`,
+    /// the name the harness verifies). A certificate without an IP address proves that a
+    /// client verifies the nodes by name even though the cluster names them by IP.
+    pub async fn start_with_cert(
+        primaries: usize,
+        replicas_per_primary: usize,
+        tls: Arc<TlsMaterial>,
+    ) -> TlsCluster {
         assert!(
             primaries >= 3,
             "redis-cli --cluster create needs at least 3 primaries"
         );
-        let tls = TlsMaterial::generate();
         let admin_password = random_id();
         remember_secret(&admin_password);
         let total = primaries * (1 + replicas_per_primary);

@@ -98,8 +98,14 @@ pub struct TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// Generates a fresh CA and server certificate.
+    /// Generates a fresh CA and a server certificate for `localhost` and 127.0.0.1.
     pub fn generate() -> Arc<TlsMaterial> {
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// Generates a fresh CA and a server certificate whose subject alternative names are
+    /// exactly `names` (host names or IP addresses).
+    pub fn generate_for(names: &[&str]) -> Arc<TlsMaterial> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -114,7 +120,7 @@ impl TlsMaterial {
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
 
         let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("server params");
         params
             .distinguished_name
