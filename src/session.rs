@@ -1796,7 +1796,8 @@ impl<C: ClientStream> Session<C> {
         if !rewrite::may_redirect(bytes) {
             return Route::Client;
         }
-        match rewrite::rewrite_redirects(bytes, map) {
+        let map = |endpoint: &str, port: u16| self.node_for(map, endpoint, port);
+        match rewrite::rewrite_redirects(bytes, &map) {
             Ok(None) => Route::Client,
             Ok(Some(out)) => Route::Replace(out),
             Err(e) => Route::Replace(self.rewrite_failed(&e)),
@@ -1813,9 +1814,26 @@ impl<C: ClientStream> Session<C> {
         if resp::is_error_reply(bytes) {
             return bytes.to_vec();
         }
-        match rewrite::rewrite_topology(which, bytes, map) {
+        let map = |endpoint: &str, port: u16| self.node_for(map, endpoint, port);
+        match rewrite::rewrite_topology(which, bytes, &map) {
             Ok(out) => out,
             Err(e) => self.rewrite_failed(&e),
+        }
+    }
+
+    /// The local listener for a node named in a reply. An empty endpoint (the cluster's
+    /// `unknown-endpoint` form) means the host of this connection.
+    fn node_for(
+        &self,
+        map: &crate::cluster::ClusterMap,
+        endpoint: &str,
+        port: u16,
+    ) -> Option<std::net::SocketAddr> {
+        use crate::cluster::rewrite::NodeMap;
+        if endpoint.is_empty() {
+            map.local_for(self.ctx.connector.host(), port)
+        } else {
+            map.local_for(endpoint, port)
         }
     }
 
@@ -1824,7 +1842,7 @@ impl<C: ClientStream> Session<C> {
     fn rewrite_failed(&self, e: &RewriteError) -> Vec<u8> {
         tracing::warn!(session = self.id, upstream = %self.ctx.upstream, error = %e, "cannot rewrite the node addresses of a cluster reply");
         match e {
-            RewriteError::NoLocalPort => b"-CLUSTERDOWN entra-redis-proxy has no free local port for a cluster node (widen cluster_ports)\r\n".to_vec(),
+            RewriteError::NoLocalPort { .. } => b"-CLUSTERDOWN entra-redis-proxy has no free local port for a cluster node (widen cluster_ports)\r\n".to_vec(),
             _ => b"-ERR entra-redis-proxy could not rewrite the node addresses of this cluster reply (see the proxy's log)\r\n".to_vec(),
         }
     }

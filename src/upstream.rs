@@ -119,6 +119,8 @@ pub struct ConnectAttempt {
 pub struct UpstreamConnector {
     /// `host:port` to connect to.
     addr: String,
+    /// The host part of `addr` (without IPv6 brackets).
+    host: String,
     /// The name the certificate must carry (and SNI).
     server_name: ServerName<'static>,
     /// The TLS client (roots, resumption cache shared by every connection).
@@ -179,6 +181,7 @@ impl UpstreamConnector {
         };
         Ok(UpstreamConnector {
             addr,
+            host: host.to_owned(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
             connect_timeout: timeouts.0,
@@ -199,6 +202,7 @@ impl UpstreamConnector {
             } else {
                 format!("{host}:{port}")
             },
+            host: host.to_owned(),
             server_name: self.server_name.clone(),
             tls: self.tls.clone(),
             connect_timeout: self.connect_timeout,
@@ -207,6 +211,11 @@ impl UpstreamConnector {
             metrics: self.metrics.clone(),
             last_attempt: Mutex::new(None),
         }
+    }
+
+    /// The host this connector connects to, as configured or reported by the cluster.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// `host:port` of the cache.
