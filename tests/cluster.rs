@@ -482,12 +482,24 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
     let traffic = tokio::spawn(async move {
         python_client(
             addr,
-            &["--keys", "3000", "--duration", "40", "--prefix", "moving"],
+            &["--keys", "16384", "--duration", "40", "--prefix", "moving"],
         )
         .await
     });
-    // Let the client learn the topology and open its connections first.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until the client has a connection to every primary (the token user's).
+    let user = rotator.current.oid.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let lists = cluster.client_lists().await;
+        if (0..3).all(|p| lists[p].iter().any(|c| c.user == user)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-py reached every primary within 30 s: {lists:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     rotator
         .rotate(&cluster, Expect::EachPrimary(1))
