@@ -37,7 +37,7 @@ fn cluster_proxy_args(
         "--token-file-poll",
         "50ms",
         "--admin-listen",
-        "",
+        "127.0.0.1:0",
         "--cluster",
         "--cluster-refresh",
         "1s",
@@ -299,6 +299,30 @@ async fn topology_and_redirects_name_only_local_listeners() {
         );
         assert_eq!(c.cmd(&["DISCARD"]).await, Reply::ok());
     }
+
+    // The metrics count the node listeners and the topology reads.
+    let admin: SocketAddr = proxy
+        .raw_logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "admin listening")
+        .and_then(|v| v["fields"]["address"].as_str()?.parse().ok())
+        .expect("admin listener");
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).await.unwrap();
+    assert!(
+        metrics.contains("entra_redis_proxy_cluster_nodes{upstream=\"default\"} 6\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("entra_redis_proxy_cluster_topology_refreshes_total{result=\"success\",upstream=\"default\"} 0\n"),
+        "{metrics}"
+    );
 
     // redis-cli -c follows the redirects through the local ports.
     for i in 0..20 {

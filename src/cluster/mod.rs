@@ -31,6 +31,10 @@ use crate::server::{accept_loop, Listener};
 use crate::session::SessionContext;
 use rewrite::{NodeMap, Topology};
 
+/// Most node listeners per clustered upstream (Redis Cluster's own practical limit), so that a
+/// reply naming endless nodes cannot exhaust the host's ports.
+const MAX_NODES: usize = 1000;
+
 /// The local listeners of one clustered upstream, made on demand.
 pub struct ClusterMap {
     /// Itself, to hand to the sessions of the listeners it makes.
@@ -164,6 +168,14 @@ impl NodeMap for ClusterMap {
             return Some(*local);
         }
         if st.stopped {
+            return None;
+        }
+        if st.nodes.len() >= MAX_NODES {
+            tracing::error!(
+                upstream = %self.base.upstream,
+                node = %join_host_port(endpoint, port),
+                "the cluster names more than {MAX_NODES} nodes; no listener for this one"
+            );
             return None;
         }
         let local = self.open_listener(&mut st, endpoint, port)?;
