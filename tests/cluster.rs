@@ -549,6 +549,12 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
     learned_nodes(&summary, &local_set(&proxy));
     // The moved slots are served by the new owner, reached through its local listener.
     assert_eq!(cluster.slot_count(0, 0).await, 5461 - 1000);
+    // No token, or part of one, in the proxy's log.
+    let logs = proxy.raw_logs();
+    for t in &rotator.issued {
+        assert!(!logs.contains(t.signature()), "a token signature in the log");
+        assert!(!logs.contains(t.payload()), "a token payload in the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
