@@ -513,7 +513,18 @@ fn rewrite_shards_node(node: &mut Value<'_>, map: &dyn NodeMap) -> Result<()> {
     };
     drop(names);
     let Some(local) = local else {
-        put_pairs(node, kind, fields);
+        // No usable address: keep the node, but show no name for it either.
+        let hidden = fields
+            .into_iter()
+            .filter(|(k, _)| !matches!(value_bytes(k), Ok(b"hostname")))
+            .map(|(k, v)| match (value_bytes(&k), value_str(&v)) {
+                (Ok(b"ip" | b"endpoint"), Ok(s)) if is_name(s) => {
+                    (k, Value::Blob(b'$', Cow::Borrowed(b"")))
+                }
+                _ => (k, v),
+            })
+            .collect();
+        put_pairs(node, kind, hidden);
         return Ok(());
     };
     let keep_endpoint = endpoint == "?";
@@ -593,7 +604,11 @@ fn rewrite_node_line(line: &[u8], out: &mut Vec<u8>, map: &dyn NodeMap) -> Resul
     out.extend_from_slice(id);
     out.push(b' ');
     if ip.is_empty() || port == 0 {
-        out.extend_from_slice(addr);
+        // No address (`:0@0`): nothing to map, and no name to show.
+        out.extend_from_slice(b":0");
+        if has_cport {
+            out.extend_from_slice(b"@0");
+        }
     } else {
         let names: Vec<&str> = [ip, hostname].into_iter().filter(|s| is_name(s)).collect();
         let unusable = flags
@@ -1415,9 +1430,13 @@ mod tests {
         // A node in handshake with no local listener is shown without an address.
         let out = rewrite_topology(Topology::Nodes, PLAIN_NODES_HANDSHAKE_RESP2, &local).unwrap();
         assert!(text(&out).contains("\n78d4e487c73413561ebf56567193be71d073aae0 :0@0 handshake - 0 0 0 disconnected\nf5e6a630f1f28947b5dc86c8420d0f97cabedd62 127.0.0.1:7383@0 slave ") || text(&out).contains("\r\n78d4e487c73413561ebf56567193be71d073aae0 :0@0 handshake - 0 0 0 disconnected\nf5e6a630f1f28947b5dc86c8420d0f97cabedd62 127.0.0.1:7383@0 slave "), "{}", text(&out));
-        // Nodes without an address stay as they are.
+        // Nodes without an address stay as they are, but lose any host name.
         let noaddr = b"$60\r\n0123456789abcdef0123456789abcdef01234567 :0@0 master,noaddr\n\r\n";
         let out = rewrite_topology(Topology::Nodes, noaddr, &nothing).unwrap();
+        assert_eq!(text(&out), text(noaddr));
+        let line = "0123456789abcdef0123456789abcdef01234567 10.1.1.1:0@0,h.x master,noaddr\n";
+        let named = format!("${}\r\n{line}\r\n", line.len());
+        let out = rewrite_topology(Topology::Nodes, named.as_bytes(), &nothing).unwrap();
         assert_eq!(text(&out), text(noaddr));
         let out = rewrite_topology(Topology::Replicas, TLS_REPLICAS_RESP3, &local).unwrap();
         let line = "28346d739184cd000679d9ef652bf5eabda1a21f 127.0.0.1:7389@0 slave dd046f3d1dc6b385d3b2c45a7f45967189d68d03 0 1795625230632 0 connected";
