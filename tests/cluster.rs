@@ -324,14 +324,24 @@ async fn topology_and_redirects_name_only_local_listeners() {
         "{metrics}"
     );
 
-    // redis-cli -c follows the redirects through the local ports.
-    for i in 0..20 {
-        let key = key_for_slot((i * 997) as u16 % SLOTS as u16, "cli");
-        let out = redis_cli(proxy.addr, &["SET", &key, &format!("value-{i}")]);
-        assert_eq!(out.trim(), "OK", "redis-cli -c SET {key}: {out}");
-        let out = redis_cli(proxy.addr, &["GET", &key]);
-        assert_eq!(out.trim(), format!("value-{i}"), "redis-cli -c GET {key}");
-    }
+    // redis-cli -c follows the redirects through the local ports: a SET and a GET in every
+    // slot, read from its standard input by one redis-cli process.
+    let keys: Vec<String> = (0..SLOTS as u16).map(|s| key_for_slot(s, "cli")).collect();
+    let sets: String = keys.iter().map(|k| format!("SET {k} v-{k}\n")).collect();
+    let out = redis_cli_stdin(proxy.addr, &sets, &local);
+    assert_eq!(
+        out.iter().filter(|l| *l == "OK").count(),
+        SLOTS,
+        "redis-cli -c SETs"
+    );
+    let gets: String = keys.iter().map(|k| format!("GET {k}\n")).collect();
+    let out = redis_cli_stdin(proxy.addr, &gets, &local);
+    let want: Vec<String> = keys.iter().map(|k| format!("v-{k}")).collect();
+    assert!(
+        out == want,
+        "redis-cli -c GETs: {} replies, not the values set",
+        out.len()
+    );
 
     // ASK during a slot migration names a local listener too: a slot of node 0 marked as
     // migrating to node 1; a key not (yet) on node 0 is asked for on node 1.
@@ -378,6 +388,43 @@ async fn topology_and_redirects_name_only_local_listeners() {
             Reply::ok()
         );
     }
+}
+
+/// Runs `redis-cli -c -h 127.0.0.1 -p PORT` with `commands` (one per line) on its standard
+/// input; returns the replies it printed. The redirects it announces ("-> Redirected to slot
+/// [N] located at ADDR") must name local listeners; they are left out of the result.
+fn redis_cli_stdin(addr: SocketAddr, commands: &str, local: &BTreeSet<String>) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("redis-cli")
+        .args([
+            "-c",
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = commands.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("redis-cli output");
+    writer.join().unwrap().expect("write redis-cli's input");
+    assert!(out.status.success(), "redis-cli: {out:?}");
+    let mut replies = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix("-> Redirected to slot [") {
+            Some(rest) => {
+                let target = rest.split(" located at ").nth(1).expect("redirect target");
+                assert_local(target, local, "redis-cli redirected");
+            }
+            None => replies.push(line.to_owned()),
+        }
+    }
+    replies
 }
 
 /// Runs `redis-cli -c -h 127.0.0.1 -p PORT args...` (cluster mode: follows redirects).
@@ -552,7 +599,10 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
     // No token, or part of one, in the proxy's log.
     let logs = proxy.raw_logs();
     for t in &rotator.issued {
-        assert!(!logs.contains(t.signature()), "a token signature in the log");
+        assert!(
+            !logs.contains(t.signature()),
+            "a token signature in the log"
+        );
         assert!(!logs.contains(t.payload()), "a token payload in the log");
     }
 }
@@ -564,11 +614,12 @@ async fn a_new_node_gets_a_listener_and_redirects_to_it_work() {
     let seed = cluster.addr(0);
     // Two proxies: one re-reads the topology every second, the other only at start, so that
     // it first hears of the new node in a MOVED.
-    let fast = Proxy::start(
-        &cluster_proxy_args(&cluster, &seed, &rotator.file.path),
-        "info",
-    )
-    .await;
+    // The first from a configured port range (ports already taken are skipped).
+    let base: u16 = 23000 + rand::random::<u16>() % 9000;
+    let range = base..=base + 19;
+    let mut args = cluster_proxy_args(&cluster, &seed, &rotator.file.path);
+    args.extend(["--cluster-ports".into(), format!("{base}-{}", base + 19)]);
+    let fast = Proxy::start(&args, "info").await;
     let mut args = cluster_proxy_args(&cluster, &seed, &rotator.file.path);
     let at = args.iter().position(|a| a == "--cluster-refresh").unwrap();
     args[at + 1] = "1h".into();
@@ -590,7 +641,11 @@ async fn a_new_node_gets_a_listener_and_redirects_to_it_work() {
     let key = key_for_slot(slot, "new-node");
 
     // The re-reading proxy opened a listener for the new node on its own.
-    let new_local = wait_for_listeners(&fast, &cluster).await[&cluster.addr(new)];
+    let fast_listeners = wait_for_listeners(&fast, &cluster).await;
+    for l in fast_listeners.values() {
+        assert!(range.contains(&l.port()), "{l} is outside {range:?}");
+    }
+    let new_local = fast_listeners[&cluster.addr(new)];
     let mut c = proxy_client(fast.addr).await;
     let moved = c.cmd(&["SET", &key, "fresh"]).await;
     assert_eq!(moved, Reply::Error(format!("MOVED {slot} {new_local}")));

@@ -249,10 +249,28 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// A key (with a hash tag) that hashes to `slot`.
 pub fn key_for_slot(slot: u16, prefix: &str) -> String {
-    (0u64..)
-        .map(|i| format!("{{t{i}}}:{prefix}"))
-        .find(|k| key_slot(k.as_bytes()) == slot)
-        .expect("every slot has a tag")
+    format!("{{t{}}}:{prefix}", slot_tags()[usize::from(slot)])
+}
+
+/// For each slot, the smallest `i` such that the hash tag `t<i>` falls in that slot; computed
+/// once (one pass over the candidates, not one search per slot).
+fn slot_tags() -> &'static [u64] {
+    static TAGS: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![u64::MAX; SLOTS];
+        let mut missing = SLOTS;
+        for i in 0u64.. {
+            let slot = usize::from(key_slot(format!("t{i}").as_bytes()));
+            if tags[slot] == u64::MAX {
+                tags[slot] = i;
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+        tags
+    })
 }
 
 /// How many connections a [`ClusterRotator`] waits for on the new token's user before it
