@@ -301,20 +301,7 @@ async fn topology_and_redirects_name_only_local_listeners() {
     }
 
     // The metrics count the node listeners and the topology reads.
-    let admin: SocketAddr = proxy
-        .raw_logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "admin listening")
-        .and_then(|v| v["fields"]["address"].as_str()?.parse().ok())
-        .expect("admin listener");
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut metrics = String::new();
-    s.read_to_string(&mut metrics).await.unwrap();
+    let metrics = scrape_metrics(admin_address(&proxy)).await;
     assert!(
         metrics.contains("entra_redis_proxy_cluster_nodes{upstream=\"default\"} 6\n"),
         "{metrics}"

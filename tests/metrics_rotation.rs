@@ -6,40 +6,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The admin listener's address, from the proxy's `admin listening` log line.
-fn admin_addr(proxy: &Proxy) -> std::net::SocketAddr {
-    for line in proxy.raw_logs().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let f = &v["fields"];
-        if f["message"] == "admin listening" {
-            return f["address"].as_str().unwrap().parse().unwrap();
-        }
-    }
-    panic!("no `admin listening` line: {}", proxy.logs());
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-fn value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_rotations_and_connections() {
@@ -49,7 +15,7 @@ async fn metrics_follow_rotations_and_connections() {
     let at = args.iter().position(|a| a == "--admin-listen").unwrap();
     args[at + 1] = "127.0.0.1:0".into();
     let proxy = Proxy::start(&args, "info").await;
-    let admin = admin_addr(&proxy);
+    let admin = admin_address(&proxy);
 
     const SESSIONS: usize = 5;
     let mut clients = Vec::new();
@@ -58,22 +24,22 @@ async fn metrics_follow_rotations_and_connections() {
         assert_eq!(c.cmd(&["PING"]).await, Reply::status("PONG"));
         clients.push(c);
     }
-    let m = scrape(admin).await;
+    let m = scrape_metrics(admin).await;
     assert_eq!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_client_connections{upstream=\"default\"}"
         ),
         SESSIONS as f64
     );
     assert_eq!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_upstream_connections{upstream=\"default\"}"
         ),
         SESSIONS as f64
     );
-    let refreshes_before = value(
+    let refreshes_before = metric_value(
         &m,
         "entra_redis_proxy_token_refreshes_total{result=\"success\",upstream=\"default\"}",
     );
@@ -82,15 +48,15 @@ async fn metrics_follow_rotations_and_connections() {
     for _ in 0..ROTATIONS {
         rotator.rotate(SESSIONS).await.expect("rotation");
     }
-    let m = scrape(admin).await;
+    let m = scrape_metrics(admin).await;
     assert!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_token_refreshes_total{result=\"success\",upstream=\"default\"}"
         ) >= refreshes_before + ROTATIONS as f64
     );
     assert_eq!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_reauth_total{result=\"success\",upstream=\"default\"}"
         ),
@@ -98,23 +64,26 @@ async fn metrics_follow_rotations_and_connections() {
         "one re-AUTH per live session per rotation"
     );
     assert_eq!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_reauth_total{result=\"failure\",upstream=\"default\"}"
         ),
         0.0
     );
     assert_eq!(
-        value(&m, "entra_redis_proxy_reauth_pending{upstream=\"default\"}"),
+        metric_value(&m, "entra_redis_proxy_reauth_pending{upstream=\"default\"}"),
         0.0
     );
     assert!(
-        value(
+        metric_value(
             &m,
             "entra_redis_proxy_token_seconds_until_expiry{upstream=\"default\"}"
         ) > 3000.0
     );
-    assert!(value(&m, "entra_redis_proxy_commands_total{upstream=\"default\"}") >= SESSIONS as f64);
+    assert!(
+        metric_value(&m, "entra_redis_proxy_commands_total{upstream=\"default\"}")
+            >= SESSIONS as f64
+    );
     // No secret in the exposition.
     for t in &rotator.issued {
         assert!(!m.contains(&t.jwt) && !m.contains(t.signature()));
@@ -123,12 +92,12 @@ async fn metrics_follow_rotations_and_connections() {
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = scrape(admin).await;
-        if value(
+        let m = scrape_metrics(admin).await;
+        if metric_value(
             &m,
             "entra_redis_proxy_client_connections{upstream=\"default\"}",
         ) == 0.0
-            && value(
+            && metric_value(
                 &m,
                 "entra_redis_proxy_upstream_connections{upstream=\"default\"}",
             ) == 0.0

@@ -33,25 +33,6 @@ fn listeners(proxy: &Proxy) -> (HashMap<String, SocketAddr>, Option<SocketAddr>)
     (out, admin)
 }
 
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
-fn value(metrics: &str, sample: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in:\n{metrics}"))
-}
-
 async fn client(addr: SocketAddr) -> ProxyClient {
     RespClient::new(TcpStream::connect(addr).await.unwrap())
 }
@@ -132,8 +113,10 @@ async fn two_caches_with_their_own_identities_at_once() {
     assert_eq!(ca2.cmd(&["GET", "where"]).await, Reply::bulk("a"));
     assert_eq!(cb.cmd(&["GET", "where"]).await, Reply::bulk("b"));
 
-    let m = scrape(admin).await;
-    let s = |name: &str, labels: &str| value(&m, &format!("entra_redis_proxy_{name}{{{labels}}}"));
+    let m = scrape_metrics(admin).await;
+    let s = |name: &str, labels: &str| {
+        metric_value(&m, &format!("entra_redis_proxy_{name}{{{labels}}}"))
+    };
     assert_eq!(s("client_connections", "upstream=\"sessions\""), 1.0);
     assert_eq!(s("client_connections", "upstream=\"orders\""), 1.0);
     assert_eq!(s("client_connections", "upstream=\"sessions-again\""), 1.0);

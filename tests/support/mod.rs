@@ -1140,3 +1140,44 @@ async fn read_frame_from<R: AsyncRead + Unpin>(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The admin endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// The admin listener's address, from the proxy's `admin listening` log line.
+pub fn admin_address(proxy: &Proxy) -> SocketAddr {
+    proxy
+        .raw_logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "admin listening")
+        .and_then(|v| v["fields"]["address"].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `admin listening` line: {}", proxy.logs()))
+}
+
+/// `GET /metrics` from the admin endpoint at `addr`: the whole HTTP response.
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut out = String::new();
+    tokio::time::timeout(IO_TIMEOUT, s.read_to_string(&mut out))
+        .await
+        .expect("metrics in time")
+        .expect("read the metrics");
+    out
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a metrics text.
+pub fn metric_value(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in:\n{metrics}"))
+}
