@@ -187,8 +187,28 @@ where
     let metrics = ctx.metrics.clone();
     let _client_gauge = GaugeGuard::new(&metrics.client_connections);
     metrics.client_connections_total.inc();
-    let mut client = client;
+    // Opening (token wait, TLS handshake, error replies) runs boxed: its state lives on the
+    // heap only while connecting. Inline, it would add about 1.5 kB to every session's task
+    // for the session's whole life (the compiler does not overlap it with `session`).
+    let Some(mut session) = Box::pin(open(client, ctx, id)).await else {
+        return;
+    };
+    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
+    let result = session.run(shutdown).await;
+    session.pending_flag(false);
+    match result {
+        Ok(()) => tracing::debug!(session = id, "session closed"),
+        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    }
+}
 
+/// Waits for a token and opens the upstream connection; on failure, answers the client with
+/// an error and returns `None`.
+async fn open<C>(client: C, ctx: Arc<SessionContext>, id: u64) -> Option<Session<C>>
+where
+    C: ClientStream,
+{
+    let mut client = client;
     let token = match ctx.tokens.wait_for_token(ctx.startup_wait).await {
         Some(t) => t,
         None => {
@@ -201,7 +221,7 @@ where
             );
             tracing::warn!(session = id, "no token for a new client: {msg}");
             let _ = write_error(&mut client, &msg).await;
-            return;
+            return None;
         }
     };
     let upstream = match ctx.connector.connect(&token).await {
@@ -216,18 +236,11 @@ where
                 &format!("ERR entra-redis-proxy cannot open the upstream connection: {err}"),
             )
             .await;
-            return;
+            return None;
         }
     };
-    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
     tracing::debug!(session = id, user = %token.username(), "session started");
-    let mut session = Session::new(client, upstream, ctx, token, id);
-    let result = session.run(shutdown).await;
-    session.pending_flag(false);
-    match result {
-        Ok(()) => tracing::debug!(session = id, "session closed"),
-        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
-    }
+    Some(Session::new(client, upstream, ctx, token, id))
 }
 
 async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
@@ -243,7 +256,8 @@ async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
     client.shutdown().await?;
     // Closing a socket with unread input makes the kernel send a reset, which can destroy the
     // error before the client reads it: read what the client sent (briefly) first.
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would sit in every session's task, idle or not.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while let Ok(n) = client.read(&mut sink).await {
             if n == 0 {
@@ -1077,6 +1091,12 @@ impl<C: ClientStream> Session<C> {
     /// Opens a new upstream connection (backing off, paced across sessions) and restores the
     /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
     async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        // Boxed: a rare path whose state (a new TLS stream) would otherwise enlarge every
+        // session's task.
+        Box::pin(self.reconnect_inner()).await
+    }
+
+    async fn reconnect_inner(&mut self) -> Result<(), SessionEnd> {
         let started = Instant::now();
         let mut failures: u32 = 0;
         let (upstream, token) = loop {
@@ -2517,6 +2537,31 @@ mod tests {
         assert_eq!(c.kind, Kind::Subscribe(SubKind::Pattern));
         assert!(
             pubsub_confirmation(b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n", true).is_none()
+        );
+    }
+}
+
+/// Every open connection holds one session task for its whole life, so the size of that task
+/// is memory per idle connection (docs/benchmarks.md, idle memory).
+#[cfg(test)]
+mod task_size {
+    use super::*;
+
+    /// `size_of` of what `f` returns: for an async fn, its future.
+    fn future_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn the_session_future_is_not_much_more_than_the_session() {
+        let session = std::mem::size_of::<Session<tokio::net::TcpStream>>();
+        let task = future_size(run::<tokio::net::TcpStream>);
+        // Rare paths (connecting, reconnecting, error replies) are boxed so that their state
+        // does not sit in every idle session's task; 1 kB covers the select loop.
+        assert!(
+            task <= session + 1024,
+            "the session task is {task} bytes for a {session}-byte session: box the new rare \
+             path (see `open`, `reconnect`)"
         );
     }
 }
