@@ -721,7 +721,8 @@ impl<C: ClientStream> Session<C> {
                     // Forward what came before the bad bytes, then answer and close.
                     self.flush_run(run_start, pos);
                     self.write_upstream_plan().await?;
-                    return Err(self.client_protocol_error(e).await);
+                    // Boxed, as every rare path: its state would enlarge every session.
+                    return Err(Box::pin(self.client_protocol_error(e)).await);
                 }
             };
             let frame = pos..pos + scanned.len;
@@ -1323,8 +1324,9 @@ impl<C: ClientStream> Session<C> {
         }
         self.try_reauth().await?;
         if !self.blocked && !self.cbuf.is_empty() {
-            // Commands held behind a blocking command.
-            self.on_client_data().await?;
+            // Commands held behind a blocking command (rare: boxed, or this future would
+            // contain a second `on_client_data` and enlarge every session).
+            Box::pin(self.on_client_data()).await?;
         }
         Ok(())
     }
