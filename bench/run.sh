@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks entra-redis-proxy against direct TLS, stunnel and HAProxy, side by side.
 #
-# Usage: bench/run.sh [--smoke] [--reps N] [--out FILE] [--profile] [--keep]
+# Usage: bench/run.sh [--smoke] [--reps N] [--out FILE] [--profile] [--idle-only] [--keep]
 #   --smoke    seconds, not minutes: tiny request counts, 1 repetition, no 10k idle test
 #              (CI runs this; exits non-zero if any target fails to answer)
 #   --reps N   repetitions of every case (default 5); targets alternate run by run
 #   --out FILE also write the result tables (markdown) to FILE
 #   --profile  instead of the benchmark: run the proxy under callgrind with the
 #              50-client -P 16 load and print the top functions
+#   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all three)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
 # Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE.
 #
@@ -20,6 +21,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$REPO/bench"
 SMOKE=0
 PROFILE=0
+IDLE_ONLY=0
 KEEP=0
 REPS=5
 OUT=""
@@ -27,10 +29,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) SMOKE=1 ;;
     --profile) PROFILE=1 ;;
+    --idle-only) IDLE_ONLY=1 ;;
     --keep) KEEP=1 ;;
     --reps) REPS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -360,6 +363,9 @@ if [ "$PROFILE" = 1 ]; then
     exit 0
 fi
 
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+if [ "$IDLE_ONLY" = 0 ]; then
 log "sidecars on CPU 0"
 start_proxy
 start_stunnel
@@ -369,8 +375,6 @@ for t in "${TARGETS[@]}"; do
 done
 
 # ------------------------------------------------------------------ throughput and latency
-RESULTS="$WORK/results.tsv"
-: >"$RESULTS"
 bench_one() { # CASE TEST TARGET REP CLIENTS PIPELINE SIZE N
     local case=$1 test=$2 t=$3 rep=$4 c=$5 p=$6 d=$7 n=$8
     target_args "$t"
@@ -435,15 +439,17 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 
-# ------------------------------------------------------------------ idle memory
-IDLE="$WORK/idle.tsv"
-: >"$IDLE"
 stop_pid "$PROXY_PID"
 stop_pid "$STUNNEL_PID"
 stop_pid "$HAPROXY_PID"
+fi
+
+# ------------------------------------------------------------------ idle memory
+IDLE="$WORK/idle.tsv"
+: >"$IDLE"
 for n in $IDLE_SMALL $IDLE_LARGE; do
     [ "$n" -gt 0 ] || continue
-    for t in proxy stunnel haproxy; do
+    for t in ${IDLE_TARGETS:-proxy stunnel haproxy}; do
         # A fresh process for each measurement: memory freed by earlier runs would hide growth.
         "start_$t"
         target_args "$t"

@@ -193,8 +193,28 @@ where
     let metrics = ctx.metrics.clone();
     let _client_gauge = GaugeGuard::new(&metrics.client_connections);
     metrics.client_connections_total.inc();
-    let mut client = client;
+    // Opening (token wait, TLS handshake, error replies) runs boxed: its state lives on the
+    // heap only while connecting. Inline, it would add about 1.5 kB to every session's task
+    // for the session's whole life (the compiler does not overlap it with `session`).
+    let Some(mut session) = Box::pin(open(client, ctx, id)).await else {
+        return;
+    };
+    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
+    let result = session.run(shutdown).await;
+    session.pending_flag(false);
+    match result {
+        Ok(()) => tracing::debug!(session = id, "session closed"),
+        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    }
+}
 
+/// Waits for a token and opens the upstream connection; on failure, answers the client with
+/// an error and returns `None`.
+async fn open<C>(client: C, ctx: Arc<SessionContext>, id: u64) -> Option<Session<C>>
+where
+    C: ClientStream,
+{
+    let mut client = client;
     let token = match ctx.tokens.wait_for_token(ctx.startup_wait).await {
         Some(t) => t,
         None => {
@@ -207,7 +227,7 @@ where
             );
             tracing::warn!(session = id, "no token for a new client: {msg}");
             let _ = write_error(&mut client, &msg).await;
-            return;
+            return None;
         }
     };
     let upstream = match ctx.connector.connect(&token).await {
@@ -222,18 +242,11 @@ where
                 &format!("ERR entra-redis-proxy cannot open the upstream connection: {err}"),
             )
             .await;
-            return;
+            return None;
         }
     };
-    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
     tracing::debug!(session = id, user = %token.username(), "session started");
-    let mut session = Session::new(client, upstream, ctx, token, id);
-    let result = session.run(shutdown).await;
-    session.pending_flag(false);
-    match result {
-        Ok(()) => tracing::debug!(session = id, "session closed"),
-        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
-    }
+    Some(Session::new(client, upstream, ctx, token, id))
 }
 
 async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
@@ -249,7 +262,8 @@ async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
     client.shutdown().await?;
     // Closing a socket with unread input makes the kernel send a reset, which can destroy the
     // error before the client reads it: read what the client sent (briefly) first.
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would sit in every session's task, idle or not.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while let Ok(n) = client.read(&mut sink).await {
             if n == 0 {
@@ -452,9 +466,8 @@ struct Session<C> {
     reply_mode: ReplyMode,
     in_multi: bool,
     monitor: bool,
-    channels: HashSet<Vec<u8>>,
-    patterns: HashSet<Vec<u8>>,
-    shards: HashSet<Vec<u8>>,
+    /// Channel, pattern and shard subscriptions.
+    subscriptions: Subscriptions,
 
     // Send-side state.
     /// MULTI sent and no EXEC/DISCARD/RESET sent since.
@@ -534,9 +547,7 @@ impl<C: ClientStream> Session<C> {
             reply_mode: ReplyMode::On,
             in_multi: false,
             monitor: false,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shards: HashSet::new(),
+            subscriptions: Subscriptions::default(),
             multi_sent: false,
             multi_epoch: 0,
             state_changes_in_flight: 0,
@@ -587,9 +598,26 @@ impl<C: ClientStream> Session<C> {
             if self.ubuf.is_empty() && self.ubuf.capacity() > 0 {
                 self.ubuf = BytesMut::new();
             }
-            let drain_sleep = draining_since
-                .map(|s| self.ctx.drain_timeout.saturating_sub(s.elapsed()))
-                .unwrap_or(Duration::MAX);
+            // Likewise the reply queue and the output plans once nothing is in flight: about
+            // 0.4 kB per idle session.
+            if self.queue.is_empty() && self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+                if self.to_upstream.is_empty() {
+                    self.to_upstream = Vec::new();
+                }
+                if self.to_client.is_empty() {
+                    self.to_client = Vec::new();
+                }
+            }
+            // A timer only while draining (boxed): a `Sleep` built every turn would cost a
+            // clock read each turn and 112 bytes in every idle session's task.
+            let mut drain_sleep = draining_since.map(|s| {
+                Box::pin(tokio::time::sleep(
+                    self.ctx.drain_timeout.saturating_sub(s.elapsed()),
+                ))
+            });
+            // Lazy and boxed: the permit is wanted only during a token change.
+            let reauth_limiter = &self.ctx.reauth_limiter;
             tokio::select! {
                 r = std::future::poll_fn(|cx| self.upstream.get_ref().0.poll_read_ready(cx)), if !self.upstream_lost => {
                     let read = r.and_then(|()| read_available(&mut self.upstream, &mut self.ubuf, usize::MAX));
@@ -644,7 +672,7 @@ impl<C: ClientStream> Session<C> {
                 }
                 // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
                 // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
-                p = self.ctx.reauth_limiter.clone().acquire_owned(),
+                p = async { Box::pin(reauth_limiter.clone().acquire_owned()).await },
                     if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
                     if let Ok(p) = p {
                         self.reauth_permit = Some(p);
@@ -656,7 +684,10 @@ impl<C: ClientStream> Session<C> {
                         draining_since = Some(Instant::now());
                     }
                 }
-                _ = tokio::time::sleep(drain_sleep), if draining_since.is_some() => {}
+                _ = std::future::poll_fn(|cx| match drain_sleep.as_mut() {
+                    Some(sleep) => std::future::Future::poll(sleep.as_mut(), cx),
+                    None => Poll::Pending,
+                }), if draining_since.is_some() => {}
             }
         }
         let _ = self.client.shutdown().await;
@@ -700,7 +731,8 @@ impl<C: ClientStream> Session<C> {
                     // Forward what came before the bad bytes, then answer and close.
                     self.flush_run(run_start, pos);
                     self.write_upstream_plan().await?;
-                    return Err(self.client_protocol_error(e).await);
+                    // Boxed, as every rare path: its state would enlarge every session.
+                    return Err(Box::pin(self.client_protocol_error(e)).await);
                 }
             };
             let frame = pos..pos + scanned.len;
@@ -1093,6 +1125,12 @@ impl<C: ClientStream> Session<C> {
     /// Opens a new upstream connection (backing off, paced across sessions) and restores the
     /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
     async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        // Boxed: a rare path whose state (a new TLS stream) would otherwise enlarge every
+        // session's task.
+        Box::pin(self.reconnect_inner()).await
+    }
+
+    async fn reconnect_inner(&mut self) -> Result<(), SessionEnd> {
         let started = Instant::now();
         let mut failures: u32 = 0;
         let (upstream, token) = loop {
@@ -1302,8 +1340,9 @@ impl<C: ClientStream> Session<C> {
         }
         self.try_reauth().await?;
         if !self.blocked && !self.cbuf.is_empty() {
-            // Commands held behind a blocking command.
-            self.on_client_data().await?;
+            // Commands held behind a blocking command (rare: boxed, or this future would
+            // contain a second `on_client_data` and enlarge every session).
+            Box::pin(self.on_client_data()).await?;
         }
         Ok(())
     }
@@ -1615,14 +1654,14 @@ impl<C: ClientStream> Session<C> {
 
     fn subs(&self, k: SubKind) -> &HashSet<Vec<u8>> {
         match k {
-            SubKind::Channel => &self.channels,
-            SubKind::Pattern => &self.patterns,
-            SubKind::Shard => &self.shards,
+            SubKind::Channel => &self.subscriptions.sets().channels,
+            SubKind::Pattern => &self.subscriptions.sets().patterns,
+            SubKind::Shard => &self.subscriptions.sets().shards,
         }
     }
 
     fn subscribed(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty())
+        !self.subscriptions.is_empty()
     }
 
     /// Decides where a complete frame goes, and updates state.
@@ -1883,9 +1922,7 @@ impl<C: ClientStream> Session<C> {
                 self.reply_mode = ReplyMode::On;
                 self.in_multi = false;
                 self.monitor = false;
-                self.channels.clear();
-                self.patterns.clear();
-                self.shards.clear();
+                self.subscriptions.clear();
             }
             Kind::Monitor if ok => self.monitor = true,
             Kind::Select(Some(db)) if ok => self.db = db,
@@ -1939,10 +1976,14 @@ impl<C: ClientStream> Session<C> {
             Kind::Unsubscribe(k) => (k, false),
             _ => return,
         };
+        if !add && self.subscriptions.is_empty() {
+            return;
+        }
+        let sets = self.subscriptions.sets_mut();
         let set = match set {
-            SubKind::Channel => &mut self.channels,
-            SubKind::Pattern => &mut self.patterns,
-            SubKind::Shard => &mut self.shards,
+            SubKind::Channel => &mut sets.channels,
+            SubKind::Pattern => &mut sets.patterns,
+            SubKind::Shard => &mut sets.shards,
         };
         match (&conf.channel, add) {
             (Some(c), true) => {
@@ -1952,6 +1993,10 @@ impl<C: ClientStream> Session<C> {
                 set.remove(c);
             }
             (None, _) => {}
+        }
+        if self.subscriptions.is_empty() {
+            // The last one ended: release the sets.
+            self.subscriptions.clear();
         }
     }
 
@@ -2214,26 +2259,31 @@ fn matches_password(given: &[u8], password: &Secret) -> bool {
     diff == 0
 }
 
-/// Channel, pattern and shard-channel subscriptions.
+/// Channel, pattern and shard-channel subscriptions. Boxed and absent until the first
+/// SUBSCRIBE: most sessions never subscribe, and every idle session carries this.
 #[derive(Debug, Default)]
-struct Subscriptions {
+struct Subscriptions(Option<Box<SubscriptionSets>>);
+
+#[derive(Debug, Default)]
+struct SubscriptionSets {
     channels: HashSet<Vec<u8>>,
     patterns: HashSet<Vec<u8>>,
     shards: HashSet<Vec<u8>>,
 }
 
 impl Subscriptions {
-    fn set(&mut self, k: SubKind) -> &mut HashSet<Vec<u8>> {
-        match k {
-            SubKind::Channel => &mut self.channels,
-            SubKind::Pattern => &mut self.patterns,
-            SubKind::Shard => &mut self.shards,
-        }
-    }
-
     /// Applies (UN)SUBSCRIBE with these channel arguments (none: unsubscribe from all).
     fn apply(&mut self, k: SubKind, subscribe: bool, names: &[Vec<u8>]) {
-        let set = self.set(k);
+        if !subscribe && self.0.is_none() {
+            // Unsubscribing from nothing changes nothing.
+            return;
+        }
+        let sets = self.sets_mut();
+        let set = match k {
+            SubKind::Channel => &mut sets.channels,
+            SubKind::Pattern => &mut sets.patterns,
+            SubKind::Shard => &mut sets.shards,
+        };
         match (subscribe, names.is_empty()) {
             (true, _) => set.extend(names.iter().cloned()),
             (false, true) => set.clear(),
@@ -2243,14 +2293,31 @@ impl Subscriptions {
                 }
             }
         }
+        if self.is_empty() {
+            self.0 = None;
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty()
+        self.0
+            .as_ref()
+            .is_none_or(|s| s.channels.is_empty() && s.patterns.is_empty() && s.shards.is_empty())
     }
 
     fn clear(&mut self) {
-        *self = Subscriptions::default();
+        self.0 = None;
+    }
+
+    /// The sets (empty ones when there are none).
+    fn sets(&self) -> &SubscriptionSets {
+        static NONE: std::sync::LazyLock<SubscriptionSets> =
+            std::sync::LazyLock::new(SubscriptionSets::default);
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The sets, created at the first use.
+    fn sets_mut(&mut self) -> &mut SubscriptionSets {
+        self.0.get_or_insert_with(Box::default)
     }
 }
 
@@ -2605,6 +2672,31 @@ mod tests {
         assert_eq!(c.kind, Kind::Subscribe(SubKind::Pattern));
         assert!(
             pubsub_confirmation(b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n", true).is_none()
+        );
+    }
+}
+
+/// Every open connection holds one session task for its whole life, so the size of that task
+/// is memory per idle connection (docs/benchmarks.md, idle memory).
+#[cfg(test)]
+mod task_size {
+    use super::*;
+
+    /// `size_of` of what `f` returns: for an async fn, its future.
+    fn future_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn the_session_future_is_not_much_more_than_the_session() {
+        let session = std::mem::size_of::<Session<tokio::net::TcpStream>>();
+        let task = future_size(run::<tokio::net::TcpStream>);
+        // Rare paths (connecting, reconnecting, error replies) are boxed so that their state
+        // does not sit in every idle session's task; 1 kB covers the select loop.
+        assert!(
+            task <= session + 1024,
+            "the session task is {task} bytes for a {session}-byte session: box the new rare \
+             path (see `open`, `reconnect`)"
         );
     }
 }
