@@ -10,7 +10,11 @@
 #              50-client -P 16 load and print the top functions
 #   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all three)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
+#   --threads-variant  also measure the proxy with a single-threaded runtime (--threads 1),
+#              as target proxy-t1, beside the default (one worker per CPU)
 # Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE.
+# CASES_ONLY="c50-P16 c1-P1 ..." runs only the named cases (connect and idle included only
+# when named).
 #
 # Everything listens on 127.0.0.1 only. The machine has 2 cores: redis-server runs on CPU 1;
 # the load generator and the sidecar under test share CPU 0, so every figure is a ratio
@@ -23,6 +27,7 @@ SMOKE=0
 PROFILE=0
 IDLE_ONLY=0
 KEEP=0
+THREADS_VARIANT=0
 REPS=5
 OUT=""
 while [ $# -gt 0 ]; do
@@ -31,9 +36,10 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=1 ;;
     --idle-only) IDLE_ONLY=1 ;;
     --keep) KEEP=1 ;;
+    --threads-variant) THREADS_VARIANT=1 ;;
     --reps) REPS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -205,6 +211,15 @@ start_proxy() {
     PIDS+=("$PROXY_PID")
     wait_port "$PROXY_PORT" "$PROXY_PID" entra-redis-proxy
 }
+start_proxy-t1() {
+    PROXY_T1_PORT=$(port)
+    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_T1_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
+        --token-file-poll 10s --threads 1 "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-t1.log" &
+    PROXY_T1_PID=$!
+    PIDS+=("$PROXY_T1_PID")
+    wait_port "$PROXY_T1_PORT" "$PROXY_T1_PID" "entra-redis-proxy --threads 1"
+}
 start_stunnel() {
     STUNNEL_PORT=$(port)
     cat >"$WORK/stunnel.conf" <<EOF
@@ -262,6 +277,7 @@ target_args() {
     case "$1" in
     direct) T_PORT=$REDIS_PORT; T_PID=""; T_TLS=1 ;;
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
+    proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
     stunnel) T_PORT=$STUNNEL_PORT; T_PID=$STUNNEL_PID; T_TLS=0 ;;
     haproxy) T_PORT=$HAPROXY_PORT; T_PID=$HAPROXY_PID; T_TLS=0 ;;
     esac
@@ -291,6 +307,10 @@ cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock 
 }
 
 TARGETS=(direct proxy stunnel haproxy)
+[ "$THREADS_VARIANT" = 1 ] && TARGETS=(direct proxy proxy-t1 stunnel haproxy)
+wanted() { # CASE: true if CASES_ONLY is unset or names it
+    [ -z "${CASES_ONLY:-}" ] || [[ " $CASES_ONLY " == *" $1 "* ]]
+}
 
 # start_proxy_under WRAPPER...: the proxy under valgrind (slow to start), sets PROXY_PORT/PID.
 start_proxy_under() {
@@ -368,6 +388,7 @@ RESULTS="$WORK/results.tsv"
 if [ "$IDLE_ONLY" = 0 ]; then
 log "sidecars on CPU 0"
 start_proxy
+[ "$THREADS_VARIANT" = 1 ] && start_proxy-t1
 start_stunnel
 start_haproxy
 for t in "${TARGETS[@]}"; do
@@ -415,6 +436,7 @@ CASES=(
 )
 for spec in "${CASES[@]}"; do
     read -r case c p d n <<<"$spec"
+    wanted "$case" || continue
     log "case $case: $c clients, pipeline $p, value $d bytes, $n requests per run"
     for rep in $(seq 1 "$REPS"); do
         for t in "${TARGETS[@]}"; do
@@ -425,8 +447,9 @@ for spec in "${CASES[@]}"; do
     done
 done
 
-log "case connect: $N_CONNECT sequential connect + AUTH + PING + close"
+wanted connect && log "case connect: $N_CONNECT sequential connect + AUTH + PING + close"
 for rep in $(seq 1 "$REPS"); do
+    wanted connect || break
     for t in "${TARGETS[@]}"; do
         target_args "$t"
         before=$(cpu_ticks "$T_PID")
@@ -440,6 +463,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 stop_pid "$PROXY_PID"
+[ "$THREADS_VARIANT" = 1 ] && stop_pid "$PROXY_T1_PID"
 stop_pid "$STUNNEL_PID"
 stop_pid "$HAPROXY_PID"
 fi
@@ -449,6 +473,7 @@ IDLE="$WORK/idle.tsv"
 : >"$IDLE"
 for n in $IDLE_SMALL $IDLE_LARGE; do
     [ "$n" -gt 0 ] || continue
+    wanted idle || continue
     for t in ${IDLE_TARGETS:-proxy stunnel haproxy}; do
         # A fresh process for each measurement: memory freed by earlier runs would hide growth.
         "start_$t"

@@ -70,6 +70,9 @@ pub struct Settings {
     /// Re-AUTHs in flight at once across all sessions when a token is refreshed.
     #[serde(deserialize_with = "count::deserialize")]
     pub reauth_concurrency: usize,
+    /// Runtime threads: 0 = one per CPU, 1 = everything on one thread.
+    #[serde(deserialize_with = "count::deserialize")]
+    pub threads: usize,
     /// The cache: `HOST[:PORT]`, port 6380 by default.
     pub upstream: String,
     /// Name to verify the cache's certificate against (SNI too); default the upstream host.
@@ -253,6 +256,7 @@ impl Default for Settings {
             allow_non_loopback: false,
             max_connections: 10_000,
             reauth_concurrency: 64,
+            threads: 0,
             upstream: String::new(),
             tls_server_name: None,
             ca_file: None,
@@ -444,6 +448,9 @@ pub struct Cli {
     /// Re-AUTHs in flight at once across all sessions after a token refresh [default: 64].
     #[arg(long, value_name = "N")]
     pub reauth_concurrency: Option<usize>,
+    /// Runtime threads: 0 = one per CPU, 1 = a single-threaded runtime [default: 0].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// The cache, `HOST[:PORT]` (port 6380 by default); required.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub upstream: Option<String>,
@@ -585,6 +592,7 @@ impl Cli {
         set(&mut s.allow_non_loopback, self.allow_non_loopback);
         set(&mut s.max_connections, self.max_connections);
         set(&mut s.reauth_concurrency, self.reauth_concurrency);
+        set(&mut s.threads, self.threads);
         set(&mut s.upstream, self.upstream);
         set_opt(&mut s.tls_server_name, self.tls_server_name);
         set_opt(&mut s.ca_file, self.ca_file);

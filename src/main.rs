@@ -37,9 +37,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the runtime and runs the server until it stops.
+/// Builds the runtime (`threads`: 0 one worker per CPU, 1 single-threaded, N workers) and
+/// runs the server until it stops.
 fn run(settings: config::Settings) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match settings.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("entra-redis-proxy")
         .build()?;
