@@ -12,6 +12,8 @@
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
 #   --threads-variant  also measure the proxy with a single-threaded runtime (--threads 1),
 #              as target proxy-t1, beside the default (one worker per CPU)
+#   --unix-variant  also measure the proxy with the client on a Unix socket (target
+#              proxy-unix; throughput cases only)
 # Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE.
 # CASES_ONLY="c50-P16 c1-P1 ..." runs only the named cases (connect and idle included only
 # when named).
@@ -28,6 +30,7 @@ PROFILE=0
 IDLE_ONLY=0
 KEEP=0
 THREADS_VARIANT=0
+UNIX_VARIANT=0
 REPS=5
 OUT=""
 while [ $# -gt 0 ]; do
@@ -37,9 +40,10 @@ while [ $# -gt 0 ]; do
     --idle-only) IDLE_ONLY=1 ;;
     --keep) KEEP=1 ;;
     --threads-variant) THREADS_VARIANT=1 ;;
+    --unix-variant) UNIX_VARIANT=1 ;;
     --reps) REPS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -220,6 +224,21 @@ start_proxy-t1() {
     PIDS+=("$PROXY_T1_PID")
     wait_port "$PROXY_T1_PORT" "$PROXY_T1_PID" "entra-redis-proxy --threads 1"
 }
+start_proxy-unix() {
+    PROXY_UNIX_SOCK="$WORK/proxy.sock"
+    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "unix:$PROXY_UNIX_SOCK" --upstream "127.0.0.1:$REDIS_PORT" \
+        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
+        --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-unix.log" &
+    PROXY_UNIX_PID=$!
+    PIDS+=("$PROXY_UNIX_PID")
+    local i
+    for i in $(seq 1 100); do
+        [ -S "$PROXY_UNIX_SOCK" ] && return 0
+        kill -0 "$PROXY_UNIX_PID" 2>/dev/null || die "entra-redis-proxy (unix) exited; see $WORK/proxy-unix.log"
+        sleep 0.1
+    done
+    die "entra-redis-proxy (unix) did not create $PROXY_UNIX_SOCK"
+}
 start_stunnel() {
     STUNNEL_PORT=$(port)
     cat >"$WORK/stunnel.conf" <<EOF
@@ -278,6 +297,7 @@ target_args() {
     direct) T_PORT=$REDIS_PORT; T_PID=""; T_TLS=1 ;;
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
     proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
+    proxy-unix) T_PORT=""; T_PID=$PROXY_UNIX_PID; T_TLS=0 ;;
     stunnel) T_PORT=$STUNNEL_PORT; T_PID=$STUNNEL_PID; T_TLS=0 ;;
     haproxy) T_PORT=$HAPROXY_PORT; T_PID=$HAPROXY_PID; T_TLS=0 ;;
     esac
@@ -308,6 +328,7 @@ cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock 
 
 TARGETS=(direct proxy stunnel haproxy)
 [ "$THREADS_VARIANT" = 1 ] && TARGETS=(direct proxy proxy-t1 stunnel haproxy)
+[ "$UNIX_VARIANT" = 1 ] && TARGETS+=(proxy-unix)
 wanted() { # CASE: true if CASES_ONLY is unset or names it
     [ -z "${CASES_ONLY:-}" ] || [[ " $CASES_ONLY " == *" $1 "* ]]
 }
@@ -389,9 +410,11 @@ if [ "$IDLE_ONLY" = 0 ]; then
 log "sidecars on CPU 0"
 start_proxy
 [ "$THREADS_VARIANT" = 1 ] && start_proxy-t1
+[ "$UNIX_VARIANT" = 1 ] && start_proxy-unix
 start_stunnel
 start_haproxy
 for t in "${TARGETS[@]}"; do
+    [ "$t" = proxy-unix ] && continue # the load generator speaks TCP; redis-benchmark checks it
     lg_target probe "$t" || die "$t does not answer AUTH/SET/GET correctly"
 done
 
@@ -407,7 +430,9 @@ bench_one() { # CASE TEST TARGET REP CLIENTS PIPELINE SIZE N
     before=$(cpu_ticks "$T_PID")
     rbefore=$(cpu_ticks "$REDIS_PID")
     t0=$(date +%s%N)
-    if ! line=$(taskset -c 0 redis-benchmark -h 127.0.0.1 -p "$T_PORT" "${tls[@]}" \
+    local where=(-h 127.0.0.1 -p "$T_PORT")
+    [ "$t" = proxy-unix ] && where=(-s "$PROXY_UNIX_SOCK")
+    if ! line=$(taskset -c 0 redis-benchmark "${where[@]}" "${tls[@]}" \
         --user "$OID" -a "$TOKEN" -c "$c" -P "$p" -d "$d" -n "$n" -t "$test" --csv \
         2>>"$WORK/benchmark.err" | tail -1); then
         die "redis-benchmark failed against $t ($case $test); see $WORK/benchmark.err"
@@ -451,6 +476,7 @@ wanted connect && log "case connect: $N_CONNECT sequential connect + AUTH + PING
 for rep in $(seq 1 "$REPS"); do
     wanted connect || break
     for t in "${TARGETS[@]}"; do
+        [ "$t" = proxy-unix ] && continue
         target_args "$t"
         before=$(cpu_ticks "$T_PID")
         out=$(lg_target connect "$t" --count "$N_CONNECT") || die "$t failed the connect test"
@@ -464,6 +490,7 @@ done
 
 stop_pid "$PROXY_PID"
 [ "$THREADS_VARIANT" = 1 ] && stop_pid "$PROXY_T1_PID"
+[ "$UNIX_VARIANT" = 1 ] && stop_pid "$PROXY_UNIX_PID"
 stop_pid "$STUNNEL_PID"
 stop_pid "$HAPROXY_PID"
 fi
