@@ -47,6 +47,22 @@ fn cluster_proxy_args(
     .collect()
 }
 
+/// A cluster-mode proxy in front of `cluster` (see [`cluster_proxy_args`]), once it has a
+/// listener for every node; and those listeners.
+async fn start_proxy(
+    cluster: &TlsCluster,
+    seed: &str,
+    rotator: &ClusterRotator,
+) -> (Proxy, HashMap<String, SocketAddr>) {
+    let proxy = Proxy::start(
+        &cluster_proxy_args(cluster, seed, &rotator.file.path),
+        "info",
+    )
+    .await;
+    let listeners = wait_for_listeners(&proxy, cluster).await;
+    (proxy, listeners)
+}
+
 /// The node listeners the proxy logged: cluster node address to local listener.
 fn node_listeners(proxy: &Proxy) -> HashMap<String, SocketAddr> {
     let mut out = HashMap::new();
@@ -229,12 +245,7 @@ async fn topology_and_redirects_name_only_local_listeners() {
         TlsCluster::start_with_cert(3, 1, TlsMaterial::generate_for(&["localhost"])).await;
     let rotator = ClusterRotator::new(&cluster).await;
     let seed = cluster.addr(0);
-    let proxy = Proxy::start(
-        &cluster_proxy_args(&cluster, &seed, &rotator.file.path),
-        "info",
-    )
-    .await;
-    let listeners = wait_for_listeners(&proxy, &cluster).await;
+    let (proxy, listeners) = start_proxy(&cluster, &seed, &rotator).await;
     let local = local_set(&proxy);
     // No two nodes share a listener, and none is a node's own port.
     let distinct: BTreeSet<_> = listeners.values().collect();
@@ -479,12 +490,7 @@ async fn redis_py_cluster_client_hits_every_slot_through_local_ports() {
     let cluster = TlsCluster::start(3, 1).await;
     let rotator = ClusterRotator::new(&cluster).await;
     let seed = cluster.addr(1);
-    let proxy = Proxy::start(
-        &cluster_proxy_args(&cluster, &seed, &rotator.file.path),
-        "info",
-    )
-    .await;
-    wait_for_listeners(&proxy, &cluster).await;
+    let (proxy, _) = start_proxy(&cluster, &seed, &rotator).await;
     for proto in ["2", "3"] {
         let keys = if proto == "2" {
             SLOTS.to_string()
@@ -529,12 +535,7 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
     let cluster = TlsCluster::start(3, 1).await;
     let mut rotator = ClusterRotator::new(&cluster).await;
     let seed = cluster.addr(0);
-    let proxy = Proxy::start(
-        &cluster_proxy_args(&cluster, &seed, &rotator.file.path),
-        "info",
-    )
-    .await;
-    wait_for_listeners(&proxy, &cluster).await;
+    let (proxy, _) = start_proxy(&cluster, &seed, &rotator).await;
 
     let addr = proxy.addr;
     let traffic = tokio::spawn(async move {
