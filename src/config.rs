@@ -828,9 +828,9 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (index, (_, settings)) in self.resolved_upstreams()?.iter().enumerate() {
             settings.validate_one().map_err(|e| match e {
-                ConfigError::Invalid { key, problem }
-                    if !self.upstreams.is_empty() && UPSTREAM_KEYS.contains(&key.as_str()) =>
-                {
+                // A value the entry set itself is reported as the entry's; one it inherited,
+                // as the top-level key it came from.
+                ConfigError::Invalid { key, problem } if self.entry_sets(index, &key) => {
                     ConfigError::Invalid {
                         key: format!("upstreams[{index}].{key}"),
                         problem,
@@ -840,6 +840,20 @@ impl Settings {
             })?;
         }
         Ok(())
+    }
+
+    /// True if `[[upstreams]]` entry `index` sets `key` itself (rather than inheriting it).
+    fn entry_sets(&self, index: usize, key: &str) -> bool {
+        let Some(entry) = self.upstreams.get(index) else {
+            return false;
+        };
+        if !UPSTREAM_KEYS.contains(&key) {
+            return false;
+        }
+        serde_json::to_value(entry)
+            .ok()
+            .and_then(|v| v.get(key).map(|x| !x.is_null()))
+            .unwrap_or(false)
     }
 
     /// One settings object per upstream, with its name: the top-level settings alone when
@@ -1585,6 +1599,11 @@ mod tests {
             (
                 "[[upstreams]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\nupstream = \"x\"\nport = 3\n",
                 "unknown key `upstreams.port`",
+            ),
+            (
+                // Inherited from the top level: reported as the top-level key.
+                "cluster_ports = \"9-1\"\n[[upstreams]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\"]\nupstream = \"x\"\ncluster = true\n",
+                "`cluster_ports` = \"9-1\" is not a port range",
             ),
         ];
         for (file, want) in cases {
