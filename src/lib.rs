@@ -9,7 +9,9 @@
 //!   credentials, and the [`token::TokenManager`] that refreshes and publishes tokens.
 //! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
 //! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
-//! - [`server`]: listeners, the accept loop, connection limits, shutdown.
+//! - [`server`]: listeners (one set per upstream), the accept loop, connection limits, shutdown.
+//! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
+//!   rewritten to them ([`cluster::rewrite`], pure).
 //! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 #![forbid(unsafe_code)]
