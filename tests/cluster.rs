@@ -21,30 +21,11 @@ fn cluster_proxy_args(
     seed: &str,
     token_file: &std::path::Path,
 ) -> Vec<String> {
-    [
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        seed,
-        "--tls-server-name",
-        "localhost",
-        "--ca-file",
-        &cluster.tls.ca_file.display().to_string(),
-        "--credential",
-        "token-file",
-        "--token-file",
-        &token_file.display().to_string(),
-        "--token-file-poll",
-        "50ms",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cluster",
-        "--cluster-refresh",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = proxy_args_to(seed, &cluster.tls.ca_file, token_file);
+    let admin = args.iter().position(|a| a == "--admin-listen").unwrap();
+    args[admin + 1] = "127.0.0.1:0".into();
+    args.extend(["--cluster", "--cluster-refresh", "1s"].map(String::from));
+    args
 }
 
 /// A cluster-mode proxy in front of `cluster` (see [`cluster_proxy_args`]), once it has a

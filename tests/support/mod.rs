@@ -579,15 +579,22 @@ pub struct Proxy {
 
 /// Arguments for a proxy in front of `server` reading its token from `token_file`.
 pub fn proxy_args(server: &RedisServer, token_file: &Path) -> Vec<String> {
+    proxy_args_to(&server.addr(), &server.tls.ca_file, token_file)
+}
+
+/// Arguments for a proxy in front of the TLS cache at `upstream` (certificate for
+/// `localhost`, issued by the CA in `ca_file`), reading its token from `token_file`, with no
+/// admin listener.
+pub fn proxy_args_to(upstream: &str, ca_file: &Path, token_file: &Path) -> Vec<String> {
     [
         "--listen",
         "127.0.0.1:0",
         "--upstream",
-        &server.addr(),
+        upstream,
         "--tls-server-name",
         "localhost",
         "--ca-file",
-        &server.tls.ca_file.display().to_string(),
+        &ca_file.display().to_string(),
         "--credential",
         "token-file",
         "--token-file",
