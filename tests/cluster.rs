@@ -369,19 +369,25 @@ async fn topology_and_redirects_name_only_local_listeners() {
     }
 }
 
+/// `redis-cli -c -h IP -p PORT` for the listener at `addr` (cluster mode: follows redirects).
+fn redis_cli_c(addr: SocketAddr) -> std::process::Command {
+    let mut cmd = std::process::Command::new("redis-cli");
+    cmd.args([
+        "-c",
+        "-h",
+        &addr.ip().to_string(),
+        "-p",
+        &addr.port().to_string(),
+    ]);
+    cmd
+}
+
 /// Runs `redis-cli -c -h 127.0.0.1 -p PORT` with `commands` (one per line) on its standard
 /// input; returns the replies it printed. The redirects it announces ("-> Redirected to slot
 /// [N] located at ADDR") must name local listeners; they are left out of the result.
 fn redis_cli_stdin(addr: SocketAddr, commands: &str, local: &BTreeSet<String>) -> Vec<String> {
     use std::io::Write;
-    let mut child = std::process::Command::new("redis-cli")
-        .args([
-            "-c",
-            "-h",
-            &addr.ip().to_string(),
-            "-p",
-            &addr.port().to_string(),
-        ])
+    let mut child = redis_cli_c(addr)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -408,14 +414,7 @@ fn redis_cli_stdin(addr: SocketAddr, commands: &str, local: &BTreeSet<String>) -
 
 /// Runs `redis-cli -c -h 127.0.0.1 -p PORT args...` (cluster mode: follows redirects).
 fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-c",
-            "-h",
-            &addr.ip().to_string(),
-            "-p",
-            &addr.port().to_string(),
-        ])
+    let out = redis_cli_c(addr)
         .args(args)
         .output()
         .expect("run redis-cli");

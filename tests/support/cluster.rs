@@ -14,7 +14,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::{
-    decode_buffered, encode_command, random_id, redact, remember_secret, Admin, ClientInfo, Reply,
-    RespClient, TlsMaterial, Token, TokenFile, ADMIN_USER, IO_TIMEOUT,
+    decode_buffered, encode_command, random_id, redact, remember_secret, spawn_redis_server, Admin,
+    ClientInfo, Reply, RespClient, TlsMaterial, Token, TokenFile, ADMIN_USER, IO_TIMEOUT,
 };
 
 /// `cluster-node-timeout` of every node, small so that failure detection is quick.
@@ -981,13 +981,7 @@ async fn try_start_node(tls: &TlsMaterial, admin_password: &str) -> Result<Node,
     );
     let conf_path = dir.path().join("redis.conf");
     std::fs::write(&conf_path, config).map_err(|e| e.to_string())?;
-    let child = Command::new("redis-server")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))?;
+    let child = spawn_redis_server(&conf_path)?;
     let mut node = Node {
         child,
         port,

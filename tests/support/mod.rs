@@ -222,13 +222,7 @@ impl RedisServer {
         );
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, config).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))?;
+        let child = spawn_redis_server(&conf_path)?;
         let mut server = RedisServer {
             child,
             port,
@@ -301,6 +295,18 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `redis-server` with the config file `conf_path` (secrets stay in the file, off the
+/// command line), its output discarded (it logs to the file the config names).
+pub fn spawn_redis_server(conf_path: &Path) -> Result<Child, String> {
+    Command::new("redis-server")
+        .arg(conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))
 }
 
 /// A port that was free a moment ago (the caller retries if someone else takes it).
