@@ -1,0 +1,120 @@
+//! [`ReplyScanner`]: finds where each frame from the cache ends.
+
+use super::{printable, read_int_line, ProtocolError};
+
+/// Finds reply frames from the cache: any RESP2 or RESP3 value, including nested aggregates
+/// and attributes. Resumable like [`CommandScanner`]; needs no stack, since an aggregate only
+/// adds its children to the count of values still to read.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    /// Bytes of the current frame already scanned.
+    pos: usize,
+    /// Values still to read before the frame is complete (0: at the start of a frame).
+    pending: u64,
+    /// How far a search for the end of an incomplete line got, so it is not searched again.
+    line_searched: usize,
+}
+
+impl ReplyScanner {
+    /// Scans the frame at the start of `buf`; `Ok(Some(len))` when complete.
+    pub fn scan(&mut self, buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
+        if self.pending == 0 {
+            self.pos = 0;
+            self.pending = 1;
+            self.line_searched = 0;
+        }
+        while self.pending > 0 {
+            let start = self.pos;
+            if start >= buf.len() {
+                return Ok(None);
+            }
+            let kind = buf[start];
+            match kind {
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                    let from = (start + 1).max(self.line_searched);
+                    match find_crlf(buf, from) {
+                        None => {
+                            if buf.len() - start > max_bulk {
+                                return Err(ProtocolError::new("line too long"));
+                            }
+                            self.line_searched = buf.len().saturating_sub(1).max(start + 1);
+                            return Ok(None);
+                        }
+                        Some(cr) => {
+                            // Same bound as for an incomplete line, so splitting cannot matter.
+                            if cr + 2 - start > max_bulk {
+                                return Err(ProtocolError::new("line too long"));
+                            }
+                            self.pos = cr + 2;
+                            self.pending -= 1;
+                        }
+                    }
+                }
+                b'$' | b'!' | b'=' => {
+                    let Some((len, data)) = read_int_line(buf, start + 1, "invalid bulk length")?
+                    else {
+                        return Ok(None);
+                    };
+                    if len < 0 {
+                        if len != -1 || kind != b'$' {
+                            return Err(ProtocolError::new("invalid bulk length"));
+                        }
+                        self.pos = data;
+                    } else {
+                        if len as u64 > max_bulk as u64 {
+                            return Err(ProtocolError::new("invalid bulk length"));
+                        }
+                        let end = data + len as usize + 2;
+                        if end > buf.len() {
+                            return Ok(None);
+                        }
+                        self.pos = end;
+                    }
+                    self.pending -= 1;
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let Some((n, next)) =
+                        read_int_line(buf, start + 1, "invalid multibulk length")?
+                    else {
+                        return Ok(None);
+                    };
+                    if n < -1 || (n == -1 && kind != b'*') || n > u32::MAX as i64 {
+                        return Err(ProtocolError::new("invalid multibulk length"));
+                    }
+                    let n = n.max(0) as u64;
+                    let children = match kind {
+                        b'%' => 2 * n,
+                        // An attribute is followed by the value it annotates.
+                        b'|' => 2 * n + 1,
+                        _ => n,
+                    };
+                    self.pos = next;
+                    self.pending = self.pending - 1 + children;
+                }
+                other => {
+                    return Err(ProtocolError::new(format!(
+                        "unexpected reply type byte '{}'",
+                        printable(other)
+                    )))
+                }
+            }
+            self.line_searched = 0;
+        }
+        Ok(Some(self.pos))
+    }
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        let cr = i + memchr::memchr(b'\r', &buf[i..])?;
+        if cr + 1 < buf.len() && buf[cr + 1] == b'\n' {
+            return Some(cr);
+        }
+        if cr + 1 >= buf.len() {
+            return None;
+        }
+        i = cr + 1;
+    }
+    None
+}
