@@ -417,7 +417,7 @@ impl Proxy {
                     permits.clone(),
                     shutdown.clone(),
                 );
-                ctx.cluster = Some(map.clone());
+                ctx.cluster = Some(map.clone() as Arc<dyn session::ReplyRewriter>);
                 tasks.push(tokio::spawn(crate::cluster::discover(
                     map.clone(),
                     p.settings.cluster_refresh,

@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::resp::{self, ReplyScanner};
 use crate::server::{accept_loop, Listener};
-use crate::session::SessionContext;
-use rewrite::{NodeMap, Topology};
+use crate::session::{ReplyRewriter, SessionContext};
+use rewrite::{NodeMap, RewriteError, Topology};
 
 /// Most node listeners per clustered upstream (Redis Cluster's own practical limit), so that a
 /// reply naming endless nodes cannot exhaust the host's ports.
@@ -142,7 +142,7 @@ impl ClusterMap {
         let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
         let mut ctx = self.base.clone();
         ctx.connector = Arc::new(self.base.connector.for_node(endpoint, port));
-        ctx.cluster = Some(me);
+        ctx.cluster = Some(me as Arc<dyn ReplyRewriter>);
         let task = tokio::spawn(accept_loop(
             Listener::Tcp(listener),
             Arc::new(ctx),
@@ -157,6 +157,47 @@ impl ClusterMap {
             "cluster node listening"
         );
         Some(local)
+    }
+}
+
+impl ClusterMap {
+    /// The local listener for a node named in a reply. An empty endpoint (the cluster's
+    /// `unknown-endpoint` form) means the host of the connection the reply came on.
+    fn node_for(&self, upstream_host: &str, endpoint: &str, port: u16) -> Option<SocketAddr> {
+        if endpoint.is_empty() {
+            self.local_for(upstream_host, port)
+        } else {
+            self.local_for(endpoint, port)
+        }
+    }
+
+    /// The error a client gets instead of a reply whose node addresses could not be made
+    /// local (it never sees a cache-side address).
+    fn rewrite_failed(&self, e: &RewriteError) -> Vec<u8> {
+        tracing::warn!(upstream = %self.base.upstream, error = %e, "cannot rewrite the node addresses of a cluster reply");
+        match e {
+            RewriteError::NoLocalPort { .. } => b"-CLUSTERDOWN entra-redis-proxy has no free local port for a cluster node (widen cluster_ports)\r\n".to_vec(),
+            _ => b"-ERR entra-redis-proxy could not rewrite the node addresses of this cluster reply (see the proxy's log)\r\n".to_vec(),
+        }
+    }
+}
+
+impl ReplyRewriter for ClusterMap {
+    fn may_redirect(&self, frame: &[u8]) -> bool {
+        rewrite::may_redirect(frame)
+    }
+
+    fn rewrite_redirects(&self, frame: &[u8], upstream_host: &str) -> Option<Vec<u8>> {
+        let map = |endpoint: &str, port: u16| self.node_for(upstream_host, endpoint, port);
+        match rewrite::rewrite_redirects(frame, &map) {
+            Ok(out) => out,
+            Err(e) => Some(self.rewrite_failed(&e)),
+        }
+    }
+
+    fn rewrite_topology(&self, which: Topology, frame: &[u8], upstream_host: &str) -> Vec<u8> {
+        let map = |endpoint: &str, port: u16| self.node_for(upstream_host, endpoint, port);
+        rewrite::rewrite_topology(which, frame, &map).unwrap_or_else(|e| self.rewrite_failed(&e))
     }
 }
 

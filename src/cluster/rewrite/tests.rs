@@ -77,25 +77,6 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
-fn topology_commands() {
-    let t = |args: &[&str]| {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        topology_command(&args)
-    };
-    assert_eq!(t(&["CLUSTER", "SLOTS"]), Some(Topology::Slots));
-    assert_eq!(t(&["cluster", "shards"]), Some(Topology::Shards));
-    assert_eq!(t(&["Cluster", "Nodes"]), Some(Topology::Nodes));
-    assert_eq!(t(&["CLUSTER", "REPLICAS", "abc"]), Some(Topology::Replicas));
-    assert_eq!(t(&["cluster", "slaves", "abc"]), Some(Topology::Replicas));
-    assert_eq!(t(&["CLUSTER", "SLOTS", "x"]), None);
-    assert_eq!(t(&["CLUSTER", "REPLICAS"]), None);
-    assert_eq!(t(&["CLUSTER", "INFO"]), None);
-    assert_eq!(t(&["CLUSTER"]), None);
-    assert_eq!(t(&["GET", "SLOTS"]), None);
-    assert_eq!(t(&[]), None);
-}
-
-#[test]
 fn moved_and_ask_simple_errors() {
     let cases: &[(&[u8], &[u8])] = &[
         (PLAIN_MOVED, b"-MOVED 12182 127.0.0.1:7382\r\n"),
@@ -676,7 +657,7 @@ fn deep_nesting_does_not_overflow_the_stack() {
 }
 
 #[test]
-fn big_replies_are_linear() {
+fn big_replies_are_rewritten_whole() {
     // 16,384 single-slot ranges, each with a primary and a replica.
     let mut slots = b"*16384\r\n".to_vec();
     for s in 0..16384u32 {
@@ -699,7 +680,6 @@ fn big_replies_are_linear() {
         ));
     }
     let nodes = format!("${}\r\n{nodes}\r\n", nodes.len()).into_bytes();
-    let start = std::time::Instant::now();
     let out = rewrite_topology(Topology::Slots, &slots, &local).unwrap();
     assert_no_original_address(&decode(&out, true), "big slots");
     let out = rewrite_topology(Topology::Nodes, &nodes, &local).unwrap();
@@ -709,7 +689,9 @@ fn big_replies_are_linear() {
         exec.extend_from_slice(b"-MOVED 1 127.0.1.10:26380\r\n");
     }
     assert!(may_redirect(&exec));
-    rewrite_redirects(&exec, &local).unwrap().unwrap();
-    // Debug build, shared machine: generous, but far below quadratic time.
-    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    let out = rewrite_redirects(&exec, &local).unwrap().unwrap();
+    assert!(
+        !out.windows(11).any(|w| w == b"127.0.1.10:"),
+        "every redirect rewritten"
+    );
 }

@@ -1,0 +1,422 @@
+//! Client → cache: scanning the client's commands, deciding what each one is, and forwarding
+//! runs of them straight from the read buffer.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::command::{
+    frame_args, full_kind, in_multi_unsupported, owned_args, quick_kind, strip_hello_auth,
+    Classified, Kind, ReplyMode,
+};
+use super::io::{Segment, READ_CHUNK};
+use super::queue::Pending;
+use super::{write_error, ClientStream, Session, SessionEnd};
+use crate::resp::{self, ProtocolError};
+use crate::token::Secret;
+
+/// What to do with a client command.
+pub(super) enum Action {
+    Forward(Kind, usize),
+    /// The client's AUTH against `client_password_file`: true if the password matched.
+    LocalAuth(bool),
+    Local(Cow<'static, [u8]>),
+    /// Refuse as redis-server refuses a RESP2 subscriber's command; the exact error depends
+    /// on the command table, so `COMMAND INFO` is asked first.
+    Refuse(Vec<Vec<u8>>),
+    Rewrite(Kind, usize, Vec<u8>),
+}
+
+/// Compares a client's password with the configured one in time independent of where they
+/// differ.
+pub(super) fn matches_password(given: &[u8], password: &Secret) -> bool {
+    let want = password.expose().as_bytes();
+    let mut diff = (given.len() != want.len()) as u8;
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+impl<C: ClientStream> Session<C> {
+    pub(super) async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
+        if self.blocked {
+            // Held until the blocking command's real reply.
+            return Ok(());
+        }
+        if self.upstream_lost && !self.cbuf.is_empty() {
+            self.reconnect().await?;
+        }
+        let limits = self.ctx.limits;
+        let mut pos = 0;
+        let mut run_start = 0;
+        let mut commands = 0u64;
+        self.to_upstream.clear();
+        loop {
+            let scanned = match self.cscan.scan(&self.cbuf[pos..], &limits) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    // Forward what came before the bad bytes, then answer and close.
+                    self.flush_run(run_start, pos);
+                    self.write_upstream_plan().await?;
+                    // Boxed, as every rare path: its state would enlarge every session.
+                    return Err(Box::pin(self.client_protocol_error(e)).await);
+                }
+            };
+            let frame = pos..pos + scanned.len;
+            pos += scanned.len;
+            commands += 1;
+            if scanned.nargs == 0 {
+                // redis-server answers nothing, but the empty command still counts as "the
+                // next command" after CLIENT REPLY SKIP: forward it and model it.
+                self.enqueue_command(Kind::Empty, 0);
+                continue;
+            }
+            let action = if scanned.inline {
+                let args = resp::inline_args(&self.cbuf[frame.clone()]).unwrap_or_default();
+                let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                self.classify(&refs, true)
+            } else {
+                let name =
+                    &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
+                match quick_kind(name) {
+                    // A RESP2 subscriber served through RESP3 has every command looked at.
+                    Some(Kind::Plain) if !self.emulating_sent() && self.client_authed => {
+                        Action::Forward(Kind::Plain, scanned.nargs)
+                    }
+                    _ => {
+                        let f = &self.cbuf[frame.clone()];
+                        let args = resp::multibulk_args(f);
+                        self.classify(&args, false)
+                    }
+                }
+            };
+            let kind = match &action {
+                Action::Forward(k, _) | Action::Rewrite(k, ..) => *k,
+                Action::Local(_) | Action::Refuse(_) | Action::LocalAuth(_) => Kind::Plain,
+            };
+            if kind == Kind::MaybeBlocking {
+                let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                if let Some(block) = self.plan_blocking(args) {
+                    // The wait is cut into slices, re-issued invisibly: hold the client's
+                    // later commands until the real reply (redis-server would not run them
+                    // before either).
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.send_blocking(block, true);
+                    break;
+                }
+            }
+            if matches!(kind, Kind::Subscribe(_))
+                && self.client_proto_sent == 2
+                && self.upstream_proto_sent == 2
+            {
+                // A RESP2 client subscribes: switch the upstream to RESP3 first, so that the
+                // connection can still be re-authenticated (RESP2 subscribers cannot AUTH).
+                self.flush_run(run_start, frame.start);
+                run_start = frame.start;
+                self.inject_hello(3);
+            }
+            match action {
+                Action::Forward(kind, nargs) => {
+                    self.enqueue_command(kind, nargs);
+                }
+                Action::Local(reply) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.queue.push_back(Pending::Local(reply));
+                    continue;
+                }
+                Action::LocalAuth(ok) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    let reply: &'static [u8] = if ok {
+                        self.client_authed = true;
+                        b"+OK\r\n"
+                    } else {
+                        tracing::info!(session = self.id, "a local client sent a wrong password");
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    };
+                    self.queue.push_back(Pending::Local(Cow::Borrowed(reply)));
+                    continue;
+                }
+                Action::Refuse(args) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                        &b"COMMAND"[..],
+                        b"INFO",
+                        &args[0],
+                    ])));
+                    self.queue.push_back(Pending::Refusal(args));
+                    continue;
+                }
+                Action::Rewrite(kind, nargs, bytes) => {
+                    self.flush_run(run_start, frame.start);
+                    run_start = pos;
+                    self.to_upstream.push(Segment::Owned(bytes));
+                    self.enqueue_command(kind, nargs);
+                }
+            }
+            match kind {
+                Kind::Reset => {
+                    // RESET logs the client out too.
+                    self.client_authed = self.ctx.client_password.is_none();
+                    self.watching = false;
+                    self.client_name = None;
+                    self.client_proto_sent = 2;
+                    self.upstream_proto_sent = 2;
+                    self.predicted_subs.clear();
+                    // After RESET the connection is logged out: AUTH again right behind it.
+                    self.flush_run(run_start, pos);
+                    run_start = pos;
+                    self.inject_auth_after_reset();
+                }
+                Kind::Hello(v) => {
+                    // Forwarded: any password it carried matched (checked in classify).
+                    self.client_authed = true;
+                    if let Some(v) = v {
+                        self.client_proto_sent = v;
+                        self.upstream_proto_sent = v;
+                    }
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
+                        self.client_name = args.get(i + 1).cloned();
+                    }
+                }
+                Kind::SetName => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                }
+                Kind::Watch => self.watching = true,
+                Kind::Quit => self.quit_sent = true,
+                Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
+                Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    let subscribe = matches!(kind, Kind::Subscribe(_));
+                    self.predicted_subs.apply(k, subscribe, &args[1..]);
+                    if self.predicted_subs.is_empty() {
+                        // The last subscription ends: back to RESP2 before the next command.
+                        self.flush_run(run_start, pos);
+                        run_start = pos;
+                        self.inject_hello(2);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.flush_run(run_start, pos);
+        self.ctx.metrics.commands_total.inc_by(commands);
+        self.write_upstream_plan().await?;
+        self.cbuf.advance(pos);
+        if self.cbuf.is_empty() && self.cbuf.capacity() > 4 * READ_CHUNK {
+            self.cbuf = BytesMut::new();
+        }
+        // Local replies at the head of the queue can go out now.
+        self.route_replies().await?;
+        self.try_reauth().await
+    }
+
+    pub(super) fn flush_run(&mut self, start: usize, end: usize) {
+        if end > start {
+            if let Some(Segment::Buffer(r)) = self.to_upstream.last_mut() {
+                if r.end == start {
+                    r.end = end;
+                    return;
+                }
+            }
+            self.to_upstream.push(Segment::Buffer(start..end));
+        }
+    }
+
+    pub(super) async fn write_upstream_plan(&mut self) -> Result<(), SessionEnd> {
+        if self.to_upstream.is_empty() {
+            return Ok(());
+        }
+        for seg in self.to_upstream.drain(..) {
+            let bytes: &[u8] = match &seg {
+                Segment::Buffer(r) => &self.cbuf[r.clone()],
+                Segment::Static(s) => s,
+                Segment::Owned(v) => v,
+            };
+            self.upstream
+                .write_all(bytes)
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+            if let Segment::Owned(mut v) = seg {
+                // Owned pieces may be an AUTH with the token in it.
+                zeroize::Zeroize::zeroize(&mut v);
+            }
+        }
+        self.upstream.flush().await.map_err(SessionEnd::UpstreamIo)
+    }
+
+    pub(super) async fn client_protocol_error(&mut self, e: ProtocolError) -> SessionEnd {
+        self.ctx.metrics.client_protocol_errors_total.inc();
+        tracing::info!(session = self.id, error = %e, "closing a client that sent invalid RESP");
+        // Replies to commands already forwarded go out first, then the error.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.client_replies_outstanding() && Instant::now() < deadline {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(budget, self.upstream.read_buf(&mut self.ubuf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    if self.route_replies().await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = write_error(&mut self.client, &format!("ERR {e}")).await;
+        SessionEnd::ClientProtocol(e)
+    }
+
+    /// Decides what to do with a command the session must look into.
+    pub(super) fn classify(&self, args: &[&[u8]], inline: bool) -> Action {
+        let Some(name) = args.first() else {
+            return Action::Forward(Kind::Plain, 0);
+        };
+        let nargs = args.len();
+        let kind = full_kind(name, args);
+        if let Some(password) = &self.ctx.client_password {
+            // Local client authentication: nothing is forwarded before the client's AUTH.
+            match kind {
+                Classified::Auth if !self.emulating_sent() => {
+                    let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
+                    return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
+                }
+                Classified::Kind(Kind::Hello(_)) => {
+                    let auth = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"));
+                    match auth.and_then(|i| args.get(i + 2)) {
+                        Some(given) if matches_password(given, password) => {
+                            // Authenticated by HELLO: forwarded below without its AUTH part.
+                        }
+                        Some(_) => return Action::LocalAuth(false),
+                        None if !self.client_authed => {
+                            return Action::Local(Cow::Borrowed(
+                                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+                Classified::Kind(Kind::Quit | Kind::Reset) => {}
+                _ if !self.client_authed => {
+                    return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"))
+                }
+                _ => {}
+            }
+        }
+        match kind {
+            Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
+            Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
+            Classified::Kind(k) => {
+                if self.multi_sent && self.ctx.cluster.is_some() && matches!(k, Kind::Topology(_)) {
+                    // Its reply would come inside EXEC's, where it is not rewritten.
+                    return Action::Local(Cow::Borrowed(
+                        b"-ERR entra-redis-proxy does not support CLUSTER SLOTS, SHARDS, NODES or REPLICAS inside MULTI in cluster mode\r\n",
+                    ));
+                }
+                if self.multi_sent && in_multi_unsupported(k) {
+                    return Action::Local(Cow::Borrowed(
+                        b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
+                    ));
+                }
+                if self.emulating_sent() {
+                    // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
+                    let allowed = match k {
+                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
+                            true
+                        }
+                        Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
+                            return Action::Forward(Kind::PingSubscribed, nargs)
+                        }
+                        _ => false,
+                    };
+                    if !allowed {
+                        return Action::Refuse(owned_args(args));
+                    }
+                }
+                if let Kind::Hello(_) = k {
+                    if let Some(stripped) = strip_hello_auth(args) {
+                        return Action::Rewrite(k, stripped.0, stripped.1);
+                    }
+                }
+                if inline && k != Kind::Plain {
+                    // Re-encode so the server sees exactly the arguments the session saw.
+                    return Action::Rewrite(k, nargs, resp::encode_command(args));
+                }
+                Action::Forward(k, nargs)
+            }
+        }
+    }
+
+    pub(super) fn enqueue_command(&mut self, kind: Kind, nargs: usize) {
+        let kind = if kind == Kind::MaybeBlocking {
+            Kind::Plain
+        } else {
+            kind
+        };
+        let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next_sent);
+        if kind == Kind::ClientReply(ReplyMode::Skip) {
+            self.skip_next_sent = true;
+        }
+        match kind {
+            Kind::Multi => {
+                self.multi_epoch += 1;
+            }
+            Kind::Exec | Kind::Discard | Kind::Reset => self.multi_sent = false,
+            _ => {}
+        }
+        let was_multi = self.multi_sent;
+        if kind == Kind::Multi {
+            self.multi_sent = true;
+        }
+        // Only ordinary commands share an entry: the others keep their kind.
+        if !state_change && kind == Kind::Plain {
+            if let Some(Pending::Command {
+                kind: Kind::Plain,
+                count,
+                state_change: false,
+                remaining: None,
+                ..
+            }) = self.queue.back_mut()
+            {
+                *count += 1;
+                return;
+            }
+        }
+        if state_change {
+            self.state_changes_in_flight += 1;
+        }
+        self.queue.push_back(Pending::Command {
+            kind,
+            count: 1,
+            nargs,
+            state_change,
+            multi_epoch: if kind == Kind::Multi && !was_multi {
+                self.multi_epoch
+            } else {
+                0
+            },
+            remaining: None,
+        });
+    }
+
+    pub(super) fn inject_hello(&mut self, version: u8) {
+        let v = [b'0' + version];
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(&[&b"HELLO"[..], &v])));
+        self.upstream_proto_sent = version;
+        self.state_changes_in_flight += 1;
+        self.queue.push_back(Pending::Hello { version });
+    }
+
+    /// A RESP2 client subscribed through an upstream switched to RESP3 (send side).
+    pub(super) fn emulating_sent(&self) -> bool {
+        self.client_proto_sent == 2 && self.upstream_proto_sent == 3
+    }
+}

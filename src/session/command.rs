@@ -1,0 +1,321 @@
+//! The command table: which client commands the session must understand, and how each
+//! changes the connection's state. Everything not listed here is [`Kind::Plain`]: forwarded
+//! as it is, its reply counted as one frame.
+
+use crate::resp;
+
+/// The commands the session must understand; everything else is [`Kind::Plain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Plain,
+    Multi,
+    Exec,
+    Discard,
+    Subscribe(SubKind),
+    Unsubscribe(SubKind),
+    /// HELLO with the protocol version it asks for, if any.
+    Hello(Option<u8>),
+    Reset,
+    ClientReply(ReplyMode),
+    Monitor,
+    /// PING from a RESP2 subscriber served through RESP3: its reply is translated.
+    PingSubscribed,
+    /// A command that may block (BLPOP, XREAD BLOCK, WAIT...): forwarded as an ordinary
+    /// command unless its wait must be cut into slices (see [`Blocking`]).
+    MaybeBlocking,
+    /// SELECT with its database, remembered to restore it on a new connection.
+    Select(Option<u32>),
+    /// WATCH: the session cannot move to a new connection until EXEC/DISCARD/UNWATCH.
+    Watch,
+    /// UNWATCH.
+    Unwatch,
+    /// CLIENT SETNAME, remembered to restore it on a new connection.
+    SetName,
+    /// QUIT: the cache closes the connection after its reply, and so does the session.
+    Quit,
+    /// An empty command (`*0`, an empty inline line): no reply.
+    Empty,
+    /// CLUSTER SLOTS / SHARDS / NODES / REPLICAS: in cluster mode, node addresses in the
+    /// reply are rewritten to local listeners.
+    Topology(Topology),
+}
+
+impl Kind {
+    /// True if the command changes how later replies must be counted.
+    pub(super) fn changes_state(self) -> bool {
+        !matches!(
+            self,
+            Kind::Plain
+                | Kind::Empty
+                | Kind::PingSubscribed
+                | Kind::MaybeBlocking
+                | Kind::Select(_)
+                | Kind::Watch
+                | Kind::Unwatch
+                | Kind::SetName
+                | Kind::Quit
+                | Kind::Topology(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
+
+pub(super) enum Classified {
+    Auth,
+    Kind(Kind),
+}
+
+/// Fast path: `Some(Kind::Plain)` for any command name that needs no further look.
+#[inline]
+pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
+    let special: &[&[u8]] = match name.len() {
+        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT"],
+        5 => &[
+            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
+        ],
+        6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
+        7 => &[b"DISCARD", b"MONITOR", b"UNWATCH", b"CLUSTER"],
+        8 => &[b"BZPOPMIN", b"BZPOPMAX"],
+        9 => &[b"SUBSCRIBE"],
+        10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
+        11 => &[b"UNSUBSCRIBE"],
+        12 => &[b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"],
+        _ => return Some(Kind::Plain),
+    };
+    if special.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        None
+    } else {
+        Some(Kind::Plain)
+    }
+}
+
+pub(super) fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    let k = if is("AUTH") {
+        return Classified::Auth;
+    } else if is("MULTI") {
+        Kind::Multi
+    } else if is("EXEC") {
+        Kind::Exec
+    } else if is("DISCARD") {
+        Kind::Discard
+    } else if is("RESET") {
+        Kind::Reset
+    } else if is("MONITOR") {
+        Kind::Monitor
+    } else if is("HELLO") {
+        let v = args
+            .get(1)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u8>().ok())
+            .filter(|v| *v == 2 || *v == 3);
+        Kind::Hello(v)
+    } else if is("SUBSCRIBE") {
+        Kind::Subscribe(SubKind::Channel)
+    } else if is("PSUBSCRIBE") {
+        Kind::Subscribe(SubKind::Pattern)
+    } else if is("SSUBSCRIBE") {
+        Kind::Subscribe(SubKind::Shard)
+    } else if is("UNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Channel)
+    } else if is("PUNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Pattern)
+    } else if is("SUNSUBSCRIBE") {
+        Kind::Unsubscribe(SubKind::Shard)
+    } else if BLOCKING.iter().any(|b| is(b)) {
+        Kind::MaybeBlocking
+    } else if is("SELECT") {
+        Kind::Select(
+            args.get(1)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok()),
+        )
+    } else if is("QUIT") {
+        Kind::Quit
+    } else if is("WATCH") {
+        Kind::Watch
+    } else if is("UNWATCH") {
+        Kind::Unwatch
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"SETNAME") {
+        Kind::SetName
+    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
+        if args[2].eq_ignore_ascii_case(b"ON") {
+            Kind::ClientReply(ReplyMode::On)
+        } else if args[2].eq_ignore_ascii_case(b"OFF") {
+            Kind::ClientReply(ReplyMode::Off)
+        } else if args[2].eq_ignore_ascii_case(b"SKIP") {
+            Kind::ClientReply(ReplyMode::Skip)
+        } else {
+            Kind::Plain
+        }
+    } else if is("CLUSTER") {
+        topology_command(args).map_or(Kind::Plain, Kind::Topology)
+    } else {
+        Kind::Plain
+    };
+    Classified::Kind(k)
+}
+
+/// Commands that can block the connection.
+pub(super) const BLOCKING: &[&str] = &[
+    "BLPOP",
+    "BRPOP",
+    "BLMOVE",
+    "BLMPOP",
+    "BZMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BRPOPLPUSH",
+    "XREAD",
+    "XREADGROUP",
+    "WAIT",
+];
+
+pub(super) fn in_multi_unsupported(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::Hello(_)
+            | Kind::Subscribe(_)
+            | Kind::Unsubscribe(_)
+            | Kind::ClientReply(_)
+            | Kind::Monitor
+    )
+}
+
+/// `HELLO protover AUTH user pass [SETNAME name]` without its AUTH part, re-encoded; `None`
+/// when there is no AUTH.
+pub(super) fn strip_hello_auth(args: &[&[u8]]) -> Option<(usize, Vec<u8>)> {
+    let mut out: Vec<&[u8]> = Vec::with_capacity(args.len());
+    let mut i = 0;
+    let mut stripped = false;
+    while i < args.len() {
+        if i >= 2 && args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+            i += 3;
+            stripped = true;
+            continue;
+        }
+        out.push(args[i]);
+        i += 1;
+    }
+    stripped.then(|| (out.len(), resp::encode_command(&out)))
+}
+
+/// The arguments of a complete command frame, owned (rare paths only).
+pub(super) fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
+    if inline {
+        resp::inline_args(frame).unwrap_or_default()
+    } else {
+        resp::multibulk_args(frame)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+}
+
+pub(super) fn owned_args(args: &[&[u8]]) -> Vec<Vec<u8>> {
+    args.iter().map(|a| a.to_vec()).collect()
+}
+
+/// A command whose reply describes the cluster's topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `CLUSTER SLOTS`.
+    Slots,
+    /// `CLUSTER SHARDS`.
+    Shards,
+    /// `CLUSTER NODES`.
+    Nodes,
+    /// `CLUSTER REPLICAS <id>` and its old name `CLUSTER SLAVES <id>`.
+    Replicas,
+}
+
+/// Recognises a topology command from its arguments (command name first), case-insensitively.
+/// A wrong number of arguments is not a topology command: redis-server answers it with an error.
+pub fn topology_command(args: &[&[u8]]) -> Option<Topology> {
+    let [cmd, sub, rest @ ..] = args else {
+        return None;
+    };
+    if !cmd.eq_ignore_ascii_case(b"CLUSTER") {
+        return None;
+    }
+    let (which, extra) = if sub.eq_ignore_ascii_case(b"SLOTS") {
+        (Topology::Slots, 0)
+    } else if sub.eq_ignore_ascii_case(b"SHARDS") {
+        (Topology::Shards, 0)
+    } else if sub.eq_ignore_ascii_case(b"NODES") {
+        (Topology::Nodes, 0)
+    } else if sub.eq_ignore_ascii_case(b"REPLICAS") || sub.eq_ignore_ascii_case(b"SLAVES") {
+        (Topology::Replicas, 1)
+    } else {
+        return None;
+    };
+    (rest.len() == extra).then_some(which)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_kind_lets_ordinary_commands_through() {
+        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "CLIENTS", "HSET"] {
+            assert_eq!(quick_kind(c.as_bytes()), Some(Kind::Plain), "{c}");
+        }
+        for c in [
+            "auth",
+            "Multi",
+            "EXEC",
+            "hello",
+            "client",
+            "subscribe",
+            "SUNSUBSCRIBE",
+        ] {
+            assert_eq!(quick_kind(c.as_bytes()), None, "{c}");
+        }
+    }
+
+    #[test]
+    fn hello_auth_is_stripped() {
+        let args: Vec<&[u8]> = vec![b"HELLO", b"3", b"auth", b"u", b"p", b"SETNAME", b"x"];
+        let (n, bytes) = strip_hello_auth(&args).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            bytes,
+            resp::encode_command(&[&b"HELLO"[..], b"3", b"SETNAME", b"x"])
+        );
+        let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        assert!(strip_hello_auth(&args).is_none());
+    }
+
+    #[test]
+    fn topology_commands() {
+        let t = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            topology_command(&args)
+        };
+        assert_eq!(t(&["CLUSTER", "SLOTS"]), Some(Topology::Slots));
+        assert_eq!(t(&["cluster", "shards"]), Some(Topology::Shards));
+        assert_eq!(t(&["Cluster", "Nodes"]), Some(Topology::Nodes));
+        assert_eq!(t(&["CLUSTER", "REPLICAS", "abc"]), Some(Topology::Replicas));
+        assert_eq!(t(&["cluster", "slaves", "abc"]), Some(Topology::Replicas));
+        assert_eq!(t(&["CLUSTER", "SLOTS", "x"]), None);
+        assert_eq!(t(&["CLUSTER", "REPLICAS"]), None);
+        assert_eq!(t(&["CLUSTER", "INFO"]), None);
+        assert_eq!(t(&["CLUSTER"]), None);
+        assert_eq!(t(&["GET", "SLOTS"]), None);
+        assert_eq!(t(&[]), None);
+    }
+}

@@ -1,0 +1,491 @@
+//! One client connection and its upstream connection: the heart of the proxy.
+//!
+//! The session forwards client commands and cache replies unchanged, scanning frame
+//! boundaries only. It keeps a queue of `Pending` entries, one per forwarded command (runs of
+//! ordinary commands share one), a locally answered command, or an `AUTH` the proxy injected,
+//! so that it knows at every moment whether a reply from the cache belongs to the client or to
+//! the proxy.
+//!
+//! How many reply frames an entry expects is decided when it reaches the head of the queue,
+//! from the connection state as the *reply stream* shows it (protocol, `CLIENT REPLY` mode,
+//! subscriptions, MULTI): at that moment every earlier command has been answered, so that
+//! state is exactly the server's state when it ran the command.
+//!
+//! Re-`AUTH` on a token change happens at a *safe point*: no command that changes connection
+//! state is in flight (so the reply-side state is also the send-side state), not inside
+//! MULTI, and not on a RESP2 subscriber (the server refuses AUTH there; such clients are
+//! served through RESP3, see `Session::inject_hello`). Under `CLIENT REPLY OFF` or with a
+//! `SKIP` pending, the AUTH is wrapped in `CLIENT REPLY ON` ... `OFF`/`SKIP`. Ordinary
+//! commands in flight do not prevent it: the AUTH is queued behind them and its reply is
+//! recognised by position. After a client's `RESET`, which de-authenticates, an AUTH is
+//! injected at once. See `docs/session.md`.
+
+mod blocking;
+mod client;
+mod cluster_hook;
+mod command;
+mod io;
+mod queue;
+mod reauth;
+mod reconnect;
+mod replies;
+mod resp2_subscriber;
+mod subscriptions;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::resp::{CommandScanner, Limits, ProtocolError, ReplyScanner};
+use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
+use crate::upstream::{UpstreamConnector, UpstreamStream};
+use blocking::Blocking;
+use command::ReplyMode;
+use io::{read_available, ReadOutcome, Segment, CLIENT_READ_BUDGET, HELD_MAX};
+use queue::Pending;
+use subscriptions::Subscriptions;
+
+pub use cluster_hook::ReplyRewriter;
+pub use command::{topology_command, Topology};
+pub use io::ClientStream;
+pub use reconnect::ReconnectPacer;
+
+/// What every session of one listener shares.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// The upstream's name (logs).
+    pub upstream: String,
+    /// Opens authenticated upstream connections.
+    pub connector: Arc<UpstreamConnector>,
+    /// The current token and the way to ask for a new one.
+    pub tokens: TokenManagerHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bounds on client commands and cache replies.
+    pub limits: Limits,
+    /// How long a new client waits for the first token before an error reply.
+    pub startup_wait: Duration,
+    /// How long a closing session waits for replies to commands already forwarded.
+    pub drain_timeout: Duration,
+    /// The token refresh margin: blocking waits end this much (at most half of it) before
+    /// the token expires, so the connection can re-AUTH in time.
+    pub refresh_margin: Duration,
+    /// Bounds the re-AUTHs in flight at once, across sessions.
+    pub reauth_limiter: Arc<tokio::sync::Semaphore>,
+    /// Paces reconnections after upstream loss, across sessions.
+    pub reconnect_pacer: Arc<ReconnectPacer>,
+    /// The password local clients must AUTH with (`client_password_file`); `None`: no
+    /// local authentication, and a client's AUTH is answered +OK.
+    pub client_password: Option<Secret>,
+    /// Cluster mode: the node listeners, for rewriting node addresses in replies.
+    pub cluster: Option<Arc<dyn ReplyRewriter>>,
+}
+
+/// Runs one client session until either side closes or `shutdown` turns true (then the
+/// session finishes the commands in flight and closes).
+pub async fn run<C>(client: C, ctx: Arc<SessionContext>, shutdown: watch::Receiver<bool>, id: u64)
+where
+    C: ClientStream,
+{
+    let metrics = ctx.metrics.clone();
+    let _client_gauge = GaugeGuard::new(&metrics.client_connections);
+    metrics.client_connections_total.inc();
+    // Opening (token wait, TLS handshake, error replies) runs boxed: its state lives on the
+    // heap only while connecting. Inline, it would add about 1.5 kB to every session's task
+    // for the session's whole life (the compiler does not overlap it with `session`).
+    let Some(mut session) = Box::pin(open(client, ctx, id)).await else {
+        return;
+    };
+    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
+    let result = session.run(shutdown).await;
+    session.pending_flag(false);
+    match result {
+        Ok(()) => tracing::debug!(session = id, "session closed"),
+        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    }
+}
+
+/// Waits for a token and opens the upstream connection; on failure, answers the client with
+/// an error and returns `None`.
+async fn open<C>(client: C, ctx: Arc<SessionContext>, id: u64) -> Option<Session<C>>
+where
+    C: ClientStream,
+{
+    let mut client = client;
+    let token = match ctx.tokens.wait_for_token(ctx.startup_wait).await {
+        Some(t) => t,
+        None => {
+            let status = ctx.tokens.status();
+            let msg =
+                format!(
+                "ERR entra-redis-proxy has no access token yet (credential: {}; last error: {})",
+                ctx.tokens.source(),
+                status.last_error.as_deref().unwrap_or("none yet, still trying"),
+            );
+            tracing::warn!(session = id, "no token for a new client: {msg}");
+            let _ = write_error(&mut client, &msg).await;
+            return None;
+        }
+    };
+    let upstream = match ctx.connector.connect(&token).await {
+        Ok(u) => u,
+        Err(err) => {
+            if err.is_auth_rejected() {
+                ctx.tokens.request_refresh();
+            }
+            tracing::warn!(session = id, error = %err, "cannot open the upstream connection");
+            let _ = write_error(
+                &mut client,
+                &format!("ERR entra-redis-proxy cannot open the upstream connection: {err}"),
+            )
+            .await;
+            return None;
+        }
+    };
+    tracing::debug!(session = id, user = %token.username(), "session started");
+    Some(Session::new(client, upstream, ctx, token, id))
+}
+
+async fn write_error<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    msg: &str,
+) -> std::io::Result<()> {
+    let line: String = msg
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    client.write_all(format!("-{line}\r\n").as_bytes()).await?;
+    client.flush().await?;
+    client.shutdown().await?;
+    // Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    // error before the client reads it: read what the client sent (briefly) first.
+    // On the heap: an array here would sit in every session's task, idle or not.
+    let mut sink = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Why a session ended (for the debug log; clients see errors as RESP replies).
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("client I/O: {0}")]
+    ClientIo(std::io::Error),
+    #[error("upstream I/O: {0}")]
+    UpstreamIo(std::io::Error),
+    #[error("upstream closed the connection")]
+    UpstreamClosed,
+    #[error("client protocol error: {0}")]
+    ClientProtocol(ProtocolError),
+    #[error("upstream protocol error: {0}")]
+    UpstreamProtocol(ProtocolError),
+    #[error("could not reopen the upstream connection: {0}")]
+    Reconnect(String),
+}
+
+struct Session<C> {
+    id: u64,
+    client: C,
+    upstream: UpstreamStream,
+    ctx: Arc<SessionContext>,
+    /// Bytes read from the client, not yet forwarded (at most one partial command).
+    cbuf: BytesMut,
+    /// Bytes read from the cache, not yet routed (at most one partial frame).
+    ubuf: BytesMut,
+    cscan: CommandScanner,
+    uscan: ReplyScanner,
+    queue: VecDeque<Pending>,
+    /// Output plans, reused to avoid allocations.
+    to_upstream: Vec<Segment>,
+    to_client: Vec<Segment>,
+
+    // Reply-side state: the server's state as the reply stream shows it.
+    /// The upstream connection's protocol.
+    proto: u8,
+    /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
+    /// served through RESP3).
+    client_proto: u8,
+    /// The selected database.
+    db: u32,
+    reply_mode: ReplyMode,
+    in_multi: bool,
+    monitor: bool,
+    /// Channel, pattern and shard subscriptions.
+    subscriptions: Subscriptions,
+
+    // Send-side state.
+    /// MULTI sent and no EXEC/DISCARD/RESET sent since.
+    multi_sent: bool,
+    /// Increases with every MULTI sent.
+    multi_epoch: u64,
+    /// Entries in the queue that change connection state.
+    state_changes_in_flight: usize,
+    /// The next command is affected by CLIENT REPLY SKIP: treat it as state-changing.
+    skip_next_sent: bool,
+    /// The client's protocol once everything sent so far has run.
+    client_proto_sent: u8,
+    /// The upstream connection's protocol once everything sent so far has run.
+    upstream_proto_sent: u8,
+    /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
+    /// subscribed through a RESP3 upstream, to know when to switch back).
+    predicted_subs: Subscriptions,
+    /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
+    watching: bool,
+    /// QUIT sent: the cache's close is expected and ends the session.
+    quit_sent: bool,
+    /// The client has authenticated locally (always true without `client_password_file`).
+    client_authed: bool,
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    client_name: Option<Vec<u8>>,
+
+    // Upstream loss.
+    /// The upstream connection broke while nothing was in flight; a new one is opened
+    /// before the next command (at once for subscribers).
+    upstream_lost: bool,
+    /// Subscription confirmations of a restore still to swallow.
+    restore_confirmations: usize,
+
+    // Authentication.
+    token_rx: watch::Receiver<CurrentToken>,
+    /// Generation of the token the connection is authenticated with (or being re-AUTHed to).
+    auth_generation: u64,
+    /// Injected AUTHs in the queue.
+    reauths_in_flight: usize,
+    /// A newer token than `auth_generation` waits for a safe point, since this instant.
+    reauth_wanted: Option<Instant>,
+    /// Whether this session counts in the `reauth_pending` gauge.
+    pending_counted: bool,
+    /// A place among the re-AUTHs allowed in flight at once; held until the AUTH reply.
+    reauth_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+
+    // Blocking commands.
+    /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
+    blocked: bool,
+    /// A slice ended empty before the client's timeout: re-issue it.
+    reissue: Option<Box<Blocking>>,
+}
+
+impl<C: ClientStream> Session<C> {
+    fn new(
+        client: C,
+        upstream: UpstreamStream,
+        ctx: Arc<SessionContext>,
+        token: Arc<AccessToken>,
+        id: u64,
+    ) -> Self {
+        let mut token_rx = ctx.tokens.subscribe();
+        token_rx.mark_unchanged();
+        Session {
+            id,
+            client,
+            upstream,
+            cbuf: BytesMut::new(),
+            ubuf: BytesMut::new(),
+            cscan: CommandScanner::default(),
+            uscan: ReplyScanner::default(),
+            queue: VecDeque::new(),
+            to_upstream: Vec::new(),
+            to_client: Vec::new(),
+            proto: 2,
+            client_proto: 2,
+            reply_mode: ReplyMode::On,
+            in_multi: false,
+            monitor: false,
+            subscriptions: Subscriptions::default(),
+            multi_sent: false,
+            multi_epoch: 0,
+            state_changes_in_flight: 0,
+            skip_next_sent: false,
+            client_proto_sent: 2,
+            upstream_proto_sent: 2,
+            predicted_subs: Subscriptions::default(),
+            watching: false,
+            quit_sent: false,
+            client_authed: ctx.client_password.is_none(),
+            client_name: None,
+            upstream_lost: false,
+            restore_confirmations: 0,
+            db: 0,
+            token_rx,
+            auth_generation: token.generation(),
+            reauths_in_flight: 0,
+            reauth_wanted: None,
+            pending_counted: false,
+            reauth_permit: None,
+            blocked: false,
+            reissue: None,
+            ctx,
+        }
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionEnd> {
+        // A token may have changed between connect and now.
+        self.note_token_change();
+        self.try_reauth().await?;
+        let mut client_open = true;
+        let mut token_source_open = true;
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            if let Some(since) = draining_since {
+                if !self.client_replies_outstanding() {
+                    break;
+                }
+                if since.elapsed() >= self.ctx.drain_timeout {
+                    tracing::debug!(session = self.id, "drain timeout; closing");
+                    break;
+                }
+            }
+            // Buffers that hold nothing are released: an idle session keeps no read buffer.
+            if self.cbuf.is_empty() && self.cbuf.capacity() > 0 {
+                self.cbuf = BytesMut::new();
+            }
+            if self.ubuf.is_empty() && self.ubuf.capacity() > 0 {
+                self.ubuf = BytesMut::new();
+            }
+            // Likewise the reply queue and the output plans once nothing is in flight: about
+            // 0.4 kB per idle session.
+            if self.queue.is_empty() && self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+                if self.to_upstream.is_empty() {
+                    self.to_upstream = Vec::new();
+                }
+                if self.to_client.is_empty() {
+                    self.to_client = Vec::new();
+                }
+            }
+            // A timer only while draining (boxed): a `Sleep` built every turn would cost a
+            // clock read each turn and 112 bytes in every idle session's task.
+            let mut drain_sleep = draining_since.map(|s| {
+                Box::pin(tokio::time::sleep(
+                    self.ctx.drain_timeout.saturating_sub(s.elapsed()),
+                ))
+            });
+            // Lazy and boxed: the permit is wanted only during a token change.
+            let reauth_limiter = &self.ctx.reauth_limiter;
+            tokio::select! {
+                r = std::future::poll_fn(|cx| self.upstream.get_ref().0.poll_read_ready(cx)), if !self.upstream_lost => {
+                    let read = r.and_then(|()| read_available(&mut self.upstream, &mut self.ubuf, usize::MAX));
+                    match read {
+                        Ok(ReadOutcome::Data(0)) => {}
+                        Ok(ReadOutcome::Data(n)) => {
+                            self.ctx.metrics.bytes_upstream_to_client.inc_by(n as u64);
+                            self.on_upstream_data().await?;
+                        }
+                        other => {
+                            let end = match other {
+                                Err(e) => SessionEnd::UpstreamIo(e),
+                                _ => SessionEnd::UpstreamClosed,
+                            };
+                            if !self.can_replace_upstream() || draining_since.is_some() || self.quit_sent {
+                                // Commands in flight or a transaction: the client must see the
+                                // loss and retry on its own.
+                                return Err(end);
+                            }
+                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                            self.upstream_lost = true;
+                            if self.subscribed() || self.monitor {
+                                // Subscribers send nothing: reconnect now.
+                                self.reconnect().await?;
+                            }
+                        }
+                    }
+                }
+                r = std::future::poll_fn(|cx| self.client.poll_readable(cx)), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
+                    let read = r.and_then(|()| read_available(&mut self.client, &mut self.cbuf, CLIENT_READ_BUDGET));
+                    match read {
+                        Ok(ReadOutcome::Eof) => {
+                            client_open = false;
+                            draining_since = Some(Instant::now());
+                        }
+                        Ok(ReadOutcome::Data(0)) => {}
+                        Ok(ReadOutcome::Data(n)) => {
+                            self.ctx.metrics.bytes_client_to_upstream.inc_by(n as u64);
+                            self.on_client_data().await?;
+                        }
+                        Err(e) => return Err(SessionEnd::ClientIo(e)),
+                    }
+                }
+                r = self.token_rx.changed(), if token_source_open => {
+                    if r.is_ok() {
+                        self.note_token_change();
+                    } else {
+                        // The manager stopped (shutdown): no more tokens, and a closed channel
+                        // must not wake this loop again and again.
+                        token_source_open = false;
+                    }
+                }
+                // Re-AUTHs are spread: at most `reauth_limiter`'s permits are in flight at once
+                // across all sessions, so a refresh with 10,000 sessions is no AUTH storm.
+                p = async { Box::pin(reauth_limiter.clone().acquire_owned()).await },
+                    if self.reauth_wanted.is_some() && self.reauth_permit.is_none() && self.at_safe_point() => {
+                    if let Ok(p) = p {
+                        self.reauth_permit = Some(p);
+                        self.try_reauth().await?;
+                    }
+                }
+                r = shutdown.changed(), if draining_since.is_none() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        draining_since = Some(Instant::now());
+                    }
+                }
+                _ = std::future::poll_fn(|cx| match drain_sleep.as_mut() {
+                    Some(sleep) => std::future::Future::poll(sleep.as_mut(), cx),
+                    None => Poll::Pending,
+                }), if draining_since.is_some() => {}
+            }
+        }
+        let _ = self.client.shutdown().await;
+        let _ = self.upstream.shutdown().await;
+        Ok(())
+    }
+
+    /// True while some command forwarded for the client still waits for its reply.
+    fn client_replies_outstanding(&self) -> bool {
+        self.queue.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Command { .. }
+                    | Pending::Local(_)
+                    | Pending::Blocking(_)
+                    | Pending::Refusal(_)
+            )
+        })
+    }
+}
+
+/// Every open connection holds one session task for its whole life, so the size of that task
+/// is memory per idle connection (docs/benchmarks.md, idle memory).
+#[cfg(test)]
+mod task_size {
+    use super::*;
+
+    /// `size_of` of what `f` returns: for an async fn, its future.
+    fn future_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn the_session_future_is_not_much_more_than_the_session() {
+        let session = std::mem::size_of::<Session<tokio::net::TcpStream>>();
+        let task = future_size(run::<tokio::net::TcpStream>);
+        // Rare paths (connecting, reconnecting, error replies) are boxed so that their state
+        // does not sit in every idle session's task; 1 kB covers the select loop.
+        assert!(
+            task <= session + 1024,
+            "the session task is {task} bytes for a {session}-byte session: box the new rare \
+             path (see `open`, `reconnect`)"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Re-authentication: when a new token is wanted, what a safe point is, and the injected
+//! `AUTH` whose reply the session swallows and checks.
+
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+
+use super::command::ReplyMode;
+use super::io::Segment;
+use super::queue::Pending;
+use super::{ClientStream, Session, SessionEnd};
+use crate::resp;
+
+impl<C: ClientStream> Session<C> {
+    pub(super) fn inject_auth_after_reset(&mut self) {
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return;
+        };
+        self.to_upstream
+            .push(Segment::Owned(token.auth_command().to_vec()));
+        self.auth_generation = token.generation();
+        self.reauths_in_flight += 1;
+        self.queue.push_back(Pending::Reauth {
+            token,
+            frames: 1,
+            started: self.reauth_wanted.unwrap_or_else(Instant::now),
+        });
+        self.reauth_wanted = None;
+    }
+
+    pub(super) fn note_token_change(&mut self) {
+        let newer = self
+            .token_rx
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|t| t.generation() > self.auth_generation);
+        if newer && self.reauth_wanted.is_none() {
+            self.reauth_wanted = Some(Instant::now());
+            self.pending_flag(true);
+        }
+    }
+
+    pub(super) fn pending_flag(&mut self, on: bool) {
+        if on != self.pending_counted {
+            self.pending_counted = on;
+            if on {
+                self.ctx.metrics.reauth_pending.inc();
+            } else {
+                self.ctx.metrics.reauth_pending.dec();
+            }
+        }
+    }
+
+    /// True where an injected AUTH cannot disturb the client's stream.
+    pub(super) fn at_safe_point(&self) -> bool {
+        // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
+        let resp2_subscriber = self.proto == 2 && self.subscribed();
+        !self.upstream_lost
+            && self.reauths_in_flight == 0
+            && self.state_changes_in_flight == 0
+            && !self.multi_sent
+            && !self.in_multi
+            && !resp2_subscriber
+    }
+
+    pub(super) async fn try_reauth(&mut self) -> Result<(), SessionEnd> {
+        let Some(wanted_since) = self.reauth_wanted else {
+            return Ok(());
+        };
+        if !self.at_safe_point() || self.reauth_permit.is_none() {
+            return Ok(());
+        }
+        let Some(token) = self.token_rx.borrow().clone() else {
+            return Ok(());
+        };
+        if token.generation() <= self.auth_generation {
+            self.reauth_wanted = None;
+            self.reauth_permit = None;
+            return Ok(());
+        }
+        let frames = if self.reply_mode != ReplyMode::On {
+            // Under CLIENT REPLY OFF (or with a SKIP waiting for the client's next command)
+            // the AUTH reply would be suppressed: turn replies on around it so its result can
+            // be checked, then restore the mode (SKIP again applies to the client's next).
+            let restore: &[u8] = if self.reply_mode == ReplyMode::Off {
+                b"OFF"
+            } else {
+                b"SKIP"
+            };
+            let mut cmd = resp::encode_command(&[&b"CLIENT"[..], b"REPLY", b"ON"]);
+            cmd.extend_from_slice(token.auth_command());
+            cmd.extend_from_slice(&resp::encode_command(&[&b"CLIENT"[..], b"REPLY", restore]));
+            self.upstream
+                .write_all(&cmd)
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+            zeroize::Zeroize::zeroize(&mut cmd);
+            2
+        } else {
+            self.upstream
+                .write_all(token.auth_command())
+                .await
+                .map_err(SessionEnd::UpstreamIo)?;
+            1
+        };
+        self.upstream
+            .flush()
+            .await
+            .map_err(SessionEnd::UpstreamIo)?;
+        tracing::trace!(
+            session = self.id,
+            generation = token.generation(),
+            "re-AUTH sent"
+        );
+        self.auth_generation = token.generation();
+        self.reauths_in_flight += 1;
+        self.reauth_wanted = None;
+        self.queue.push_back(Pending::Reauth {
+            token,
+            frames,
+            started: wanted_since,
+        });
+        Ok(())
+    }
+
+    pub(super) fn finish_reauth(&mut self, ok: bool, reason: &str) {
+        let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
+            return;
+        };
+        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
+        self.reauth_permit = None;
+        self.ctx.metrics.reauth(ok, started.elapsed());
+        if ok {
+            tracing::debug!(
+                session = self.id,
+                generation = token.generation(),
+                user = %token.username(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "re-authenticated"
+            );
+            let newest = self
+                .token_rx
+                .borrow()
+                .as_ref()
+                .map(|t| t.generation())
+                .unwrap_or(0);
+            if newest <= token.generation() && self.reauth_wanted.is_none() {
+                self.pending_flag(false);
+            }
+        } else {
+            // The connection stays logged in as before; ask for a new token and try again
+            // when it arrives.
+            tracing::warn!(
+                session = self.id,
+                user = %token.username(),
+                reply = %reason,
+                "the cache refused the re-AUTH; requesting a new token"
+            );
+            // The next token (generation above this one) triggers another attempt.
+            self.ctx.tokens.request_refresh();
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Replacing a lost upstream connection: pacing and backoff across sessions, and restoring the
+//! connection's state on the new one.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::command::{ReplyMode, SubKind};
+use super::io::Segment;
+use super::queue::Pending;
+use super::{ClientStream, Session, SessionEnd};
+use crate::resp::{self, ReplyScanner};
+
+/// First delay between reconnection attempts (doubled up to 5 s, with jitter).
+pub(super) const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A session gives up reopening its upstream connection after this long.
+pub(super) const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Spaces out reconnections across sessions, so a cache failover does not become a
+/// reconnect storm: at most `per_second` connection attempts start each second.
+pub struct ReconnectPacer {
+    /// When the next attempt may start.
+    pub(super) next: Mutex<Instant>,
+    /// Time between two attempts.
+    pub(super) interval: Duration,
+}
+
+impl ReconnectPacer {
+    /// A pacer allowing `per_second` attempts a second.
+    pub fn new(per_second: u32) -> Self {
+        ReconnectPacer {
+            next: Mutex::new(Instant::now()),
+            interval: Duration::from_secs(1) / per_second.max(1),
+        }
+    }
+
+    /// Waits for this caller's turn.
+    pub async fn wait_turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+impl<C: ClientStream> Session<C> {
+    /// True if nothing the client sent is in flight and no transaction or WATCH is open:
+    /// the connection can be replaced without the client noticing.
+    pub(super) fn can_replace_upstream(&self) -> bool {
+        self.state_changes_in_flight == 0
+            && !self.multi_sent
+            && !self.in_multi
+            && !self.watching
+            && !self.blocked
+            && self.reissue.is_none()
+            && self
+                .queue
+                .iter()
+                .all(|p| matches!(p, Pending::Reauth { .. }))
+    }
+
+    /// Opens a new upstream connection (backing off, paced across sessions) and restores the
+    /// connection state: protocol, database, name, subscriptions, MONITOR, reply mode.
+    pub(super) async fn reconnect(&mut self) -> Result<(), SessionEnd> {
+        // Boxed: a rare path whose state (a new TLS stream) would otherwise enlarge every
+        // session's task.
+        Box::pin(self.reconnect_inner()).await
+    }
+
+    pub(super) async fn reconnect_inner(&mut self) -> Result<(), SessionEnd> {
+        let started = Instant::now();
+        let mut failures: u32 = 0;
+        let (upstream, token) = loop {
+            self.ctx.reconnect_pacer.wait_turn().await;
+            let Some(token) = self.token_rx.borrow_and_update().clone() else {
+                return Err(SessionEnd::UpstreamClosed);
+            };
+            match self.ctx.connector.connect(&token).await {
+                Ok(u) => break (u, token),
+                Err(e) => {
+                    if e.is_auth_rejected() {
+                        self.ctx.tokens.request_refresh();
+                    }
+                    failures += 1;
+                    if started.elapsed() >= RECONNECT_GIVE_UP {
+                        tracing::warn!(session = self.id, error = %e, "cannot reopen the upstream connection; closing the client");
+                        return Err(SessionEnd::Reconnect(e.to_string()));
+                    }
+                    let base = RECONNECT_BACKOFF
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(5));
+                    let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::debug!(session = self.id, error = %e, retry_in = ?delay, "reconnect failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.upstream = upstream;
+        self.upstream_lost = false;
+        self.queue.clear();
+        self.reauths_in_flight = 0;
+        self.state_changes_in_flight = 0;
+        self.reauth_permit = None;
+        self.ubuf.clear();
+        self.uscan = ReplyScanner::default();
+        self.auth_generation = token.generation();
+        self.reauth_wanted = None;
+        self.pending_flag(false);
+        self.proto = 2;
+        self.upstream_proto_sent = 2;
+        let reply_off = self.reply_mode == ReplyMode::Off;
+        self.reply_mode = ReplyMode::On;
+
+        self.to_upstream.clear();
+        if self.client_proto == 3 || self.subscribed() {
+            self.inject_hello(3);
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            self.inject_restore(&[b"SELECT", db.as_bytes()]);
+        }
+        if let Some(name) = self.client_name.clone() {
+            self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
+        }
+        for (cmd, kind) in [
+            (&b"SUBSCRIBE"[..], SubKind::Channel),
+            (b"PSUBSCRIBE", SubKind::Pattern),
+            (b"SSUBSCRIBE", SubKind::Shard),
+        ] {
+            let set = self.subs(kind);
+            if set.is_empty() {
+                continue;
+            }
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(set.iter().map(Vec::as_slice));
+            let bytes = resp::encode_command(&args);
+            self.restore_confirmations += set.len();
+            self.to_upstream.push(Segment::Owned(bytes));
+        }
+        if self.monitor {
+            self.inject_restore(&[b"MONITOR"]);
+        }
+        if reply_off {
+            self.to_upstream.push(Segment::Owned(resp::encode_command(&[
+                &b"CLIENT"[..],
+                b"REPLY",
+                b"OFF",
+            ])));
+            self.reply_mode = ReplyMode::Off;
+        }
+        self.write_upstream_plan().await?;
+        self.ctx.metrics.upstream_reconnects_total.inc();
+        tracing::info!(
+            session = self.id,
+            db = self.db,
+            subscribed = self.subscribed(),
+            "upstream connection replaced"
+        );
+        self.note_token_change();
+        Ok(())
+    }
+
+    /// Sends a command that restores state on a new connection; its reply is swallowed.
+    pub(super) fn inject_restore(&mut self, args: &[&[u8]]) {
+        self.to_upstream
+            .push(Segment::Owned(resp::encode_command(args)));
+        self.queue.push_back(Pending::Restore);
+    }
+}

@@ -1,0 +1,519 @@
+//! Cache → client: routing each frame from the cache to the client or to the proxy, and the
+//! connection state the reply stream shows.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use std::borrow::Cow;
+
+use super::blocking::last_stream_id;
+use super::command::{Kind, ReplyMode, SubKind};
+use super::io::{push_range, Segment, READ_CHUNK};
+use super::queue::Pending;
+use super::resp2_subscriber::{pong_to_resp2, push_to_resp2, subscribed_refusal_from_info};
+use super::subscriptions::{is_monitor_line, is_resp2_message, pubsub_confirmation, Confirmation};
+use super::{ClientStream, Session, SessionEnd};
+use crate::resp;
+
+/// What a frame from the cache is.
+pub(super) enum Route {
+    /// Forward to the client.
+    Client,
+    /// Send these bytes to the client instead (protocol translation).
+    Replace(Vec<u8>),
+    /// Swallow: the reply to something the proxy sent.
+    Proxy,
+}
+
+impl<C: ClientStream> Session<C> {
+    pub(super) async fn on_upstream_data(&mut self) -> Result<(), SessionEnd> {
+        self.route_replies().await?;
+        if let Some(block) = self.reissue.take() {
+            // A slice ended: re-authenticate first if a token is waiting, then wait again.
+            self.try_reauth().await?;
+            self.to_upstream.clear();
+            self.send_blocking(block, false);
+            self.write_upstream_plan().await?;
+        }
+        self.try_reauth().await?;
+        if !self.blocked && !self.cbuf.is_empty() {
+            // Commands held behind a blocking command (rare: boxed, or this future would
+            // contain a second `on_client_data` and enlarge every session).
+            Box::pin(self.on_client_data()).await?;
+        }
+        Ok(())
+    }
+
+    /// Routes every complete frame in the upstream buffer, emits local replies that reached
+    /// the head of the queue, and writes the client's share in order.
+    pub(super) async fn route_replies(&mut self) -> Result<(), SessionEnd> {
+        let max_bulk = self.ctx.limits.max_bulk;
+        let mut pos = 0;
+        let mut run_start = 0;
+        self.to_client.clear();
+        loop {
+            // Local replies that reach the head go out after what was routed before them.
+            push_range(&mut self.to_client, run_start, pos);
+            run_start = pos;
+            self.settle_head();
+            let len = match self.uscan.scan(&self.ubuf[pos..], max_bulk) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(session = self.id, error = %e, "the cache sent invalid RESP; closing");
+                    return Err(SessionEnd::UpstreamProtocol(e));
+                }
+            };
+            let frame = pos..pos + len;
+            pos += len;
+            let mut routed = self.route(frame.clone());
+            if matches!(routed, Route::Client) && self.ctx.cluster.is_some() {
+                routed = self.rewrite_redirect(frame.clone());
+            }
+            match routed {
+                Route::Client => {}
+                Route::Replace(bytes) => {
+                    push_range(&mut self.to_client, run_start, frame.start);
+                    run_start = pos;
+                    self.to_client.push(Segment::Owned(bytes));
+                }
+                Route::Proxy => {
+                    push_range(&mut self.to_client, run_start, frame.start);
+                    run_start = pos;
+                }
+            }
+        }
+        push_range(&mut self.to_client, run_start, pos);
+        self.settle_head();
+        if !self.to_client.is_empty() {
+            for seg in self.to_client.drain(..) {
+                let bytes: &[u8] = match &seg {
+                    Segment::Buffer(r) => &self.ubuf[r.clone()],
+                    Segment::Static(s) => s,
+                    Segment::Owned(v) => v,
+                };
+                self.client
+                    .write_all(bytes)
+                    .await
+                    .map_err(SessionEnd::ClientIo)?;
+            }
+            self.client.flush().await.map_err(SessionEnd::ClientIo)?;
+        }
+        self.ubuf.advance(pos);
+        if self.ubuf.is_empty() && self.ubuf.capacity() > 4 * READ_CHUNK {
+            self.ubuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Resolves the head of the queue: pops entries that expect no frame (emitting local
+    /// replies into the client plan) and fixes how many frames the head expects.
+    pub(super) fn settle_head(&mut self) {
+        loop {
+            let Some(head) = self.queue.front_mut() else {
+                return;
+            };
+            match head {
+                Pending::Local(_) => {
+                    let Some(Pending::Local(reply)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    match self.reply_mode {
+                        ReplyMode::On => {
+                            // Keep order: what was routed so far precedes the local reply.
+                            self.to_client.push(match reply {
+                                Cow::Borrowed(b) => Segment::Static(b),
+                                Cow::Owned(v) => Segment::Owned(v),
+                            });
+                        }
+                        ReplyMode::Off => {}
+                        ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+                    }
+                }
+                // Injected and blocking commands always expect a frame.
+                Pending::Reauth { .. }
+                | Pending::Restore
+                | Pending::Refusal(_)
+                | Pending::Hello { .. }
+                | Pending::Blocking(_)
+                | Pending::StreamProbe { .. } => return,
+                Pending::Command {
+                    kind,
+                    count,
+                    nargs,
+                    remaining,
+                    ..
+                } => {
+                    if remaining.is_none() {
+                        let (kind, count, nargs) = (*kind, *count, *nargs);
+                        let n = self.expected_frames(kind, count, nargs);
+                        if let Some(Pending::Command { remaining, .. }) = self.queue.front_mut() {
+                            *remaining = Some(n);
+                        }
+                    }
+                    if let Some(Pending::Command {
+                        remaining: Some(0), ..
+                    }) = self.queue.front()
+                    {
+                        self.complete_head();
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How many frames a command at the head of the queue will produce, and the state changes
+    /// that happen when it runs without a reply.
+    pub(super) fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
+        if self.in_multi
+            && kind != Kind::Empty
+            && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        {
+            // Queued: +QUEUED or an error, whatever the command (reply mode aside).
+            return self.apply_reply_mode(count);
+        }
+        match kind {
+            // SUBSCRIBE without a channel: one error.
+            Kind::Subscribe(_) if nargs <= 1 => 1,
+            // Confirmations are sent whatever the reply mode (checked on redis-server 7.0).
+            Kind::Subscribe(_) => nargs - 1,
+            Kind::Unsubscribe(k) => {
+                if nargs > 1 {
+                    nargs - 1
+                } else {
+                    self.subs(k).len().max(1)
+                }
+            }
+            Kind::ClientReply(ReplyMode::On) => {
+                self.reply_mode = ReplyMode::On;
+                1
+            }
+            Kind::ClientReply(mode) => {
+                if self.reply_mode == ReplyMode::Off && mode == ReplyMode::Skip {
+                    return 0;
+                }
+                self.reply_mode = mode;
+                0
+            }
+            // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
+            Kind::Empty => {
+                if self.reply_mode == ReplyMode::Skip {
+                    self.reply_mode = ReplyMode::On;
+                }
+                0
+            }
+            _ => {
+                let n = self.apply_reply_mode(count);
+                if n == 0 && kind.changes_state() {
+                    // HELLO, SELECT, MULTI... under CLIENT REPLY OFF/SKIP still take effect.
+                    self.apply_effects(kind, true);
+                }
+                n
+            }
+        }
+    }
+
+    pub(super) fn apply_reply_mode(&mut self, count: usize) -> usize {
+        match self.reply_mode {
+            ReplyMode::On => count,
+            ReplyMode::Off => 0,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                count - 1
+            }
+        }
+    }
+
+    pub(super) fn subs(&self, k: SubKind) -> &HashSet<Vec<u8>> {
+        match k {
+            SubKind::Channel => &self.subscriptions.sets().channels,
+            SubKind::Pattern => &self.subscriptions.sets().patterns,
+            SubKind::Shard => &self.subscriptions.sets().shards,
+        }
+    }
+
+    pub(super) fn subscribed(&self) -> bool {
+        !self.subscriptions.is_empty()
+    }
+
+    /// Decides where a complete frame goes, and updates state.
+    pub(super) fn route(&mut self, frame: std::ops::Range<usize>) -> Route {
+        let bytes = &self.ubuf[frame.clone()];
+        let first = bytes[0];
+        tracing::trace!(
+            session = self.id,
+            frame_type = %(first as char),
+            frame_len = bytes.len(),
+            head = ?self.queue.front().map(Pending::label),
+            queued = self.queue.len(),
+            "frame from the cache"
+        );
+        if first == b'>' {
+            // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
+            // count toward a (UN)SUBSCRIBE at the head.
+            if let Some(conf) = pubsub_confirmation(bytes, true) {
+                if self.restore_confirmations > 0 && matches!(conf.kind, Kind::Subscribe(_)) {
+                    // Re-subscribing on a replacement connection: the client subscribed once.
+                    self.restore_confirmations -= 1;
+                    return Route::Proxy;
+                }
+                self.apply_confirmation(&conf);
+                self.count_confirmation(&conf);
+            }
+            if self.client_proto == 2 {
+                // A RESP2 subscriber served through RESP3: pushes become RESP2 arrays.
+                return Route::Replace(push_to_resp2(&self.ubuf[frame]));
+            }
+            return Route::Client;
+        }
+        if self.monitor && is_monitor_line(bytes) {
+            return Route::Client;
+        }
+        if self.proto == 2 && self.subscribed() && is_resp2_message(bytes) {
+            return Route::Client;
+        }
+        let conf = if self.proto == 2 && (first == b'*') {
+            match self.queue.front() {
+                Some(Pending::Command {
+                    kind: Kind::Subscribe(_) | Kind::Unsubscribe(_),
+                    ..
+                }) if !self.in_multi => pubsub_confirmation(bytes, false),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let is_error = resp::is_error_reply(bytes);
+        let Some(head) = self.queue.front_mut() else {
+            tracing::debug!(
+                session = self.id,
+                "a frame the client did not ask for; forwarding it"
+            );
+            return Route::Client;
+        };
+        match head {
+            Pending::Reauth { frames, .. } => {
+                *frames -= 1;
+                if *frames == 0 {
+                    let ok = bytes == b"+OK\r\n";
+                    let reason = if ok {
+                        String::new()
+                    } else {
+                        resp::error_text(bytes)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned())
+                    };
+                    self.finish_reauth(ok, &reason);
+                }
+                Route::Proxy
+            }
+            Pending::Local(_) => unreachable!("settled before routing"),
+            Pending::Refusal(_) => {
+                let reply = subscribed_refusal_from_info(bytes);
+                let Some(Pending::Refusal(args)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                Route::Replace(reply(&args))
+            }
+            Pending::Restore => {
+                if is_error {
+                    tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+                }
+                self.queue.pop_front();
+                Route::Proxy
+            }
+            Pending::StreamProbe { arg } => {
+                let arg = *arg;
+                let id = last_stream_id(bytes);
+                self.queue.pop_front();
+                if let Some(Pending::Blocking(b)) = self
+                    .queue
+                    .iter_mut()
+                    .find(|p| matches!(p, Pending::Blocking(_)))
+                {
+                    b.args[arg] = id;
+                }
+                Route::Proxy
+            }
+            Pending::Blocking(b) => {
+                let timed_out = b.slice_ended_empty(bytes);
+                let client_time_left = b
+                    .deadline
+                    .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
+                let Some(Pending::Blocking(b)) = self.queue.pop_front() else {
+                    unreachable!()
+                };
+                if timed_out && client_time_left {
+                    self.reissue = Some(b);
+                    Route::Proxy
+                } else {
+                    self.blocked = false;
+                    Route::Client
+                }
+            }
+            Pending::Hello { version } => {
+                let version = *version;
+                let ok = !is_error;
+                self.queue.pop_front();
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
+                if ok {
+                    self.proto = version;
+                } else {
+                    tracing::warn!(
+                        session = self.id,
+                        reply = %String::from_utf8_lossy(bytes).trim(),
+                        "the cache refused HELLO {version}; this RESP2 subscriber cannot be re-authenticated"
+                    );
+                }
+                Route::Proxy
+            }
+            Pending::Command { kind, .. } => {
+                let kind = *kind;
+                if let Some(c) = &conf {
+                    self.apply_confirmation(c);
+                }
+                match kind {
+                    Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
+                        self.complete_head();
+                    }
+                    Kind::Topology(t) if self.ctx.cluster.is_some() => {
+                        let out = self.rewrite_topology(t, frame.clone());
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                        return Route::Replace(out);
+                    }
+                    Kind::PingSubscribed if self.client_proto == 2 && self.proto == 3 => {
+                        let out = pong_to_resp2(&self.ubuf[frame.clone()]);
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                        return out.map_or(Route::Client, Route::Replace);
+                    }
+                    _ => {
+                        self.after_reply(kind, frame);
+                        self.decrement_head();
+                    }
+                }
+                Route::Client
+            }
+        }
+    }
+
+    /// State changes caused by a command's reply.
+    pub(super) fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
+        let ok = !resp::is_error_reply(&self.ubuf[frame]);
+        self.apply_effects(kind, ok);
+    }
+
+    /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
+    /// is suppressed by CLIENT REPLY is taken to have succeeded).
+    pub(super) fn apply_effects(&mut self, kind: Kind, ok: bool) {
+        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
+        {
+            return;
+        }
+        match kind {
+            Kind::Multi => {
+                if ok {
+                    self.in_multi = true;
+                } else if let Some(Pending::Command { multi_epoch, .. }) = self.queue.front() {
+                    // A refused MULTI (e.g. on a RESP2 subscriber) opened nothing.
+                    if *multi_epoch != 0 && *multi_epoch == self.multi_epoch {
+                        self.multi_sent = false;
+                    }
+                }
+            }
+            Kind::Exec | Kind::Discard => self.in_multi = false,
+            Kind::Hello(Some(v)) if ok => {
+                self.proto = v;
+                self.client_proto = v;
+            }
+            Kind::Reset => {
+                self.db = 0;
+                self.proto = 2;
+                self.client_proto = 2;
+                self.reply_mode = ReplyMode::On;
+                self.in_multi = false;
+                self.monitor = false;
+                self.subscriptions.clear();
+            }
+            Kind::Monitor if ok => self.monitor = true,
+            Kind::Select(Some(db)) if ok => self.db = db,
+            _ => {}
+        }
+    }
+
+    /// One frame of the head command arrived.
+    pub(super) fn decrement_head(&mut self) {
+        if let Some(Pending::Command {
+            remaining: Some(r), ..
+        }) = self.queue.front_mut()
+        {
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.complete_head();
+            }
+        }
+    }
+
+    pub(super) fn complete_head(&mut self) {
+        if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
+            if state_change {
+                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    pub(super) fn count_confirmation(&mut self, conf: &Confirmation) {
+        if self.in_multi {
+            return;
+        }
+        if let Some(Pending::Command {
+            kind: kind @ (Kind::Subscribe(_) | Kind::Unsubscribe(_)),
+            remaining: Some(r),
+            ..
+        }) = self.queue.front_mut()
+        {
+            if *kind == conf.kind && *r > 0 {
+                *r -= 1;
+                if *r == 0 {
+                    self.complete_head();
+                }
+            }
+        }
+    }
+
+    pub(super) fn apply_confirmation(&mut self, conf: &Confirmation) {
+        let (set, add) = match conf.kind {
+            Kind::Subscribe(k) => (k, true),
+            Kind::Unsubscribe(k) => (k, false),
+            _ => return,
+        };
+        if !add && self.subscriptions.is_empty() {
+            return;
+        }
+        let sets = self.subscriptions.sets_mut();
+        let set = match set {
+            SubKind::Channel => &mut sets.channels,
+            SubKind::Pattern => &mut sets.patterns,
+            SubKind::Shard => &mut sets.shards,
+        };
+        match (&conf.channel, add) {
+            (Some(c), true) => {
+                set.insert(c.clone());
+            }
+            (Some(c), false) => {
+                set.remove(c);
+            }
+            (None, _) => {}
+        }
+        if self.subscriptions.is_empty() {
+            // The last one ended: release the sets.
+            self.subscriptions.clear();
+        }
+    }
+}
