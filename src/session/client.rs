@@ -2,11 +2,12 @@
 //! runs of them straight from the read buffer.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::blocking::{slice_length, Blocking};
 use super::command::{
     frame_args, full_kind, in_multi_unsupported, owned_args, quick_kind, strip_hello_auth,
     Classified, Kind, ReplyMode,
@@ -84,7 +85,7 @@ impl<C: ClientStream> Session<C> {
                     &self.cbuf[frame.start + scanned.name.start..frame.start + scanned.name.end];
                 match quick_kind(name) {
                     // A RESP2 subscriber served through RESP3 has every command looked at.
-                    Some(Kind::Plain) if !self.emulating_sent() && self.client_authed => {
+                    Some(Kind::Plain) if !self.sent.emulating() && self.client_authed => {
                         Action::Forward(Kind::Plain, scanned.nargs)
                     }
                     _ => {
@@ -111,8 +112,8 @@ impl<C: ClientStream> Session<C> {
                 }
             }
             if matches!(kind, Kind::Subscribe(_))
-                && self.client_proto_sent == 2
-                && self.upstream_proto_sent == 2
+                && self.sent.client_proto == 2
+                && self.sent.upstream_proto == 2
             {
                 // A RESP2 client subscribes: switch the upstream to RESP3 first, so that the
                 // connection can still be re-authenticated (RESP2 subscribers cannot AUTH).
@@ -127,7 +128,7 @@ impl<C: ClientStream> Session<C> {
                 Action::Local(reply) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
-                    self.queue.push_back(Pending::Local(reply));
+                    self.queue.push(Pending::Local(reply));
                     continue;
                 }
                 Action::LocalAuth(ok) => {
@@ -140,7 +141,7 @@ impl<C: ClientStream> Session<C> {
                         tracing::info!(session = self.id, "a local client sent a wrong password");
                         b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
                     };
-                    self.queue.push_back(Pending::Local(Cow::Borrowed(reply)));
+                    self.queue.push(Pending::Local(Cow::Borrowed(reply)));
                     continue;
                 }
                 Action::Refuse(args) => {
@@ -151,7 +152,7 @@ impl<C: ClientStream> Session<C> {
                         b"INFO",
                         &args[0],
                     ])));
-                    self.queue.push_back(Pending::Refusal(args));
+                    self.queue.push(Pending::Refusal(args));
                     continue;
                 }
                 Action::Rewrite(kind, nargs, bytes) => {
@@ -164,12 +165,8 @@ impl<C: ClientStream> Session<C> {
             match kind {
                 Kind::Reset => {
                     // RESET logs the client out too.
+                    // (The send-side state was reset when it was enqueued.)
                     self.client_authed = self.ctx.client_password.is_none();
-                    self.watching = false;
-                    self.client_name = None;
-                    self.client_proto_sent = 2;
-                    self.upstream_proto_sent = 2;
-                    self.predicted_subs.clear();
                     // After RESET the connection is logged out: AUTH again right behind it.
                     self.flush_run(run_start, pos);
                     run_start = pos;
@@ -179,26 +176,23 @@ impl<C: ClientStream> Session<C> {
                     // Forwarded: any password it carried matched (checked in classify).
                     self.client_authed = true;
                     if let Some(v) = v {
-                        self.client_proto_sent = v;
-                        self.upstream_proto_sent = v;
+                        self.sent.client_proto = v;
+                        self.sent.upstream_proto = v;
                     }
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
-                        self.client_name = args.get(i + 1).cloned();
+                        self.sent.client_name = args.get(i + 1).cloned();
                     }
                 }
                 Kind::SetName => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
-                    self.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                    self.sent.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
                 }
-                Kind::Watch => self.watching = true,
-                Kind::Quit => self.quit_sent = true,
-                Kind::Unwatch | Kind::Exec | Kind::Discard => self.watching = false,
-                Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.emulating_sent() => {
+                Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.sent.emulating() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     let subscribe = matches!(kind, Kind::Subscribe(_));
-                    self.predicted_subs.apply(k, subscribe, &args[1..]);
-                    if self.predicted_subs.is_empty() {
+                    self.sent.subs.apply(k, subscribe, &args[1..]);
+                    if self.sent.subs.is_empty() {
                         // The last subscription ends: back to RESP2 before the next command.
                         self.flush_run(run_start, pos);
                         run_start = pos;
@@ -284,7 +278,7 @@ impl<C: ClientStream> Session<C> {
         if let Some(password) = &self.ctx.client_password {
             // Local client authentication: nothing is forwarded before the client's AUTH.
             match kind {
-                Classified::Auth if !self.emulating_sent() => {
+                Classified::Auth if !self.sent.emulating() => {
                     let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
                     return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
                 }
@@ -311,21 +305,24 @@ impl<C: ClientStream> Session<C> {
             }
         }
         match kind {
-            Classified::Auth if self.emulating_sent() => Action::Refuse(owned_args(args)),
+            Classified::Auth if self.sent.emulating() => Action::Refuse(owned_args(args)),
             Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
             Classified::Kind(k) => {
-                if self.multi_sent && self.ctx.cluster.is_some() && matches!(k, Kind::Topology(_)) {
+                if self.sent.txn.in_multi()
+                    && self.ctx.cluster.is_some()
+                    && matches!(k, Kind::Topology(_))
+                {
                     // Its reply would come inside EXEC's, where it is not rewritten.
                     return Action::Local(Cow::Borrowed(
                         b"-ERR entra-redis-proxy does not support CLUSTER SLOTS, SHARDS, NODES or REPLICAS inside MULTI in cluster mode\r\n",
                     ));
                 }
-                if self.multi_sent && in_multi_unsupported(k) {
+                if self.sent.txn.in_multi() && in_multi_unsupported(k) {
                     return Action::Local(Cow::Borrowed(
                         b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
                     ));
                 }
-                if self.emulating_sent() {
+                if self.sent.emulating() {
                     // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
                     let allowed = match k {
                         Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
@@ -360,63 +357,53 @@ impl<C: ClientStream> Session<C> {
         } else {
             kind
         };
-        let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next_sent);
-        if kind == Kind::ClientReply(ReplyMode::Skip) {
-            self.skip_next_sent = true;
-        }
-        match kind {
-            Kind::Multi => {
-                self.multi_epoch += 1;
-            }
-            Kind::Exec | Kind::Discard | Kind::Reset => self.multi_sent = false,
-            _ => {}
-        }
-        let was_multi = self.multi_sent;
-        if kind == Kind::Multi {
-            self.multi_sent = true;
-        }
-        // Only ordinary commands share an entry: the others keep their kind.
-        if !state_change && kind == Kind::Plain {
-            if let Some(Pending::Command {
-                kind: Kind::Plain,
-                count,
-                state_change: false,
-                remaining: None,
-                ..
-            }) = self.queue.back_mut()
-            {
-                *count += 1;
-                return;
-            }
-        }
-        if state_change {
-            self.state_changes_in_flight += 1;
-        }
-        self.queue.push_back(Pending::Command {
-            kind,
-            count: 1,
-            nargs,
-            state_change,
-            multi_epoch: if kind == Kind::Multi && !was_multi {
-                self.multi_epoch
-            } else {
-                0
-            },
-            remaining: None,
-        });
+        let (state_change, opened_multi) = self.sent.command_sent(kind);
+        self.queue
+            .push_command(kind, nargs, state_change, opened_multi);
     }
 
     pub(super) fn inject_hello(&mut self, version: u8) {
         let v = [b'0' + version];
         self.to_upstream
             .push(Segment::Owned(resp::encode_command(&[&b"HELLO"[..], &v])));
-        self.upstream_proto_sent = version;
-        self.state_changes_in_flight += 1;
-        self.queue.push_back(Pending::Hello { version });
+        self.sent.upstream_proto = version;
+        self.queue.push(Pending::Hello { version });
     }
 
-    /// A RESP2 client subscribed through an upstream switched to RESP3 (send side).
-    pub(super) fn emulating_sent(&self) -> bool {
-        self.client_proto_sent == 2 && self.upstream_proto_sent == 3
+    /// Decides whether a blocking command must be cut into slices: only where its wait could
+    /// outlast the token, and where its reply can be recognised (no MULTI, replies on).
+    pub(super) fn plan_blocking(&self, args: Vec<Vec<u8>>) -> Option<Box<Blocking>> {
+        if self.queue.state_changes_in_flight() > 0
+            || self.sent.txn.in_multi()
+            || self.conn.in_multi
+            || self.sent.skip_next
+            || self.conn.reply_mode != ReplyMode::On
+            || self.sent.emulating()
+        {
+            return None;
+        }
+        Blocking::plan(args, self.block_slice(), Instant::now())
+    }
+
+    /// How long one slice of a blocking wait may last with the current token.
+    pub(super) fn block_slice(&self) -> Duration {
+        match self.token_rx.borrow().as_deref() {
+            Some(token) => slice_length(token, self.ctx.refresh_margin, SystemTime::now()),
+            None => Duration::from_secs(1),
+        }
+    }
+
+    /// Queues a slice of a blocking command (and, the first time, the stream probes).
+    pub(super) fn send_blocking(&mut self, mut block: Box<Blocking>, first: bool) {
+        if first {
+            for (probe, arg) in block.take_probes() {
+                self.to_upstream.push(Segment::Owned(probe));
+                self.queue.push(Pending::StreamProbe { arg });
+            }
+        }
+        let cmd = block.slice_command(self.block_slice(), Instant::now());
+        self.to_upstream.push(Segment::Owned(cmd));
+        self.blocked = true;
+        self.queue.push(Pending::Blocking(block));
     }
 }

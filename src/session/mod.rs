@@ -30,9 +30,9 @@ mod reauth;
 mod reconnect;
 mod replies;
 mod resp2_subscriber;
+mod state;
 mod subscriptions;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -46,10 +46,9 @@ use crate::resp::{CommandScanner, Limits, ProtocolError, ReplyScanner};
 use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 use blocking::Blocking;
-use command::ReplyMode;
 use io::{read_available, ReadOutcome, Segment, CLIENT_READ_BUDGET, HELD_MAX};
-use queue::Pending;
-use subscriptions::Subscriptions;
+use queue::ReplyQueue;
+use state::{ConnState, SentState};
 
 pub use cluster_hook::ReplyRewriter;
 pub use command::{topology_command, Topology};
@@ -206,49 +205,18 @@ struct Session<C> {
     ubuf: BytesMut,
     cscan: CommandScanner,
     uscan: ReplyScanner,
-    queue: VecDeque<Pending>,
+    /// What each frame from the cache answers.
+    queue: ReplyQueue,
     /// Output plans, reused to avoid allocations.
     to_upstream: Vec<Segment>,
     to_client: Vec<Segment>,
 
-    // Reply-side state: the server's state as the reply stream shows it.
-    /// The upstream connection's protocol.
-    proto: u8,
-    /// The protocol the client negotiated (differs from `proto` while a RESP2 subscriber is
-    /// served through RESP3).
-    client_proto: u8,
-    /// The selected database.
-    db: u32,
-    reply_mode: ReplyMode,
-    in_multi: bool,
-    monitor: bool,
-    /// Channel, pattern and shard subscriptions.
-    subscriptions: Subscriptions,
-
-    // Send-side state.
-    /// MULTI sent and no EXEC/DISCARD/RESET sent since.
-    multi_sent: bool,
-    /// Increases with every MULTI sent.
-    multi_epoch: u64,
-    /// Entries in the queue that change connection state.
-    state_changes_in_flight: usize,
-    /// The next command is affected by CLIENT REPLY SKIP: treat it as state-changing.
-    skip_next_sent: bool,
-    /// The client's protocol once everything sent so far has run.
-    client_proto_sent: u8,
-    /// The upstream connection's protocol once everything sent so far has run.
-    upstream_proto_sent: u8,
-    /// Subscriptions once everything sent so far has run (tracked while a RESP2 client is
-    /// subscribed through a RESP3 upstream, to know when to switch back).
-    predicted_subs: Subscriptions,
-    /// WATCH sent and not ended: a lost upstream connection cannot be replaced invisibly.
-    watching: bool,
-    /// QUIT sent: the cache's close is expected and ends the session.
-    quit_sent: bool,
+    /// The server's state as the replies so far show it.
+    conn: ConnState,
+    /// The server's state once everything sent so far has run.
+    sent: SentState,
     /// The client has authenticated locally (always true without `client_password_file`).
     client_authed: bool,
-    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
-    client_name: Option<Vec<u8>>,
 
     // Upstream loss.
     /// The upstream connection broke while nothing was in flight; a new one is opened
@@ -261,8 +229,6 @@ struct Session<C> {
     token_rx: watch::Receiver<CurrentToken>,
     /// Generation of the token the connection is authenticated with (or being re-AUTHed to).
     auth_generation: u64,
-    /// Injected AUTHs in the queue.
-    reauths_in_flight: usize,
     /// A newer token than `auth_generation` waits for a safe point, since this instant.
     reauth_wanted: Option<Instant>,
     /// Whether this session counts in the `reauth_pending` gauge.
@@ -295,32 +261,16 @@ impl<C: ClientStream> Session<C> {
             ubuf: BytesMut::new(),
             cscan: CommandScanner::default(),
             uscan: ReplyScanner::default(),
-            queue: VecDeque::new(),
+            queue: ReplyQueue::default(),
             to_upstream: Vec::new(),
             to_client: Vec::new(),
-            proto: 2,
-            client_proto: 2,
-            reply_mode: ReplyMode::On,
-            in_multi: false,
-            monitor: false,
-            subscriptions: Subscriptions::default(),
-            multi_sent: false,
-            multi_epoch: 0,
-            state_changes_in_flight: 0,
-            skip_next_sent: false,
-            client_proto_sent: 2,
-            upstream_proto_sent: 2,
-            predicted_subs: Subscriptions::default(),
-            watching: false,
-            quit_sent: false,
+            conn: ConnState::default(),
+            sent: SentState::default(),
             client_authed: ctx.client_password.is_none(),
-            client_name: None,
             upstream_lost: false,
             restore_confirmations: 0,
-            db: 0,
             token_rx,
             auth_generation: token.generation(),
-            reauths_in_flight: 0,
             reauth_wanted: None,
             pending_counted: false,
             reauth_permit: None,
@@ -356,8 +306,7 @@ impl<C: ClientStream> Session<C> {
             }
             // Likewise the reply queue and the output plans once nothing is in flight: about
             // 0.4 kB per idle session.
-            if self.queue.is_empty() && self.queue.capacity() > 0 {
-                self.queue = VecDeque::new();
+            if self.queue.release_if_idle() {
                 if self.to_upstream.is_empty() {
                     self.to_upstream = Vec::new();
                 }
@@ -388,14 +337,14 @@ impl<C: ClientStream> Session<C> {
                                 Err(e) => SessionEnd::UpstreamIo(e),
                                 _ => SessionEnd::UpstreamClosed,
                             };
-                            if !self.can_replace_upstream() || draining_since.is_some() || self.quit_sent {
+                            if !self.can_replace_upstream() || draining_since.is_some() || self.sent.quit {
                                 // Commands in flight or a transaction: the client must see the
                                 // loss and retry on its own.
                                 return Err(end);
                             }
                             tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
                             self.upstream_lost = true;
-                            if self.subscribed() || self.monitor {
+                            if self.conn.subscribed() || self.conn.monitor {
                                 // Subscribers send nothing: reconnect now.
                                 self.reconnect().await?;
                             }
@@ -453,15 +402,7 @@ impl<C: ClientStream> Session<C> {
 
     /// True while some command forwarded for the client still waits for its reply.
     fn client_replies_outstanding(&self) -> bool {
-        self.queue.iter().any(|p| {
-            matches!(
-                p,
-                Pending::Command { .. }
-                    | Pending::Local(_)
-                    | Pending::Blocking(_)
-                    | Pending::Refusal(_)
-            )
-        })
+        self.queue.owes_client()
     }
 }
 

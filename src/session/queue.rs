@@ -1,6 +1,12 @@
 //! The reply queue: what each frame from the cache is the answer to.
+//!
+//! Every command sent upstream (the client's, or one the proxy injects) and every reply the
+//! proxy gives itself takes an entry, in order. A frame from the cache belongs to the entry at
+//! the head. The queue also counts what the safe-point rule needs (entries that change
+//! connection state, injected AUTHs), so those counts cannot drift from its contents.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,15 +19,17 @@ use crate::token::AccessToken;
 pub(super) enum Pending {
     /// Commands forwarded for the client.
     Command {
+        /// What the command is.
         kind: Kind,
         /// Ordinary commands coalesce: how many are in this entry.
         count: usize,
         /// Argument count (name included), for (UN)SUBSCRIBE.
         nargs: usize,
-        /// Counts toward `state_changes_in_flight`.
+        /// Changes connection state: no re-AUTH while it is in flight.
         state_change: bool,
-        /// For MULTI: the send-side multi epoch it opened, and whether MULTI was already on.
-        multi_epoch: u64,
+        /// For a MULTI that opened a transaction: the transaction's number, so that a refused
+        /// MULTI closes only the transaction it opened.
+        opened_multi: Option<u64>,
         /// Frames still expected, once resolved at the head of the queue.
         remaining: Option<usize>,
     },
@@ -29,7 +37,10 @@ pub(super) enum Pending {
     Local(Cow<'static, [u8]>),
     /// A HELLO the proxy injected to switch the upstream protocol (RESP2 subscribers); its
     /// reply is swallowed.
-    Hello { version: u8 },
+    Hello {
+        /// The protocol it asks for.
+        version: u8,
+    },
     /// A blocking command whose wait is cut into slices that end before the token expires.
     Blocking(Box<Blocking>),
     /// A command restoring state on a replacement connection; its reply is swallowed.
@@ -38,12 +49,18 @@ pub(super) enum Pending {
     /// is replaced by the error redis-server would give.
     Refusal(Vec<Vec<u8>>),
     /// `XREVRANGE key + - COUNT 1`, injected before `XREAD ... $` so that a re-issued XREAD
-    /// waits for entries after the same ID; reply swallowed. `arg` is the `$` to replace.
-    StreamProbe { arg: usize },
+    /// waits for entries after the same ID; reply swallowed.
+    StreamProbe {
+        /// The argument of the blocking XREAD whose `$` the probed ID replaces.
+        arg: usize,
+    },
     /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
     Reauth {
+        /// The token sent.
         token: Arc<AccessToken>,
+        /// Frames still expected (2 when wrapped in `CLIENT REPLY ON` ... `OFF`).
         frames: usize,
+        /// Since when the new token waited for this connection (for the metric).
         started: Instant,
     },
 }
@@ -66,5 +83,260 @@ impl Pending {
             Pending::Refusal(_) => "refusal".into(),
             Pending::StreamProbe { .. } => "stream probe".into(),
         }
+    }
+
+    /// Counts toward the state changes in flight.
+    fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Pending::Command {
+                state_change: true,
+                ..
+            } | Pending::Hello { .. }
+        )
+    }
+
+    /// The client is owed a reply for this entry.
+    fn owes_client(&self) -> bool {
+        matches!(
+            self,
+            Pending::Command { .. }
+                | Pending::Local(_)
+                | Pending::Blocking(_)
+                | Pending::Refusal(_)
+        )
+    }
+}
+
+/// The queue of [`Pending`] entries, with the counts the safe-point rule reads.
+#[derive(Debug, Default)]
+pub(super) struct ReplyQueue {
+    /// The entries, oldest first.
+    entries: VecDeque<Pending>,
+    /// Entries that change connection state (see [`Pending::changes_state`]).
+    state_changes: usize,
+    /// Injected AUTHs.
+    reauths: usize,
+}
+
+impl ReplyQueue {
+    /// Adds an entry at the end.
+    pub(super) fn push(&mut self, p: Pending) {
+        self.count(&p, true);
+        self.entries.push_back(p);
+    }
+
+    /// Adds a client command; a run of ordinary commands shares one entry.
+    pub(super) fn push_command(
+        &mut self,
+        kind: Kind,
+        nargs: usize,
+        state_change: bool,
+        opened_multi: Option<u64>,
+    ) {
+        if !state_change && kind == Kind::Plain {
+            if let Some(Pending::Command {
+                kind: Kind::Plain,
+                count,
+                state_change: false,
+                remaining: None,
+                ..
+            }) = self.entries.back_mut()
+            {
+                *count += 1;
+                return;
+            }
+        }
+        self.push(Pending::Command {
+            kind,
+            count: 1,
+            nargs,
+            state_change,
+            opened_multi,
+            remaining: None,
+        });
+    }
+
+    /// The entry the next frame belongs to.
+    pub(super) fn head(&self) -> Option<&Pending> {
+        self.entries.front()
+    }
+
+    /// Removes the head and returns it: the caller now owns what it was owed.
+    pub(super) fn pop(&mut self) -> Option<Pending> {
+        let p = self.entries.pop_front()?;
+        self.count(&p, false);
+        Some(p)
+    }
+
+    /// Removes the head if it is a local reply, and returns the reply.
+    pub(super) fn pop_local(&mut self) -> Option<Cow<'static, [u8]>> {
+        match self.entries.front() {
+            Some(Pending::Local(_)) => match self.pop() {
+                Some(Pending::Local(reply)) => Some(reply),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Fixes how many frames the command at the head will produce.
+    pub(super) fn resolve_head(&mut self, n: usize) {
+        if let Some(Pending::Command { remaining, .. }) = self.entries.front_mut() {
+            *remaining = Some(n);
+        }
+    }
+
+    /// Counts one frame against the command at the head (resolved), and pops it once it has
+    /// all its frames.
+    pub(super) fn command_frame(&mut self) {
+        if let Some(Pending::Command {
+            remaining: Some(r), ..
+        }) = self.entries.front_mut()
+        {
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.pop();
+            }
+        }
+    }
+
+    /// Pops the command at the head if it expects no more frames; true if it did.
+    pub(super) fn pop_finished_command(&mut self) -> bool {
+        if matches!(
+            self.entries.front(),
+            Some(Pending::Command {
+                remaining: Some(0),
+                ..
+            })
+        ) {
+            self.pop();
+            return true;
+        }
+        false
+    }
+
+    /// Counts one frame against the injected AUTH at the head; once its last frame (the AUTH
+    /// reply) arrives, pops it and returns the token and when the wait for it started.
+    pub(super) fn reauth_frame(&mut self) -> Option<(Arc<AccessToken>, Instant)> {
+        let Some(Pending::Reauth { frames, .. }) = self.entries.front_mut() else {
+            return None;
+        };
+        *frames = frames.saturating_sub(1);
+        if *frames > 0 {
+            return None;
+        }
+        match self.pop() {
+            Some(Pending::Reauth { token, started, .. }) => Some((token, started)),
+            _ => None,
+        }
+    }
+
+    /// The blocking command waiting behind the head (for a stream probe's result).
+    pub(super) fn blocking_mut(&mut self) -> Option<&mut Blocking> {
+        self.entries.iter_mut().find_map(|p| match p {
+            Pending::Blocking(b) => Some(&mut **b),
+            _ => None,
+        })
+    }
+
+    /// Entries in flight that change connection state.
+    pub(super) fn state_changes_in_flight(&self) -> usize {
+        self.state_changes
+    }
+
+    /// Injected AUTHs in flight.
+    pub(super) fn reauths_in_flight(&self) -> usize {
+        self.reauths
+    }
+
+    /// True while some command forwarded for the client still waits for its reply.
+    pub(super) fn owes_client(&self) -> bool {
+        self.entries.iter().any(Pending::owes_client)
+    }
+
+    /// True when nothing but injected AUTHs is in flight.
+    pub(super) fn only_reauths(&self) -> bool {
+        self.entries.len() == self.reauths
+    }
+
+    /// Number of entries.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Forgets every entry (the connection they were sent on is gone).
+    pub(super) fn clear(&mut self) {
+        *self = ReplyQueue::default();
+    }
+
+    /// Releases the memory of an empty queue (an idle session keeps none).
+    pub(super) fn release_if_idle(&mut self) -> bool {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+            return true;
+        }
+        false
+    }
+
+    fn count(&mut self, p: &Pending, add: bool) {
+        let delta = |n: &mut usize| {
+            if add {
+                *n += 1
+            } else {
+                *n = n.saturating_sub(1)
+            }
+        };
+        if p.changes_state() {
+            delta(&mut self.state_changes);
+        }
+        if matches!(p, Pending::Reauth { .. }) {
+            delta(&mut self.reauths);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_commands_share_an_entry_and_state_changes_are_counted() {
+        let mut q = ReplyQueue::default();
+        q.push_command(Kind::Plain, 2, false, None);
+        q.push_command(Kind::Plain, 3, false, None);
+        assert_eq!(q.len(), 1);
+        q.push_command(Kind::Multi, 1, true, Some(1));
+        q.push_command(Kind::Plain, 2, false, None);
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.state_changes_in_flight(), 1);
+        q.push(Pending::Hello { version: 3 });
+        assert_eq!(q.state_changes_in_flight(), 2);
+        assert!(matches!(q.pop(), Some(Pending::Command { count: 2, .. })));
+        assert!(matches!(
+            q.pop(),
+            Some(Pending::Command {
+                kind: Kind::Multi,
+                ..
+            })
+        ));
+        assert_eq!(q.state_changes_in_flight(), 1);
+        assert!(q.owes_client());
+        q.pop();
+        q.pop();
+        assert_eq!(q.state_changes_in_flight(), 0);
+        assert!(!q.owes_client());
+    }
+
+    #[test]
+    fn a_local_reply_is_popped_only_from_the_head() {
+        let mut q = ReplyQueue::default();
+        q.push_command(Kind::Plain, 1, false, None);
+        q.push(Pending::Local(Cow::Borrowed(b"+OK\r\n")));
+        assert!(q.pop_local().is_none(), "the command's reply comes first");
+        q.pop();
+        assert_eq!(q.pop_local().as_deref(), Some(&b"+OK\r\n"[..]));
+        assert!(q.pop().is_none());
+        assert!(q.only_reauths());
     }
 }

@@ -1,6 +1,7 @@
 //! Re-authentication: when a new token is wanted, what a safe point is, and the injected
 //! `AUTH` whose reply the session swallows and checks.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
@@ -10,6 +11,7 @@ use super::io::Segment;
 use super::queue::Pending;
 use super::{ClientStream, Session, SessionEnd};
 use crate::resp;
+use crate::token::AccessToken;
 
 impl<C: ClientStream> Session<C> {
     pub(super) fn inject_auth_after_reset(&mut self) {
@@ -19,8 +21,7 @@ impl<C: ClientStream> Session<C> {
         self.to_upstream
             .push(Segment::Owned(token.auth_command().to_vec()));
         self.auth_generation = token.generation();
-        self.reauths_in_flight += 1;
-        self.queue.push_back(Pending::Reauth {
+        self.queue.push(Pending::Reauth {
             token,
             frames: 1,
             started: self.reauth_wanted.unwrap_or_else(Instant::now),
@@ -54,12 +55,12 @@ impl<C: ClientStream> Session<C> {
     /// True where an injected AUTH cannot disturb the client's stream.
     pub(super) fn at_safe_point(&self) -> bool {
         // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
-        let resp2_subscriber = self.proto == 2 && self.subscribed();
+        let resp2_subscriber = self.conn.proto == 2 && self.conn.subscribed();
         !self.upstream_lost
-            && self.reauths_in_flight == 0
-            && self.state_changes_in_flight == 0
-            && !self.multi_sent
-            && !self.in_multi
+            && self.queue.reauths_in_flight() == 0
+            && self.queue.state_changes_in_flight() == 0
+            && !self.sent.txn.in_multi()
+            && !self.conn.in_multi
             && !resp2_subscriber
     }
 
@@ -78,11 +79,11 @@ impl<C: ClientStream> Session<C> {
             self.reauth_permit = None;
             return Ok(());
         }
-        let frames = if self.reply_mode != ReplyMode::On {
+        let frames = if self.conn.reply_mode != ReplyMode::On {
             // Under CLIENT REPLY OFF (or with a SKIP waiting for the client's next command)
             // the AUTH reply would be suppressed: turn replies on around it so its result can
             // be checked, then restore the mode (SKIP again applies to the client's next).
-            let restore: &[u8] = if self.reply_mode == ReplyMode::Off {
+            let restore: &[u8] = if self.conn.reply_mode == ReplyMode::Off {
                 b"OFF"
             } else {
                 b"SKIP"
@@ -113,9 +114,8 @@ impl<C: ClientStream> Session<C> {
             "re-AUTH sent"
         );
         self.auth_generation = token.generation();
-        self.reauths_in_flight += 1;
         self.reauth_wanted = None;
-        self.queue.push_back(Pending::Reauth {
+        self.queue.push(Pending::Reauth {
             token,
             frames,
             started: wanted_since,
@@ -123,11 +123,13 @@ impl<C: ClientStream> Session<C> {
         Ok(())
     }
 
-    pub(super) fn finish_reauth(&mut self, ok: bool, reason: &str) {
-        let Some(Pending::Reauth { token, started, .. }) = self.queue.pop_front() else {
-            return;
-        };
-        self.reauths_in_flight = self.reauths_in_flight.saturating_sub(1);
+    pub(super) fn finish_reauth(
+        &mut self,
+        token: Arc<AccessToken>,
+        started: Instant,
+        ok: bool,
+        reason: &str,
+    ) {
         self.reauth_permit = None;
         self.ctx.metrics.reauth(ok, started.elapsed());
         if ok {

@@ -51,16 +51,12 @@ impl<C: ClientStream> Session<C> {
     /// True if nothing the client sent is in flight and no transaction or WATCH is open:
     /// the connection can be replaced without the client noticing.
     pub(super) fn can_replace_upstream(&self) -> bool {
-        self.state_changes_in_flight == 0
-            && !self.multi_sent
-            && !self.in_multi
-            && !self.watching
+        self.queue.state_changes_in_flight() == 0
+            && !self.sent.txn.is_open()
+            && !self.conn.in_multi
             && !self.blocked
             && self.reissue.is_none()
-            && self
-                .queue
-                .iter()
-                .all(|p| matches!(p, Pending::Reauth { .. }))
+            && self.queue.only_reauths()
     }
 
     /// Opens a new upstream connection (backing off, paced across sessions) and restores the
@@ -102,28 +98,26 @@ impl<C: ClientStream> Session<C> {
         self.upstream = upstream;
         self.upstream_lost = false;
         self.queue.clear();
-        self.reauths_in_flight = 0;
-        self.state_changes_in_flight = 0;
         self.reauth_permit = None;
         self.ubuf.clear();
         self.uscan = ReplyScanner::default();
         self.auth_generation = token.generation();
         self.reauth_wanted = None;
         self.pending_flag(false);
-        self.proto = 2;
-        self.upstream_proto_sent = 2;
-        let reply_off = self.reply_mode == ReplyMode::Off;
-        self.reply_mode = ReplyMode::On;
+        self.conn.proto = 2;
+        self.sent.upstream_proto = 2;
+        let reply_off = self.conn.reply_mode == ReplyMode::Off;
+        self.conn.reply_mode = ReplyMode::On;
 
         self.to_upstream.clear();
-        if self.client_proto == 3 || self.subscribed() {
+        if self.conn.client_proto == 3 || self.conn.subscribed() {
             self.inject_hello(3);
         }
-        if self.db != 0 {
-            let db = self.db.to_string();
+        if self.conn.db != 0 {
+            let db = self.conn.db.to_string();
             self.inject_restore(&[b"SELECT", db.as_bytes()]);
         }
-        if let Some(name) = self.client_name.clone() {
+        if let Some(name) = self.sent.client_name.clone() {
             self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
         }
         for (cmd, kind) in [
@@ -141,7 +135,7 @@ impl<C: ClientStream> Session<C> {
             self.restore_confirmations += set.len();
             self.to_upstream.push(Segment::Owned(bytes));
         }
-        if self.monitor {
+        if self.conn.monitor {
             self.inject_restore(&[b"MONITOR"]);
         }
         if reply_off {
@@ -150,14 +144,14 @@ impl<C: ClientStream> Session<C> {
                 b"REPLY",
                 b"OFF",
             ])));
-            self.reply_mode = ReplyMode::Off;
+            self.conn.reply_mode = ReplyMode::Off;
         }
         self.write_upstream_plan().await?;
         self.ctx.metrics.upstream_reconnects_total.inc();
         tracing::info!(
             session = self.id,
-            db = self.db,
-            subscribed = self.subscribed(),
+            db = self.conn.db,
+            subscribed = self.conn.subscribed(),
             "upstream connection replaced"
         );
         self.note_token_change();
@@ -168,6 +162,6 @@ impl<C: ClientStream> Session<C> {
     pub(super) fn inject_restore(&mut self, args: &[&[u8]]) {
         self.to_upstream
             .push(Segment::Owned(resp::encode_command(args)));
-        self.queue.push_back(Pending::Restore);
+        self.queue.push(Pending::Restore);
     }
 }

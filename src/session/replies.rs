@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use std::borrow::Cow;
 
-use super::blocking::last_stream_id;
+use super::blocking::{last_stream_id, Blocking};
 use super::command::{Kind, ReplyMode, SubKind};
 use super::io::{push_range, Segment, READ_CHUNK};
 use super::queue::Pending;
@@ -113,56 +113,39 @@ impl<C: ClientStream> Session<C> {
     /// replies into the client plan) and fixes how many frames the head expects.
     pub(super) fn settle_head(&mut self) {
         loop {
-            let Some(head) = self.queue.front_mut() else {
+            if let Some(reply) = self.queue.pop_local() {
+                match self.conn.reply_mode {
+                    ReplyMode::On => {
+                        // Keep order: what was routed so far precedes the local reply.
+                        self.to_client.push(match reply {
+                            Cow::Borrowed(b) => Segment::Static(b),
+                            Cow::Owned(v) => Segment::Owned(v),
+                        });
+                    }
+                    ReplyMode::Off => {}
+                    ReplyMode::Skip => self.conn.reply_mode = ReplyMode::On,
+                }
+                continue;
+            }
+            // Injected and blocking commands always expect a frame; a command's count is fixed
+            // once, when it reaches the head.
+            let Some(&Pending::Command {
+                kind,
+                count,
+                nargs,
+                remaining: None,
+                ..
+            }) = self.queue.head()
+            else {
+                if self.queue.pop_finished_command() {
+                    continue;
+                }
                 return;
             };
-            match head {
-                Pending::Local(_) => {
-                    let Some(Pending::Local(reply)) = self.queue.pop_front() else {
-                        unreachable!()
-                    };
-                    match self.reply_mode {
-                        ReplyMode::On => {
-                            // Keep order: what was routed so far precedes the local reply.
-                            self.to_client.push(match reply {
-                                Cow::Borrowed(b) => Segment::Static(b),
-                                Cow::Owned(v) => Segment::Owned(v),
-                            });
-                        }
-                        ReplyMode::Off => {}
-                        ReplyMode::Skip => self.reply_mode = ReplyMode::On,
-                    }
-                }
-                // Injected and blocking commands always expect a frame.
-                Pending::Reauth { .. }
-                | Pending::Restore
-                | Pending::Refusal(_)
-                | Pending::Hello { .. }
-                | Pending::Blocking(_)
-                | Pending::StreamProbe { .. } => return,
-                Pending::Command {
-                    kind,
-                    count,
-                    nargs,
-                    remaining,
-                    ..
-                } => {
-                    if remaining.is_none() {
-                        let (kind, count, nargs) = (*kind, *count, *nargs);
-                        let n = self.expected_frames(kind, count, nargs);
-                        if let Some(Pending::Command { remaining, .. }) = self.queue.front_mut() {
-                            *remaining = Some(n);
-                        }
-                    }
-                    if let Some(Pending::Command {
-                        remaining: Some(0), ..
-                    }) = self.queue.front()
-                    {
-                        self.complete_head();
-                        continue;
-                    }
-                    return;
-                }
+            let n = self.expected_frames(kind, count, nargs);
+            self.queue.resolve_head(n);
+            if !self.queue.pop_finished_command() {
+                return;
             }
         }
     }
@@ -170,7 +153,7 @@ impl<C: ClientStream> Session<C> {
     /// How many frames a command at the head of the queue will produce, and the state changes
     /// that happen when it runs without a reply.
     pub(super) fn expected_frames(&mut self, kind: Kind, count: usize, nargs: usize) -> usize {
-        if self.in_multi
+        if self.conn.in_multi
             && kind != Kind::Empty
             && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
@@ -190,20 +173,20 @@ impl<C: ClientStream> Session<C> {
                 }
             }
             Kind::ClientReply(ReplyMode::On) => {
-                self.reply_mode = ReplyMode::On;
+                self.conn.reply_mode = ReplyMode::On;
                 1
             }
             Kind::ClientReply(mode) => {
-                if self.reply_mode == ReplyMode::Off && mode == ReplyMode::Skip {
+                if self.conn.reply_mode == ReplyMode::Off && mode == ReplyMode::Skip {
                     return 0;
                 }
-                self.reply_mode = mode;
+                self.conn.reply_mode = mode;
                 0
             }
             // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
             Kind::Empty => {
-                if self.reply_mode == ReplyMode::Skip {
-                    self.reply_mode = ReplyMode::On;
+                if self.conn.reply_mode == ReplyMode::Skip {
+                    self.conn.reply_mode = ReplyMode::On;
                 }
                 0
             }
@@ -219,11 +202,11 @@ impl<C: ClientStream> Session<C> {
     }
 
     pub(super) fn apply_reply_mode(&mut self, count: usize) -> usize {
-        match self.reply_mode {
+        match self.conn.reply_mode {
             ReplyMode::On => count,
             ReplyMode::Off => 0,
             ReplyMode::Skip => {
-                self.reply_mode = ReplyMode::On;
+                self.conn.reply_mode = ReplyMode::On;
                 count - 1
             }
         }
@@ -231,14 +214,10 @@ impl<C: ClientStream> Session<C> {
 
     pub(super) fn subs(&self, k: SubKind) -> &HashSet<Vec<u8>> {
         match k {
-            SubKind::Channel => &self.subscriptions.sets().channels,
-            SubKind::Pattern => &self.subscriptions.sets().patterns,
-            SubKind::Shard => &self.subscriptions.sets().shards,
+            SubKind::Channel => &self.conn.subscriptions.sets().channels,
+            SubKind::Pattern => &self.conn.subscriptions.sets().patterns,
+            SubKind::Shard => &self.conn.subscriptions.sets().shards,
         }
-    }
-
-    pub(super) fn subscribed(&self) -> bool {
-        !self.subscriptions.is_empty()
     }
 
     /// Decides where a complete frame goes, and updates state.
@@ -249,7 +228,7 @@ impl<C: ClientStream> Session<C> {
             session = self.id,
             frame_type = %(first as char),
             frame_len = bytes.len(),
-            head = ?self.queue.front().map(Pending::label),
+            head = ?self.queue.head().map(Pending::label),
             queued = self.queue.len(),
             "frame from the cache"
         );
@@ -265,31 +244,31 @@ impl<C: ClientStream> Session<C> {
                 self.apply_confirmation(&conf);
                 self.count_confirmation(&conf);
             }
-            if self.client_proto == 2 {
+            if self.conn.client_proto == 2 {
                 // A RESP2 subscriber served through RESP3: pushes become RESP2 arrays.
                 return Route::Replace(push_to_resp2(&self.ubuf[frame]));
             }
             return Route::Client;
         }
-        if self.monitor && is_monitor_line(bytes) {
+        if self.conn.monitor && is_monitor_line(bytes) {
             return Route::Client;
         }
-        if self.proto == 2 && self.subscribed() && is_resp2_message(bytes) {
+        if self.conn.proto == 2 && self.conn.subscribed() && is_resp2_message(bytes) {
             return Route::Client;
         }
-        let conf = if self.proto == 2 && (first == b'*') {
-            match self.queue.front() {
+        let conf = if self.conn.proto == 2 && (first == b'*') {
+            match self.queue.head() {
                 Some(Pending::Command {
                     kind: Kind::Subscribe(_) | Kind::Unsubscribe(_),
                     ..
-                }) if !self.in_multi => pubsub_confirmation(bytes, false),
+                }) if !self.conn.in_multi => pubsub_confirmation(bytes, false),
                 _ => None,
             }
         } else {
             None
         };
         let is_error = resp::is_error_reply(bytes);
-        let Some(head) = self.queue.front_mut() else {
+        let Some(head) = self.queue.head() else {
             tracing::debug!(
                 session = self.id,
                 "a frame the client did not ask for; forwarding it"
@@ -297,9 +276,8 @@ impl<C: ClientStream> Session<C> {
             return Route::Client;
         };
         match head {
-            Pending::Reauth { frames, .. } => {
-                *frames -= 1;
-                if *frames == 0 {
+            Pending::Reauth { .. } => {
+                if let Some((token, started)) = self.queue.reauth_frame() {
                     let ok = bytes == b"+OK\r\n";
                     let reason = if ok {
                         String::new()
@@ -308,99 +286,106 @@ impl<C: ClientStream> Session<C> {
                             .map(str::to_owned)
                             .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned())
                     };
-                    self.finish_reauth(ok, &reason);
+                    self.finish_reauth(token, started, ok, &reason);
                 }
                 Route::Proxy
             }
-            Pending::Local(_) => unreachable!("settled before routing"),
-            Pending::Refusal(_) => {
-                let reply = subscribed_refusal_from_info(bytes);
-                let Some(Pending::Refusal(args)) = self.queue.pop_front() else {
-                    unreachable!()
-                };
-                Route::Replace(reply(&args))
+            Pending::Command { .. } => self.route_command_reply(frame, conf.as_ref(), is_error),
+            // Settled before every frame: a local reply is never the head here. Should it be,
+            // the frame belongs to what follows it.
+            Pending::Local(_) => {
+                self.settle_head();
+                self.route(frame)
             }
-            Pending::Restore => {
-                if is_error {
-                    tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+            // Entries that expect exactly one frame: the head is popped and owns the frame.
+            _ => match self.queue.pop() {
+                Some(Pending::Refusal(args)) => {
+                    Route::Replace(subscribed_refusal_from_info(bytes)(&args))
                 }
-                self.queue.pop_front();
-                Route::Proxy
-            }
-            Pending::StreamProbe { arg } => {
-                let arg = *arg;
-                let id = last_stream_id(bytes);
-                self.queue.pop_front();
-                if let Some(Pending::Blocking(b)) = self
-                    .queue
-                    .iter_mut()
-                    .find(|p| matches!(p, Pending::Blocking(_)))
-                {
-                    b.args[arg] = id;
-                }
-                Route::Proxy
-            }
-            Pending::Blocking(b) => {
-                let timed_out = b.slice_ended_empty(bytes);
-                let client_time_left = b
-                    .deadline
-                    .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
-                let Some(Pending::Blocking(b)) = self.queue.pop_front() else {
-                    unreachable!()
-                };
-                if timed_out && client_time_left {
-                    self.reissue = Some(b);
+                Some(Pending::StreamProbe { arg }) => {
+                    let id = last_stream_id(bytes);
+                    if let Some(b) = self.queue.blocking_mut() {
+                        b.args[arg] = id;
+                    }
                     Route::Proxy
-                } else {
-                    self.blocked = false;
-                    Route::Client
                 }
+                Some(Pending::Blocking(b)) => {
+                    let ended_empty = b.slice_ended_empty(bytes);
+                    self.route_blocking_reply(b, ended_empty)
+                }
+                Some(Pending::Hello { version }) => {
+                    if is_error {
+                        tracing::warn!(
+                            session = self.id,
+                            reply = %String::from_utf8_lossy(bytes).trim(),
+                            "the cache refused HELLO {version}; this RESP2 subscriber cannot be re-authenticated"
+                        );
+                    } else {
+                        self.conn.proto = version;
+                    }
+                    Route::Proxy
+                }
+                Some(Pending::Restore) => {
+                    if is_error {
+                        tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
+                    }
+                    Route::Proxy
+                }
+                // Commands, AUTHs and local replies are handled above.
+                _ => Route::Proxy,
+            },
+        }
+    }
+
+    /// A blocking command's slice ended: the client's reply, or an empty slice to re-issue.
+    fn route_blocking_reply(&mut self, b: Box<Blocking>, timed_out: bool) -> Route {
+        let client_time_left = b
+            .deadline
+            .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
+        if timed_out && client_time_left {
+            self.reissue = Some(b);
+            Route::Proxy
+        } else {
+            self.blocked = false;
+            Route::Client
+        }
+    }
+
+    /// A reply (one of its frames) to a client command at the head of the queue.
+    fn route_command_reply(
+        &mut self,
+        frame: std::ops::Range<usize>,
+        conf: Option<&Confirmation>,
+        is_error: bool,
+    ) -> Route {
+        let Some(&Pending::Command { kind, .. }) = self.queue.head() else {
+            return Route::Client;
+        };
+        if let Some(c) = conf {
+            self.apply_confirmation(c);
+        }
+        match kind {
+            Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
+                self.queue.pop();
             }
-            Pending::Hello { version } => {
-                let version = *version;
-                let ok = !is_error;
-                self.queue.pop_front();
-                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
-                if ok {
-                    self.proto = version;
-                } else {
-                    tracing::warn!(
-                        session = self.id,
-                        reply = %String::from_utf8_lossy(bytes).trim(),
-                        "the cache refused HELLO {version}; this RESP2 subscriber cannot be re-authenticated"
-                    );
-                }
-                Route::Proxy
+            Kind::Topology(t) if self.ctx.cluster.is_some() => {
+                let out = self.rewrite_topology(t, frame.clone());
+                self.after_reply(kind, frame);
+                self.queue.command_frame();
+                return Route::Replace(out);
             }
-            Pending::Command { kind, .. } => {
-                let kind = *kind;
-                if let Some(c) = &conf {
-                    self.apply_confirmation(c);
-                }
-                match kind {
-                    Kind::Subscribe(_) | Kind::Unsubscribe(_) if is_error => {
-                        self.complete_head();
-                    }
-                    Kind::Topology(t) if self.ctx.cluster.is_some() => {
-                        let out = self.rewrite_topology(t, frame.clone());
-                        self.after_reply(kind, frame);
-                        self.decrement_head();
-                        return Route::Replace(out);
-                    }
-                    Kind::PingSubscribed if self.client_proto == 2 && self.proto == 3 => {
-                        let out = pong_to_resp2(&self.ubuf[frame.clone()]);
-                        self.after_reply(kind, frame);
-                        self.decrement_head();
-                        return out.map_or(Route::Client, Route::Replace);
-                    }
-                    _ => {
-                        self.after_reply(kind, frame);
-                        self.decrement_head();
-                    }
-                }
-                Route::Client
+            Kind::PingSubscribed if self.conn.emulating() => {
+                let out = pong_to_resp2(&self.ubuf[frame.clone()]);
+                self.after_reply(kind, frame);
+                self.queue.command_frame();
+                return out.map_or(Route::Client, Route::Replace);
+            }
+            _ => {
+                self.after_reply(kind, frame);
+                self.queue.command_frame();
             }
         }
+        Route::Client
     }
 
     /// State changes caused by a command's reply.
@@ -412,77 +397,30 @@ impl<C: ClientStream> Session<C> {
     /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
     /// is suppressed by CLIENT REPLY is taken to have succeeded).
     pub(super) fn apply_effects(&mut self, kind: Kind, ok: bool) {
-        if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
-        {
-            return;
-        }
-        match kind {
-            Kind::Multi => {
-                if ok {
-                    self.in_multi = true;
-                } else if let Some(Pending::Command { multi_epoch, .. }) = self.queue.front() {
-                    // A refused MULTI (e.g. on a RESP2 subscriber) opened nothing.
-                    if *multi_epoch != 0 && *multi_epoch == self.multi_epoch {
-                        self.multi_sent = false;
-                    }
-                }
-            }
-            Kind::Exec | Kind::Discard => self.in_multi = false,
-            Kind::Hello(Some(v)) if ok => {
-                self.proto = v;
-                self.client_proto = v;
-            }
-            Kind::Reset => {
-                self.db = 0;
-                self.proto = 2;
-                self.client_proto = 2;
-                self.reply_mode = ReplyMode::On;
-                self.in_multi = false;
-                self.monitor = false;
-                self.subscriptions.clear();
-            }
-            Kind::Monitor if ok => self.monitor = true,
-            Kind::Select(Some(db)) if ok => self.db = db,
-            _ => {}
-        }
-    }
-
-    /// One frame of the head command arrived.
-    pub(super) fn decrement_head(&mut self) {
-        if let Some(Pending::Command {
-            remaining: Some(r), ..
-        }) = self.queue.front_mut()
-        {
-            *r = r.saturating_sub(1);
-            if *r == 0 {
-                self.complete_head();
-            }
-        }
-    }
-
-    pub(super) fn complete_head(&mut self) {
-        if let Some(Pending::Command { state_change, .. }) = self.queue.pop_front() {
-            if state_change {
-                self.state_changes_in_flight = self.state_changes_in_flight.saturating_sub(1);
+        if self.conn.apply(kind, ok) {
+            // A refused MULTI (NOPERM, say) opened nothing.
+            if let Some(&Pending::Command {
+                opened_multi: Some(number),
+                ..
+            }) = self.queue.head()
+            {
+                self.sent.multi_refused(number);
             }
         }
     }
 
     pub(super) fn count_confirmation(&mut self, conf: &Confirmation) {
-        if self.in_multi {
+        if self.conn.in_multi {
             return;
         }
-        if let Some(Pending::Command {
+        if let Some(&Pending::Command {
             kind: kind @ (Kind::Subscribe(_) | Kind::Unsubscribe(_)),
             remaining: Some(r),
             ..
-        }) = self.queue.front_mut()
+        }) = self.queue.head()
         {
-            if *kind == conf.kind && *r > 0 {
-                *r -= 1;
-                if *r == 0 {
-                    self.complete_head();
-                }
+            if kind == conf.kind && r > 0 {
+                self.queue.command_frame();
             }
         }
     }
@@ -493,10 +431,10 @@ impl<C: ClientStream> Session<C> {
             Kind::Unsubscribe(k) => (k, false),
             _ => return,
         };
-        if !add && self.subscriptions.is_empty() {
+        if !add && self.conn.subscriptions.is_empty() {
             return;
         }
-        let sets = self.subscriptions.sets_mut();
+        let sets = self.conn.subscriptions.sets_mut();
         let set = match set {
             SubKind::Channel => &mut sets.channels,
             SubKind::Pattern => &mut sets.patterns,
@@ -511,9 +449,9 @@ impl<C: ClientStream> Session<C> {
             }
             (None, _) => {}
         }
-        if self.subscriptions.is_empty() {
+        if self.conn.subscriptions.is_empty() {
             // The last one ended: release the sets.
-            self.subscriptions.clear();
+            self.conn.subscriptions.clear();
         }
     }
 }
