@@ -318,6 +318,44 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// The token manager's refresh and retry policy: when a token is refreshed and how a failed
+/// acquisition is retried. Built by [`Settings::refresh_policy`]; the schedule it implies
+/// (`refresh_at`, `retry_delay`) is computed in `token::manager`.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    /// Fraction of the lifetime after which a token is refreshed (0.7).
+    pub ratio: f64,
+    /// A token is refreshed at least this long before it expires (3 minutes).
+    pub margin: Duration,
+    /// Random jitter, as a fraction of the remaining lifetime (0.1).
+    pub jitter: f64,
+    /// First retry delay after a failure (1 s); doubled after each failure.
+    pub retry_initial: Duration,
+    /// Upper bound of the retry delay (60 s).
+    pub retry_max: Duration,
+    /// Time allowed for one acquisition (30 s).
+    pub timeout: Duration,
+    /// Shortest interval between two refreshes requested by sessions (WRONGPASS/NOAUTH).
+    pub min_forced_interval: Duration,
+    /// The AUTH username; `None` means the token's `oid` claim.
+    pub username: Option<String>,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            ratio: 0.7,
+            margin: Duration::from_secs(180),
+            jitter: 0.1,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            min_forced_interval: Duration::from_secs(5),
+            username: None,
+        }
+    }
+}
+
 /// A configuration or command-line error. Its `Display` is the whole message for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1221,8 +1259,8 @@ impl Settings {
 
     /// The token manager's refresh and retry policy, from the `refresh_*`, `retry_*`,
     /// `token_timeout` and `username` keys.
-    pub fn refresh_policy(&self) -> crate::token::RefreshPolicy {
-        crate::token::RefreshPolicy {
+    pub fn refresh_policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
             ratio: self.refresh_ratio,
             margin: self.refresh_margin,
             jitter: self.refresh_jitter,
@@ -1230,7 +1268,7 @@ impl Settings {
             retry_max: self.retry_max,
             timeout: self.token_timeout,
             username: self.username.clone(),
-            ..crate::token::RefreshPolicy::default()
+            ..RefreshPolicy::default()
         }
     }
 
