@@ -16,44 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 use super::{jwt, AccessToken, CurrentToken, FetchedToken, TokenError, TokenSource};
+use crate::config::RefreshPolicy;
 use crate::metrics::Metrics;
 
-/// When to refresh and how to retry. Every field comes from the configuration.
-#[derive(Debug, Clone)]
-pub struct RefreshPolicy {
-    /// Fraction of the lifetime after which a token is refreshed (0.7).
-    pub ratio: f64,
-    /// A token is refreshed at least this long before it expires (3 minutes).
-    pub margin: Duration,
-    /// Random jitter, as a fraction of the remaining lifetime (0.1).
-    pub jitter: f64,
-    /// First retry delay after a failure (1 s); doubled after each failure.
-    pub retry_initial: Duration,
-    /// Upper bound of the retry delay (60 s).
-    pub retry_max: Duration,
-    /// Time allowed for one acquisition (30 s).
-    pub timeout: Duration,
-    /// Shortest interval between two refreshes requested by sessions (WRONGPASS/NOAUTH).
-    pub min_forced_interval: Duration,
-    /// The AUTH username; `None` means the token's `oid` claim.
-    pub username: Option<String>,
-}
-
-impl Default for RefreshPolicy {
-    fn default() -> Self {
-        RefreshPolicy {
-            ratio: 0.7,
-            margin: Duration::from_secs(180),
-            jitter: 0.1,
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
-            timeout: Duration::from_secs(30),
-            min_forced_interval: Duration::from_secs(5),
-            username: None,
-        }
-    }
-}
-
+/// The schedule a [`RefreshPolicy`] implies. The policy is a configuration value (defined in
+/// `config`, built by `Settings::refresh_policy`); its arithmetic lives here, with the manager.
 impl RefreshPolicy {
     /// When to refresh a token obtained at `obtained` that expires at `expires`, seen at
     /// `now`. `random` is uniform in [0, 1) and scales the jitter. Pure, for testing.

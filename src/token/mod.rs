@@ -19,7 +19,8 @@ use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-pub use manager::{RefreshPolicy, TokenManager, TokenManagerHandle};
+pub use crate::config::RefreshPolicy;
+pub use manager::{TokenManager, TokenManagerHandle};
 
 /// A secret string: zeroized when dropped, redacted in `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]

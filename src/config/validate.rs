@@ -1,0 +1,423 @@
+//! The rules [`Settings::validate`] enforces, and what is derived from valid settings: one
+//! settings object per upstream, listener addresses, the cache's host and port, the token
+//! manager's policy.
+
+use std::path::PathBuf;
+
+use super::parse::{resolve_host_port, split_host_port};
+use super::{
+    duration, ConfigError, CredentialKind, ListenAddr, RefreshPolicy, Settings,
+    DEFAULT_UPSTREAM_NAME, DEFAULT_UPSTREAM_PORT, UPSTREAM_KEYS,
+};
+
+impl Settings {
+    /// Checks every rule; the first broken one is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (index, (_, settings)) in self.resolved_upstreams()?.iter().enumerate() {
+            settings.validate_one().map_err(|e| match e {
+                // A value the entry set itself is reported as the entry's; one it inherited,
+                // as the top-level key it came from.
+                ConfigError::Invalid { key, problem } if self.entry_sets(index, &key) => {
+                    ConfigError::Invalid {
+                        key: format!("upstreams[{index}].{key}"),
+                        problem,
+                    }
+                }
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// True if `[[upstreams]]` entry `index` sets `key` itself (rather than inheriting it).
+    fn entry_sets(&self, index: usize, key: &str) -> bool {
+        let Some(entry) = self.upstreams.get(index) else {
+            return false;
+        };
+        if !UPSTREAM_KEYS.contains(&key) {
+            return false;
+        }
+        serde_json::to_value(entry)
+            .ok()
+            .and_then(|v| v.get(key).map(|x| !x.is_null()))
+            .unwrap_or(false)
+    }
+
+    /// One settings object per upstream, with its name: the top-level settings alone when
+    /// `upstreams` is empty, else each entry over the top-level keys. Checks what is
+    /// specific to `[[upstreams]]` (names, required keys); the rest is left to `validate`.
+    pub fn resolved_upstreams(&self) -> Result<Vec<(String, Settings)>, ConfigError> {
+        if self.upstreams.is_empty() {
+            let mut one = self.clone();
+            one.upstreams.clear();
+            return Ok(vec![(DEFAULT_UPSTREAM_NAME.to_owned(), one)]);
+        }
+        if !self.upstream.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "upstream".into(),
+                problem: "is set at the top level and [[upstreams]] entries exist too; move it \
+                          into an [[upstreams]] entry (or remove the entries)"
+                    .into(),
+            });
+        }
+        let mut out: Vec<(String, Settings)> = Vec::with_capacity(self.upstreams.len());
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let invalid = |key: &str, problem: String| ConfigError::Invalid {
+                key: format!("upstreams[{i}].{key}"),
+                problem,
+            };
+            let name = u.name.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "name",
+                    format!(
+                        "= {:?} must be a non-empty label of letters, digits, - and _ (it \
+                         names the upstream in logs and metrics)",
+                        u.name
+                    ),
+                ));
+            }
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(invalid(
+                    "name",
+                    format!("= {name:?} is used by two entries; names must be unique"),
+                ));
+            }
+            let mut s = self.clone();
+            s.upstreams.clear();
+            match &u.listen {
+                Some(l) if !l.is_empty() => s.listen = l.clone(),
+                _ => {
+                    return Err(invalid(
+                        "listen",
+                        format!("is required for upstream {name:?} (its own local listener)"),
+                    ))
+                }
+            }
+            match &u.upstream {
+                Some(up) => s.upstream = up.clone(),
+                None => {
+                    return Err(invalid(
+                        "upstream",
+                        format!("is required for upstream {name:?} (the cache, HOST[:PORT])"),
+                    ))
+                }
+            }
+            fn over<T: Clone>(dst: &mut T, v: &Option<T>) {
+                if let Some(v) = v {
+                    *dst = v.clone();
+                }
+            }
+            fn over_opt<T: Clone>(dst: &mut Option<T>, v: &Option<T>) {
+                if v.is_some() {
+                    *dst = v.clone();
+                }
+            }
+            over_opt(&mut s.tls_server_name, &u.tls_server_name);
+            over_opt(&mut s.ca_file, &u.ca_file);
+            over(&mut s.credential, &u.credential);
+            over_opt(&mut s.token_file, &u.token_file);
+            over_opt(&mut s.username, &u.username);
+            over(&mut s.scope, &u.scope);
+            over_opt(&mut s.tenant_id, &u.tenant_id);
+            over_opt(&mut s.client_id, &u.client_id);
+            over_opt(&mut s.object_id, &u.object_id);
+            over_opt(&mut s.resource_id, &u.resource_id);
+            over_opt(&mut s.client_secret_file, &u.client_secret_file);
+            over_opt(&mut s.certificate_file, &u.certificate_file);
+            over_opt(
+                &mut s.certificate_password_file,
+                &u.certificate_password_file,
+            );
+            over_opt(&mut s.authority_host, &u.authority_host);
+            over_opt(&mut s.identity_ca_file, &u.identity_ca_file);
+            over_opt(&mut s.client_password_file, &u.client_password_file);
+            over(&mut s.cluster, &u.cluster);
+            over_opt(&mut s.cluster_ports, &u.cluster_ports);
+            out.push((name.to_owned(), s));
+        }
+        Ok(out)
+    }
+
+    /// What identifies a token: the credential, everything that selects the identity, the
+    /// scope and the username. Upstreams with the same key share one token manager.
+    pub fn identity_key(&self) -> String {
+        serde_json::json!([
+            self.credential,
+            self.token_file,
+            self.scope,
+            self.username,
+            self.tenant_id,
+            self.client_id,
+            self.object_id,
+            self.resource_id,
+            self.client_secret_file,
+            self.certificate_file,
+            self.certificate_password_file,
+            self.authority_host,
+            self.identity_ca_file,
+        ])
+        .to_string()
+    }
+
+    /// The local port range for cluster nodes: `Some(start..=end)`, or `None` for ephemeral
+    /// ports (no `cluster_ports` and a first listener on port 0).
+    pub fn cluster_port_range(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "cluster_ports".into(),
+            problem,
+        };
+        if let Some(spec) = &self.cluster_ports {
+            let parsed = spec.split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            });
+            return match parsed {
+                Some((a, b)) if a > 0 && a <= b => Ok(Some(a..=b)),
+                _ => Err(invalid(format!(
+                    "= {spec:?} is not a port range START-END with 0 < START <= END (e.g. \"7001-7100\")"
+                ))),
+            };
+        }
+        let first = self.listen_addrs()?.into_iter().next();
+        match first {
+            Some(ListenAddr::Tcp(addr)) if addr.port() == 0 => Ok(None),
+            Some(ListenAddr::Tcp(addr)) => {
+                let start = addr.port().checked_add(1).ok_or_else(|| {
+                    invalid(
+                        "is needed: the first listen port is 65535, so no default range follows it"
+                            .into(),
+                    )
+                })?;
+                Ok(Some(start..=start.saturating_add(99)))
+            }
+            _ => Err(ConfigError::Invalid {
+                key: "listen".into(),
+                problem: "must start with a TCP address (HOST:PORT) when cluster = true: cluster \
+                          clients are told local node addresses, which are TCP ports"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The checks of one upstream's settings.
+    fn validate_one(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: key.into(),
+            problem,
+        };
+        self.upstream_host_port()?;
+        self.listen_addrs()?;
+
+        for (key, value) in [
+            ("tls_server_name", self.tls_server_name.as_deref()),
+            ("username", self.username.as_deref()),
+            ("tenant_id", self.tenant_id.as_deref()),
+            ("client_id", self.client_id.as_deref()),
+            ("object_id", self.object_id.as_deref()),
+            ("resource_id", self.resource_id.as_deref()),
+            ("authority_host", self.authority_host.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is empty (remove it to use the default)".into(),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("ca_file", &self.ca_file),
+            ("token_file", &self.token_file),
+            ("client_secret_file", &self.client_secret_file),
+            ("certificate_file", &self.certificate_file),
+            ("certificate_password_file", &self.certificate_password_file),
+            ("identity_ca_file", &self.identity_ca_file),
+            ("client_password_file", &self.client_password_file),
+        ] {
+            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is an empty path (remove it, or give a path)".into(),
+                ));
+            }
+        }
+        if let Some(host) = &self.authority_host {
+            if !host.starts_with("https://") {
+                return Err(invalid(
+                    "authority_host",
+                    format!("= {host:?} must be an https:// URL"),
+                ));
+            }
+        }
+        if self.scope.trim().is_empty() {
+            return Err(invalid(
+                "scope",
+                "is empty (it must be the token scope, e.g. https://redis.azure.com/.default)"
+                    .into(),
+            ));
+        }
+        if self.credential == CredentialKind::TokenFile && self.token_file.is_none() {
+            return Err(invalid(
+                "token_file",
+                "is required when credential = \"token-file\"".into(),
+            ));
+        }
+        if !(self.refresh_ratio > 0.0 && self.refresh_ratio <= 1.0) {
+            return Err(invalid(
+                "refresh_ratio",
+                format!("= {} is out of range (0, 1]", self.refresh_ratio),
+            ));
+        }
+        if !(self.refresh_jitter >= 0.0 && self.refresh_jitter < 1.0) {
+            return Err(invalid(
+                "refresh_jitter",
+                format!("= {} is out of range [0, 1)", self.refresh_jitter),
+            ));
+        }
+        for (key, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("tls_timeout", self.tls_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("token_file_poll", self.token_file_poll),
+            ("retry_initial", self.retry_initial),
+            ("retry_max", self.retry_max),
+            ("token_timeout", self.token_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "= 0s must be greater than zero".into()));
+            }
+        }
+        if self.retry_initial > self.retry_max {
+            return Err(invalid(
+                "retry_initial",
+                format!(
+                    "= {} is greater than retry_max = {}; lower it or raise retry_max",
+                    duration::format(self.retry_initial),
+                    duration::format(self.retry_max)
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("reauth_concurrency", self.reauth_concurrency),
+            ("max_bulk_len", self.max_bulk_len),
+            ("max_command_args", self.max_command_args),
+            ("max_inline_len", self.max_inline_len),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "= 0 must be greater than zero".into()));
+            }
+        }
+        if self.cluster {
+            self.cluster_port_range()?;
+        }
+        if self.cluster_refresh.is_zero() {
+            return Err(invalid(
+                "cluster_refresh",
+                "= 0s must be greater than zero".into(),
+            ));
+        }
+        if !self.admin_listen.is_empty() {
+            resolve_host_port(&self.admin_listen).map_err(|why| {
+                invalid(
+                    "admin_listen",
+                    format!(
+                        "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
+                        self.admin_listen
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The parsed `listen` entries, refusing a non-loopback TCP address unless
+    /// `allow_non_loopback`. A host name is resolved and its first address used.
+    pub fn listen_addrs(&self) -> Result<Vec<ListenAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "listen".into(),
+                problem: "is empty (the proxy needs at least one listener)".into(),
+            });
+        }
+        let mut out = Vec::with_capacity(self.listen.len());
+        for entry in &self.listen {
+            if let Some(path) = entry.strip_prefix("unix:") {
+                if path.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "listen".into(),
+                        problem: format!("entry {entry:?} has no path (write unix:/path/to.sock)"),
+                    });
+                }
+                out.push(ListenAddr::Unix(PathBuf::from(path)));
+                continue;
+            }
+            let addrs = resolve_host_port(entry).map_err(|why| ConfigError::Invalid {
+                key: "listen".into(),
+                problem: format!("entry {entry:?} is not HOST:PORT or unix:/path ({why})"),
+            })?;
+            if !self.allow_non_loopback || self.client_password_file.is_none() {
+                if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                    return Err(ConfigError::NonLoopback {
+                        entry: entry.clone(),
+                        addr: *addr,
+                    });
+                }
+            }
+            out.push(ListenAddr::Tcp(addrs[0]));
+        }
+        Ok(out)
+    }
+
+    /// The cache's host (without IPv6 brackets) and port (6380 when not given).
+    pub fn upstream_host_port(&self) -> Result<(String, u16), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "upstream".into(),
+            problem,
+        };
+        let up = self.upstream.trim();
+        if up.is_empty() {
+            return Err(invalid(
+                "is required (the cache, HOST[:PORT] such as mycache.redis.cache.windows.net)"
+                    .into(),
+            ));
+        }
+        if up.contains("://") || up.contains('/') {
+            return Err(invalid(format!(
+                "= {up:?} must be HOST[:PORT] without a scheme or path"
+            )));
+        }
+        split_host_port(up, Some(DEFAULT_UPSTREAM_PORT))
+            .map_err(|why| invalid(format!("= {up:?} is not HOST[:PORT] ({why})")))
+    }
+
+    /// The name the cache's certificate is checked against: `tls_server_name`, else the
+    /// upstream host.
+    pub fn tls_name(&self) -> String {
+        if let Some(name) = &self.tls_server_name {
+            return name.clone();
+        }
+        match self.upstream_host_port() {
+            Ok((host, _)) => host,
+            Err(_) => self.upstream.trim().to_owned(),
+        }
+    }
+
+    /// The token manager's refresh and retry policy, from the `refresh_*`, `retry_*`,
+    /// `token_timeout` and `username` keys.
+    pub fn refresh_policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            ratio: self.refresh_ratio,
+            margin: self.refresh_margin,
+            jitter: self.refresh_jitter,
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+            timeout: self.token_timeout,
+            username: self.username.clone(),
+            ..RefreshPolicy::default()
+        }
+    }
+}
