@@ -219,7 +219,7 @@ mod tests {
             probes[0],
             (
                 resp::encode_command(&["XREVRANGE", "a", "+", "-", "COUNT", "1"]),
-                5
+                6
             )
         );
         assert!(b.take_probes().is_empty(), "probed once");
