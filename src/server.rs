@@ -391,6 +391,7 @@ impl Proxy {
                 reconnect_pacer: reconnect_pacer.clone(),
                 client_password: p.client_password,
                 cluster: None,
+                reconnect_subscribers: p.settings.reconnect_subscribers,
             };
             if p.settings.cluster {
                 let local_ip = p

@@ -188,6 +188,13 @@ impl<C: ClientStream> Session<C> {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     self.sent.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
                 }
+                Kind::SetInfo => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    // Wrong arity is refused by the server and changes nothing.
+                    if let [_, _, attr, value] = args.as_slice() {
+                        self.sent.set_info(attr, value);
+                    }
+                }
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.sent.emulating() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     let subscribe = matches!(kind, Kind::Subscribe(_));
@@ -401,7 +408,12 @@ impl<C: ClientStream> Session<C> {
                 self.queue.push(Pending::StreamProbe { arg });
             }
         }
-        let cmd = block.slice_command(self.block_slice(), Instant::now());
+        let now = Instant::now();
+        let cmd = if first {
+            block.first_command(self.block_slice(), now)
+        } else {
+            block.slice_command(self.block_slice(), now)
+        };
         self.to_upstream.push(Segment::Owned(cmd));
         self.blocked = true;
         self.queue.push(Pending::Blocking(block));

@@ -31,6 +31,7 @@ mod reconnect;
 mod replies;
 mod resp2_subscriber;
 mod state;
+mod stateless;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ use state::{ConnState, SentState};
 pub use cluster_hook::ReplyRewriter;
 pub use command::{topology_command, Topology};
 pub use io::ClientStream;
+use reconnect::OnLoss;
 pub use reconnect::ReconnectPacer;
 
 /// What every session of one listener shares.
@@ -84,6 +86,9 @@ pub struct SessionContext {
     pub client_password: Option<Secret>,
     /// Cluster mode: the node listeners, for rewriting node addresses in replies.
     pub cluster: Option<Arc<dyn ReplyRewriter>>,
+    /// After an upstream loss, resubscribe subscribers and MONITOR silently instead of
+    /// closing their clients (`reconnect_subscribers`).
+    pub reconnect_subscribers: bool,
 }
 
 /// Runs one client session until either side closes or `shutdown` turns true (then the
@@ -337,16 +342,27 @@ impl<C: ClientStream> Session<C> {
                                 Err(e) => SessionEnd::UpstreamIo(e),
                                 _ => SessionEnd::UpstreamClosed,
                             };
-                            if !self.can_replace_upstream() || draining_since.is_some() || self.sent.quit {
-                                // Commands in flight or a transaction: the client must see the
-                                // loss and retry on its own.
+                            if draining_since.is_some() || self.sent.quit {
                                 return Err(end);
                             }
-                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
-                            self.upstream_lost = true;
-                            if self.conn.subscribed() || self.conn.monitor {
-                                // Subscribers send nothing: reconnect now.
-                                self.reconnect().await?;
+                            match self.on_upstream_loss() {
+                                OnLoss::Close(why) => {
+                                    // The client must see the loss and run its own logic.
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost; closing the client: {why}");
+                                    return Err(end);
+                                }
+                                OnLoss::Replace => {
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                                    self.upstream_lost = true;
+                                    if self.conn.subscribed() || self.conn.monitor {
+                                        // Subscribers send nothing: reconnect now.
+                                        self.reconnect().await?;
+                                    }
+                                }
+                                OnLoss::Reissue(block) => {
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost under a blocking command; re-issuing it on a new one");
+                                    self.reconnect_and_reissue(block).await?;
+                                }
                             }
                         }
                     }

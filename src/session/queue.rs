@@ -232,6 +232,27 @@ impl ReplyQueue {
         }
     }
 
+    /// Takes the one blocking command in flight, if nothing else but injected AUTHs is (the
+    /// connection is being replaced: the entries are dropped).
+    pub(super) fn take_lone_blocking(&mut self) -> Option<Box<Blocking>> {
+        let blocking = self
+            .entries
+            .iter()
+            .filter(|p| matches!(p, Pending::Blocking(_)))
+            .count();
+        if blocking != 1 || self.entries.len() != self.reauths + 1 {
+            return None;
+        }
+        let i = self
+            .entries
+            .iter()
+            .position(|p| matches!(p, Pending::Blocking(_)))?;
+        match self.entries.remove(i) {
+            Some(Pending::Blocking(b)) => Some(b),
+            _ => None,
+        }
+    }
+
     /// The blocking command waiting behind the head (for a stream probe's result).
     pub(super) fn blocking_mut(&mut self) -> Option<&mut Blocking> {
         self.entries.iter_mut().find_map(|p| match p {
