@@ -31,13 +31,32 @@ pub(super) struct Blocking {
     pub(super) reissuable: bool,
     /// When the slice in flight ends (sliced waits only).
     slice_end: Option<Instant>,
+    /// Whether the proxy is interrupting this wait with `CLIENT UNBLOCK` to re-authenticate.
+    pub(super) interrupt: Interrupt,
+}
+
+/// The proxy's own interruption of a wait sent unchanged (see `unblock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Interrupt {
+    /// None asked for: an empty reply is the client's (its timeout, or a foreign unblock).
+    None,
+    /// `CLIENT UNBLOCK` sent, its result not known yet.
+    Requested,
+    /// `CLIENT UNBLOCK` unblocked this connection: its empty reply is the proxy's.
+    Confirmed,
 }
 
 impl Blocking {
     /// Reads a blocking command's timeout; `None` for a command that does not block, or a
-    /// malformed timeout (the server will answer it with an error). A wait that ends within
-    /// `slice` is not sliced.
-    pub(super) fn plan(args: Vec<Vec<u8>>, slice: Duration, now: Instant) -> Option<Box<Blocking>> {
+    /// malformed timeout (the server will answer it with an error). With `slicing` (the
+    /// cache refuses `CLIENT UNBLOCK`), a wait that could outlast `slice` is cut into slices;
+    /// otherwise the command is sent as it came.
+    pub(super) fn plan(
+        args: Vec<Vec<u8>>,
+        slice: Duration,
+        now: Instant,
+        slicing: bool,
+    ) -> Option<Box<Blocking>> {
         let name = args.first()?.to_ascii_uppercase();
         let last = args.len().checked_sub(1)?;
         let (timeout_arg, millis) = match name.as_slice() {
@@ -65,7 +84,7 @@ impl Blocking {
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)?
         };
-        let sliced = secs == 0.0 || secs > slice.as_secs_f64();
+        let sliced = slicing && (secs == 0.0 || secs > slice.as_secs_f64());
         let deadline = (secs > 0.0).then(|| now + Duration::from_secs_f64(secs));
         let wait_replicas = if name == b"WAIT" {
             std::str::from_utf8(args.get(1)?).ok()?.parse::<i64>().ok()
@@ -95,6 +114,7 @@ impl Blocking {
             sliced,
             reissuable: name != b"WAIT",
             slice_end: None,
+            interrupt: Interrupt::None,
         }))
     }
 
@@ -125,6 +145,30 @@ impl Blocking {
                 (probe, id_arg)
             })
             .collect()
+    }
+
+    /// The command sent again after an interruption or an upstream loss: a sliced wait's
+    /// next slice, or the client's command with its timeout set to the time it has left (0,
+    /// forever, stays 0).
+    pub(super) fn again_command(&mut self, slice: Duration, now: Instant) -> Vec<u8> {
+        self.interrupt = Interrupt::None;
+        if self.sliced {
+            return self.slice_command(slice, now);
+        }
+        match self.deadline {
+            None => resp::encode_command(&self.args),
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                let timeout = if self.millis {
+                    left.as_millis().max(1).to_string()
+                } else {
+                    format!("{:.3}", left.as_secs_f64().max(0.001))
+                };
+                let mut args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
+                args[self.timeout_arg] = timeout.as_bytes();
+                resp::encode_command(&args)
+            }
+        }
     }
 
     /// The command for one slice: the client's command with its timeout cut to `slice` (or to
@@ -217,22 +261,23 @@ mod tests {
     fn long_waits_are_sliced_short_ones_forwarded() {
         let now = Instant::now();
         let slice = Duration::from_secs(60);
-        let mut short = Blocking::plan(args("BLPOP k 5"), slice, now).unwrap();
+        let mut short = Blocking::plan(args("BLPOP k 5"), slice, now, true).unwrap();
         assert!(!short.sliced && short.reissuable);
         assert_eq!(
             short.first_command(slice, now),
             resp::encode_command(&["BLPOP", "k", "5"]),
             "sent as the client sent it"
         );
-        assert!(Blocking::plan(args("GET k"), slice, now).is_none());
-        assert!(Blocking::plan(args("BLPOP k nope"), slice, now).is_none());
-        let mut b = Blocking::plan(args("BLPOP k 0"), slice, now).unwrap();
+        assert!(Blocking::plan(args("GET k"), slice, now, true).is_none());
+        assert!(Blocking::plan(args("BLPOP k nope"), slice, now, true).is_none());
+        let mut b = Blocking::plan(args("BLPOP k 0"), slice, now, true).unwrap();
         assert!(b.deadline.is_none());
         assert_eq!(
             b.slice_command(slice, now),
             resp::encode_command(&["BLPOP", "k", "60.000"])
         );
-        let mut b = Blocking::plan(args("XREAD BLOCK 120000 STREAMS s 0"), slice, now).unwrap();
+        let mut b =
+            Blocking::plan(args("XREAD BLOCK 120000 STREAMS s 0"), slice, now, true).unwrap();
         assert_eq!(
             b.slice_command(slice, now),
             resp::encode_command(&["XREAD", "BLOCK", "60000", "STREAMS", "s", "0"])
@@ -252,6 +297,7 @@ mod tests {
             args("XREAD BLOCK 0 STREAMS a b $ 0"),
             Duration::from_secs(1),
             now,
+            true,
         )
         .unwrap();
         let probes = b.take_probes();
@@ -266,12 +312,12 @@ mod tests {
         assert!(b.take_probes().is_empty(), "probed once");
         assert!(b.slice_ended_empty(b"*-1\r\n") && b.slice_ended_empty(b"_\r\n"));
         assert!(!b.slice_ended_empty(b"*1\r\n*2\r\n$1\r\na\r\n*0\r\n"));
-        let w = Blocking::plan(args("WAIT 2 0"), Duration::from_secs(1), now).unwrap();
+        let w = Blocking::plan(args("WAIT 2 0"), Duration::from_secs(1), now, true).unwrap();
         assert!(!w.reissuable);
         assert!(w.slice_ended_empty(b":1\r\n") && !w.slice_ended_empty(b":2\r\n"));
         // A slice's empty reply re-issues only when the slice is over: earlier, it is a
         // foreign CLIENT UNBLOCK.
-        let mut b = Blocking::plan(args("BLPOP k 0"), Duration::from_secs(10), now).unwrap();
+        let mut b = Blocking::plan(args("BLPOP k 0"), Duration::from_secs(10), now, true).unwrap();
         b.first_command(Duration::from_secs(10), now);
         assert!(!b.slice_ended(b"*-1\r\n", now + Duration::from_secs(1)));
         assert!(b.slice_ended(b"*-1\r\n", now + Duration::from_secs(10)));
@@ -284,5 +330,33 @@ mod tests {
             b"1-1".to_vec()
         );
         assert_eq!(last_stream_id(b"*0\r\n"), b"0-0".to_vec());
+    }
+
+    #[test]
+    fn without_slicing_the_command_goes_as_it_came_and_again_with_the_time_left() {
+        let now = Instant::now();
+        let slice = Duration::from_secs(10);
+        let mut b = Blocking::plan(args("BLPOP k 0"), slice, now, false).unwrap();
+        assert!(!b.sliced);
+        assert_eq!(
+            b.first_command(slice, now),
+            resp::encode_command(&["BLPOP", "k", "0"])
+        );
+        assert_eq!(
+            b.again_command(slice, now + Duration::from_secs(100)),
+            resp::encode_command(&["BLPOP", "k", "0"]),
+            "forever stays forever"
+        );
+        let mut b = Blocking::plan(args("BLPOP k 30"), slice, now, false).unwrap();
+        assert_eq!(
+            b.first_command(slice, now),
+            resp::encode_command(&["BLPOP", "k", "30"])
+        );
+        assert_eq!(
+            b.again_command(slice, now + Duration::from_secs(20)),
+            resp::encode_command(&["BLPOP", "k", "10.000"])
+        );
+        // An empty reply of an unsliced wait is the client's.
+        assert!(!b.slice_ended(b"*-1\r\n", now + Duration::from_secs(30)));
     }
 }

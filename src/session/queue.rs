@@ -54,6 +54,9 @@ pub(super) enum Pending {
         /// The argument of the blocking XREAD whose `$` the probed ID replaces.
         arg: usize,
     },
+    /// `CLIENT ID`, injected before the first blocking command of a connection so that the
+    /// wait can be interrupted (`unblock.rs`); reply swallowed.
+    ClientId,
     /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
     Reauth {
         /// The token sent.
@@ -82,6 +85,7 @@ impl Pending {
             Pending::Restore => "restore".into(),
             Pending::Refusal(_) => "refusal".into(),
             Pending::StreamProbe { .. } => "stream probe".into(),
+            Pending::ClientId => "injected CLIENT ID".into(),
         }
     }
 

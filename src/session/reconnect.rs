@@ -85,7 +85,7 @@ impl<C: ClientStream> Session<C> {
         if !self.blocked && self.reissue.is_none() && self.queue.only_reauths() {
             return OnLoss::Replace;
         }
-        if self.blocked && self.ubuf.is_empty() {
+        if self.blocked && self.ubuf.is_empty() && self.held_reply.is_none() {
             let block = self
                 .reissue
                 .take()
@@ -137,6 +137,8 @@ impl<C: ClientStream> Session<C> {
         };
         self.upstream = upstream;
         self.upstream_lost = false;
+        self.upstream_id = None;
+        self.interrupt = None;
         self.queue.clear();
         self.reauth_permit = None;
         self.ubuf.clear();

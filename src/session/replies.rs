@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use std::borrow::Cow;
 
-use super::blocking::last_stream_id;
+use super::blocking::{last_stream_id, Interrupt};
 use super::command::{Kind, ReplyMode, SubKind};
 use super::io::{push_range, Segment, READ_CHUNK};
 use super::queue::Pending;
@@ -31,7 +31,7 @@ pub(super) enum Route {
 impl<C: ClientStream> Session<C> {
     pub(super) async fn on_upstream_data(&mut self) -> Result<(), SessionEnd> {
         self.route_replies().await?;
-        if let Some(block) = self.reissue.take() {
+        if let Some(block) = self.reissue.take_if(|_| self.interrupt.is_none()) {
             // A slice ended: re-authenticate first if a token is waiting, then wait again.
             self.try_reauth().await?;
             self.to_upstream.clear();
@@ -310,13 +310,34 @@ impl<C: ClientStream> Session<C> {
                     Route::Proxy
                 }
                 Some(Pending::Blocking(b)) => {
-                    if b.slice_ended(bytes, Instant::now()) {
-                        self.reissue = Some(b);
-                        Route::Proxy
-                    } else {
-                        self.blocked = false;
-                        Route::Client
+                    let empty = b.slice_ended_empty(bytes);
+                    match b.interrupt {
+                        // The proxy's CLIENT UNBLOCK ended it: wait again for the time left.
+                        Interrupt::Confirmed if empty => {
+                            self.reissue = Some(b);
+                            Route::Proxy
+                        }
+                        // Whose empty reply this is, the CLIENT UNBLOCK result will say.
+                        Interrupt::Requested if empty => {
+                            self.held_reply = Some(Box::new((b, bytes.to_vec())));
+                            Route::Proxy
+                        }
+                        _ if b.slice_ended(bytes, Instant::now()) => {
+                            self.reissue = Some(b);
+                            Route::Proxy
+                        }
+                        _ => {
+                            self.blocked = false;
+                            Route::Client
+                        }
                     }
+                }
+                Some(Pending::ClientId) => {
+                    self.upstream_id = std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|t| t.strip_prefix(':'))
+                        .and_then(|t| t.trim_end().parse().ok());
+                    Route::Proxy
                 }
                 Some(Pending::Hello { version }) => {
                     if is_error {
