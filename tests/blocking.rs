@@ -176,7 +176,7 @@ async fn without_client_unblock_waits_are_bounded_and_a_foreign_unblock_still_ar
     client.send(&["BLPOP", "jobs", "0"]).await;
     assert!(
         wait_until(Duration::from_secs(10), || {
-            let mut admin = server.admin();
+            let admin = server.admin();
             async move {
                 let info = admin.await.cmd(&["INFO", "clients"]).await;
                 info.text().is_some_and(|t| t.contains("blocked_clients:1"))
