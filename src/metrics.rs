@@ -40,6 +40,7 @@ pub struct MetricsRegistry {
     upstream_connect_duration_seconds: HistogramVec,
     upstream_connect_errors_total: IntCounterVec,
     upstream_reconnects_total: IntCounterVec,
+    upstream_losses_total: IntCounterVec,
     commands_total: IntCounterVec,
     bytes_total: IntCounterVec,
     cluster_nodes: IntGaugeVec,
@@ -82,6 +83,9 @@ pub struct Metrics {
     upstream_connect_errors_total: IntCounterVec,
     /// Upstream connections replaced after a loss, invisibly to their clients.
     pub upstream_reconnects_total: IntCounter,
+    /// Upstream connections lost under a session, by what the session did: replaced (state
+    /// restored), reissued (a blocked command sent again), closed (the client closed).
+    upstream_losses: [IntCounter; 3],
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
     /// `bytes_total{direction="client_to_upstream"}` (hot path).
@@ -94,6 +98,17 @@ pub struct Metrics {
     cluster_topology_refreshes: [IntCounter; 2],
     /// This upstream's name.
     upstream: String,
+}
+
+/// What a session did when its upstream connection was lost (`upstream_losses_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamLoss {
+    /// The connection state was restored on a new connection.
+    Replaced = 0,
+    /// A blocked command was sent again on a new connection.
+    Reissued = 1,
+    /// The client's connection was closed so that it sees the loss.
+    Closed = 2,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -194,6 +209,11 @@ impl MetricsRegistry {
                 "Upstream connections replaced after a loss while idle, invisibly to the client.",
                 &[],
             ),
+            upstream_losses_total: counter(
+                "upstream_losses_total",
+                "Upstream connections lost under a session, by outcome: replaced (state restored), reissued (a blocked command sent again on a new connection), closed (the client's connection closed so that it sees the loss).",
+                &["outcome"],
+            ),
             commands_total: counter("commands_total", "Commands forwarded to the cache.", &[]),
             bytes_total: counter(
                 "bytes_total",
@@ -231,6 +251,7 @@ impl MetricsRegistry {
             Box::new(r.upstream_connect_duration_seconds.clone()),
             Box::new(r.upstream_connect_errors_total.clone()),
             Box::new(r.upstream_reconnects_total.clone()),
+            Box::new(r.upstream_losses_total.clone()),
             Box::new(r.commands_total.clone()),
             Box::new(r.bytes_total.clone()),
             Box::new(r.cluster_nodes.clone()),
@@ -281,6 +302,8 @@ impl MetricsRegistry {
                 .with_label_values(&[n]),
             upstream_connect_errors_total: self.upstream_connect_errors_total.clone(),
             upstream_reconnects_total: self.upstream_reconnects_total.with_label_values(&[n]),
+            upstream_losses: ["replaced", "reissued", "closed"]
+                .map(|o| self.upstream_losses_total.with_label_values(&[n, o])),
             commands_total: self.commands_total.with_label_values(&[n]),
             bytes_client_to_upstream: self
                 .bytes_total
@@ -311,6 +334,11 @@ impl Metrics {
     /// The upstream these metrics are labelled with.
     pub fn upstream_name(&self) -> &str {
         &self.upstream
+    }
+
+    /// Records the loss of an upstream connection and what the session did about it.
+    pub fn upstream_lost(&self, outcome: UpstreamLoss) {
+        self.upstream_losses[outcome as usize].inc();
     }
 
     /// Records a token acquisition.

@@ -83,6 +83,11 @@ struct Model {
     skip: bool,
     /// Monotonic stream ID counter, so that explicit XADD IDs always grow.
     stream_ms: u64,
+    /// CLIENT TRACKING was used: the proxy closes (not replaces) this connection on a loss,
+    /// so no upstream kill is generated any more.
+    unrestorable: bool,
+    /// WATCH in force (the proxy closes a watching session on a loss).
+    watching: bool,
 }
 
 impl Model {
@@ -123,6 +128,9 @@ enum Step {
     },
     /// Proxied run only: ask the rotation task for a token rotation (does not wait).
     Rotate,
+    /// Proxied run only: kill the proxy's upstream connection (`CLIENT KILL ID`) while the
+    /// session is idle in a state the proxy restores; waits until the proxy has replaced it.
+    Kill,
 }
 
 struct Sequence {
@@ -491,6 +499,34 @@ impl Gen {
                     }
                 }
                 8 => (vec![b("HELLO")], 1),
+                // Connection flags the proxy restores on a new connection, and CLIENT UNBLOCK
+                // of nobody; tracking (BCAST on a prefix no key has, so no invalidation ever
+                // comes) makes the session one the proxy would close, not replace.
+                20 => {
+                    let on = *self.rng.pick(&["ON", "OFF"]);
+                    (vec![b("CLIENT"), b("NO-EVICT"), b(on)], 1)
+                }
+                21 => {
+                    let mut c = vec![b("CLIENT"), b("UNBLOCK"), b("999999")];
+                    if self.rng.chance(50) {
+                        let mode = if self.rng.chance(50) {
+                            "TIMEOUT"
+                        } else {
+                            "ERROR"
+                        };
+                        c.push(b(mode));
+                    }
+                    (c, 1)
+                }
+                22 if self.rng.chance(30) => {
+                    self.m.unrestorable = true;
+                    if self.rng.chance(50) {
+                        (vec![b("CLIENT"), b("TRACKING"), b("OFF")], 1)
+                    } else {
+                        let c = ["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "zz:"];
+                        (c.iter().map(|a| b(a)).collect(), 1)
+                    }
+                }
                 9..=13 if replies => self.subscribe_cmd(),
                 14..=16 if replies => self.unsubscribe_cmd(),
                 17..=19 if replies => {
@@ -628,7 +664,20 @@ impl Gen {
             ];
             (cmd, n)
         } else {
+            let was_multi = self.m.multi;
             let (c, n) = self.command();
+            let name = c[0].to_ascii_uppercase();
+            match name.as_slice() {
+                b"WATCH" if !was_multi => self.m.watching = true,
+                b"UNWATCH" if !was_multi => self.m.watching = false,
+                b"EXEC" | b"DISCARD" if was_multi => self.m.watching = false,
+                // Queued connection state other than SELECT: the proxy does not follow it
+                // through EXEC, and closes rather than replaces such a session.
+                b"CLIENT" if was_multi && c.len() > 2 && c[1].eq_ignore_ascii_case(b"SETNAME") => {
+                    self.m.unrestorable = true
+                }
+                _ => {}
+            }
             (c, if suppressed { 0 } else { n })
         };
         *frames += n;
@@ -653,11 +702,25 @@ impl Gen {
             },
         };
         let mut steps = Vec::new();
+        // A reply came since the session (or its last replacement) opened: its upstream
+        // connection is up, so a kill hits an established session.
+        let mut established = false;
         let nsteps = g.rng.range(3, 12);
         for _ in 0..nsteps {
             let r = g.rng.below(100);
             if r < 15 {
                 steps.push(Step::Rotate);
+                continue;
+            }
+            if r < 22
+                && established
+                && !g.m.multi
+                && !g.m.watching
+                && !g.m.subscribed()
+                && !g.m.unrestorable
+            {
+                steps.push(Step::Kill);
+                established = false;
                 continue;
             }
             if r < 25 && g.m.subscribed() && g.m.replies_on() && !g.m.off {
@@ -711,6 +774,7 @@ impl Gen {
                     g.push_command(&mut bytes, &mut frames, &mut descr);
                 }
             }
+            established |= frames > 0;
             steps.push(Step::Batch {
                 bytes,
                 frames,
@@ -726,6 +790,13 @@ impl Gen {
             *frames += n;
             descr.push(cmd.join(" "));
         };
+        if !established && !g.m.multi {
+            // After a kill the session opens its new connection with its next command, and a
+            // rotation waits for that: send one.
+            let n = usize::from(g.m.replies_on());
+            g.m.skip = false;
+            close(&["ECHO", "after-kill"], n, &mut bytes, &mut frames);
+        }
         if g.m.multi {
             close(
                 &["DISCARD"],
@@ -898,6 +969,63 @@ fn normalise(stream: &[u8]) -> Vec<u8> {
 
 type Rotations = tokio::sync::mpsc::UnboundedSender<()>;
 
+/// Kills the proxy's upstream connection for the proxied run.
+struct Killer<'a> {
+    /// A direct admin connection to the server.
+    admin: Admin,
+    /// The proxy's admin endpoint (metrics).
+    metrics: std::net::SocketAddr,
+    /// The proxy, for its logs when something goes wrong.
+    proxy: &'a Proxy,
+}
+
+impl Killer<'_> {
+    /// `upstream_losses_total` of the default upstream, by outcome.
+    async fn losses(&self) -> (f64, f64) {
+        let m = scrape_metrics(self.metrics).await;
+        let v = |o: &str| {
+            metric_value(
+                &m,
+                &format!("entra_redis_proxy_upstream_losses_total{{outcome=\"{o}\",upstream=\"default\"}}"),
+            )
+        };
+        (v("replaced"), v("closed") + v("reissued"))
+    }
+
+    /// Kills every test connection on the server (the proxied client's upstream connection),
+    /// then waits until the proxy has seen the loss and kept the session.
+    async fn kill(&mut self) -> Result<(), String> {
+        let (replaced, other) = self.losses().await;
+        let clients = self.admin.client_list().await;
+        if clients.is_empty() {
+            // Already lost and not yet reopened (a kill right after a kill): nothing to do.
+            return Ok(());
+        }
+        for c in &clients {
+            self.admin
+                .cmd(&["CLIENT", "KILL", "ID", &c.id.to_string()])
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (r, o) = self.losses().await;
+            if o > other {
+                return Err(format!(
+                    "the proxy closed a session it should have restored:\n{}",
+                    self.proxy.logs()
+                ));
+            }
+            if r > replaced {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the proxy did not see its upstream connection killed".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Runs the steps of `seq` on `conn`; returns the (normalised) reply bytes of each step that
 /// has replies.
 async fn run_sequence(
@@ -905,10 +1033,16 @@ async fn run_sequence(
     conn: &mut RawConn,
     publisher: &mut Admin,
     rotations: Option<&Rotations>,
+    mut killer: Option<&mut Killer<'_>>,
 ) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     for (i, step) in seq.steps.iter().enumerate() {
         match step {
+            Step::Kill => {
+                if let Some(k) = killer.as_deref_mut() {
+                    k.kill().await.map_err(|e| format!("step {i}: {e}"))?;
+                }
+            }
             Step::Rotate => {
                 if let Some(tx) = rotations {
                     tx.send(()).map_err(|_| "rotation task gone".to_string())?;
@@ -1006,6 +1140,7 @@ fn describe(seq: &Sequence, upto: usize) -> String {
     for (i, step) in seq.steps.iter().enumerate().take(upto.saturating_add(1)) {
         match step {
             Step::Rotate => s.push_str(&format!("  step {i}: <rotate>\n")),
+            Step::Kill => s.push_str(&format!("  step {i}: <kill the upstream connection>\n")),
             Step::Publish {
                 channel, frames, ..
             } => s.push_str(&format!(
@@ -1039,11 +1174,19 @@ async fn proxied_reply_streams_equal_direct_ones() {
 
     let server = RedisServer::start().await;
     let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(
-        &proxy_args(&server, &rotator.file.path),
-        "info,entra_redis_proxy::session=trace",
-    )
-    .await;
+    let mut args = proxy_args(&server, &rotator.file.path);
+    let admin_at = args
+        .iter()
+        .position(|a| a == "--admin-listen")
+        .expect("flag")
+        + 1;
+    args[admin_at] = "127.0.0.1:0".into();
+    let proxy = Proxy::start(&args, "info,entra_redis_proxy::session=trace").await;
+    let mut killer = Killer {
+        admin: server.admin().await,
+        metrics: admin_address(&proxy),
+        proxy: &proxy,
+    };
     let rotator = Arc::new(tokio::sync::Mutex::new(rotator));
     let mut admin = server.admin().await;
     let mut publisher = server.admin().await;
@@ -1070,7 +1213,7 @@ async fn proxied_reply_streams_equal_direct_ones() {
         // Directly, authenticated as the current token's user.
         let token = rotator.lock().await.current.clone();
         let mut conn = direct_conn(&server, &token).await;
-        let mut direct = match run_sequence(&seq, &mut conn, &mut publisher, None).await {
+        let mut direct = match run_sequence(&seq, &mut conn, &mut publisher, None, None).await {
             Ok(d) => d,
             Err(e) => fail(
                 format!("failed directly (a generator bug): {e}"),
@@ -1104,7 +1247,14 @@ async fn proxied_reply_streams_equal_direct_ones() {
             })
         };
         let mut conn = proxy_conn(&proxy).await;
-        let proxied = run_sequence(&seq, &mut conn, &mut publisher, Some(&tx)).await;
+        let proxied = run_sequence(
+            &seq,
+            &mut conn,
+            &mut publisher,
+            Some(&tx),
+            Some(&mut killer),
+        )
+        .await;
         drop(tx);
         task.await.expect("rotation task");
         rotations += done.load(Ordering::SeqCst);
@@ -1127,7 +1277,7 @@ async fn proxied_reply_streams_equal_direct_ones() {
             .steps
             .iter()
             .enumerate()
-            .filter(|(_, s)| !matches!(s, Step::Rotate))
+            .filter(|(_, s)| !matches!(s, Step::Rotate | Step::Kill))
             .map(|(i, _)| i)
             .chain([seq.steps.len()])
             .collect();

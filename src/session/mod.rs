@@ -46,7 +46,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::metrics::{GaugeGuard, Metrics, UpstreamLoss};
 use crate::resp::{CommandScanner, Limits, ProtocolError, ReplyScanner};
 use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
@@ -366,11 +366,13 @@ impl<C: ClientStream> Session<C> {
                             }
                             match self.on_upstream_loss() {
                                 OnLoss::Close(why) => {
+                                    self.ctx.metrics.upstream_lost(UpstreamLoss::Closed);
                                     // The client must see the loss and run its own logic.
                                     tracing::info!(session = self.id, reason = %end, "upstream connection lost; closing the client: {why}");
                                     return Err(end);
                                 }
                                 OnLoss::Replace => {
+                                    self.ctx.metrics.upstream_lost(UpstreamLoss::Replaced);
                                     tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
                                     self.upstream_lost = true;
                                     if self.conn.subscribed() || self.conn.monitor {
@@ -379,6 +381,7 @@ impl<C: ClientStream> Session<C> {
                                     }
                                 }
                                 OnLoss::Reissue(block) => {
+                                    self.ctx.metrics.upstream_lost(UpstreamLoss::Reissued);
                                     tracing::info!(session = self.id, reason = %end, "upstream connection lost under a blocking command; re-issuing it on a new one");
                                     self.reconnect_and_reissue(block).await?;
                                 }

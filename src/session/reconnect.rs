@@ -148,7 +148,7 @@ impl<C: ClientStream> Session<C> {
         self.pending_flag(false);
         self.conn.proto = 2;
         self.sent.upstream_proto = 2;
-        let reply_off = self.conn.reply_mode == ReplyMode::Off;
+        let reply_mode = self.conn.reply_mode;
         self.conn.reply_mode = ReplyMode::On;
 
         self.to_upstream.clear();
@@ -196,13 +196,20 @@ impl<C: ClientStream> Session<C> {
         if self.conn.monitor {
             self.inject_restore(&[b"MONITOR"]);
         }
-        if reply_off {
+        // Last: CLIENT REPLY OFF (or a SKIP waiting for the client's next command) silences
+        // its own reply, and applies from here on as it did on the lost connection.
+        let mode: Option<&[u8]> = match reply_mode {
+            ReplyMode::On => None,
+            ReplyMode::Off => Some(b"OFF"),
+            ReplyMode::Skip => Some(b"SKIP"),
+        };
+        if let Some(mode) = mode {
             self.to_upstream.push(Segment::Owned(resp::encode_command(&[
                 &b"CLIENT"[..],
                 b"REPLY",
-                b"OFF",
+                mode,
             ])));
-            self.conn.reply_mode = ReplyMode::Off;
+            self.conn.reply_mode = reply_mode;
         }
         self.write_upstream_plan().await?;
         self.ctx.metrics.upstream_reconnects_total.inc();

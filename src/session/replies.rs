@@ -402,6 +402,9 @@ impl<C: ClientStream> Session<C> {
 
     /// State changes caused by a command's reply.
     pub(super) fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
+        if kind == Kind::Unrestorable && !resp::is_error_reply(&self.ubuf[frame.clone()]) {
+            self.sent.unmodelled_state();
+        }
         let refused_multi = self.conn.apply(kind, Some(&self.ubuf[frame]));
         self.after_effects(refused_multi);
     }
@@ -409,6 +412,9 @@ impl<C: ClientStream> Session<C> {
     /// State changes caused by a command that ran with its reply suppressed by CLIENT REPLY
     /// (taken to have succeeded).
     pub(super) fn apply_effects_unanswered(&mut self, kind: Kind) {
+        if kind == Kind::Unrestorable {
+            self.sent.unmodelled_state();
+        }
         let refused_multi = self.conn.apply(kind, None);
         self.after_effects(refused_multi);
     }

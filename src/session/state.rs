@@ -229,7 +229,12 @@ impl SentState {
         }
         let mut opened = None;
         self.kill_sent = kind == Kind::ClientKill;
-        if self.txn.in_multi() && !matches!(kind, Kind::Select(_)) && kind.changes_connection() {
+        // (A command outside the allow-list is judged by its reply instead: an unknown
+        // command is refused at once, and one answered +QUEUED counts.)
+        if self.txn.in_multi()
+            && !matches!(kind, Kind::Select(_) | Kind::Unrestorable)
+            && kind.changes_connection()
+        {
             // Queued: it takes effect at EXEC, if it succeeds there, which only SELECT's
             // tracking follows.
             self.unrestorable
@@ -260,13 +265,16 @@ impl SentState {
             Kind::ClientFlag(ClientFlag::NoEvict, on) => self.no_evict = on,
             Kind::ClientFlag(ClientFlag::NoTouch, on) => self.no_touch = on,
             Kind::ReadOnly(on) => self.readonly = on,
-            Kind::Unrestorable => {
-                self.unrestorable
-                    .get_or_insert("CLIENT TRACKING or a command the proxy does not model");
-            }
             _ => {}
         }
         (state_change, opened)
+    }
+
+    /// A command that creates state the proxy does not model succeeded (one that failed
+    /// created none).
+    pub(super) fn unmodelled_state(&mut self) {
+        self.unrestorable
+            .get_or_insert("CLIENT TRACKING or a command the proxy does not model");
     }
 
     /// Records `CLIENT SETINFO <attr> <value>` (LIB-NAME or LIB-VER).
