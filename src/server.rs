@@ -389,8 +389,10 @@ impl Proxy {
                 refresh_margin: p.settings.refresh_margin,
                 reauth_limiter: reauth_limiter.clone(),
                 reconnect_pacer: reconnect_pacer.clone(),
+                unblocker: Arc::new(session::Unblocker::new(p.connector.clone())),
                 client_password: p.client_password,
                 cluster: None,
+                reconnect_subscribers: p.settings.reconnect_subscribers,
             };
             if p.settings.cluster {
                 let local_ip = p

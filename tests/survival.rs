@@ -288,10 +288,14 @@ async fn blocking_commands_survive_expiries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
+async fn restart_keeps_idle_and_blocked_sessions_and_closes_subscribers() {
     let mut server = RedisServer::start().await;
     let mut rotator = Rotator::new(&server).await;
     let proxy = Proxy::start(&proxy_args(&server, &rotator.file.path), "info").await;
+    // A second proxy keeps the old behaviour for subscribers: silent resubscription.
+    let mut resubscribing_args = proxy_args(&server, &rotator.file.path);
+    resubscribing_args.push("--reconnect-subscribers".into());
+    let resubscribing = Proxy::start(&resubscribing_args, "info").await;
 
     let mut idle = proxy.client().await;
     assert_eq!(idle.cmd(&["SELECT", "5"]).await, Reply::ok());
@@ -299,18 +303,19 @@ async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
         idle.cmd(&["CLIENT", "SETNAME", "idle-one"]).await,
         Reply::ok()
     );
-    let mut sub = proxy.client().await;
+    let subscribed = Reply::Array(vec![
+        Reply::bulk("subscribe"),
+        Reply::bulk("alerts"),
+        Reply::Int(1),
+    ]);
+    let mut closed_sub = proxy.client().await;
+    closed_sub.send(&["SUBSCRIBE", "alerts"]).await;
+    assert_eq!(closed_sub.read_frame().await, subscribed);
+    let mut sub = resubscribing.client().await;
     sub.send(&["SUBSCRIBE", "alerts"]).await;
-    assert_eq!(
-        sub.read_frame().await,
-        Reply::Array(vec![
-            Reply::bulk("subscribe"),
-            Reply::bulk("alerts"),
-            Reply::Int(1)
-        ])
-    );
-    let mut busy = proxy.client().await;
-    busy.send(&["BLPOP", "never", "30"]).await;
+    assert_eq!(sub.read_frame().await, subscribed);
+    let mut blocked = proxy.client().await;
+    blocked.send(&["BLPOP", "later", "30"]).await;
     let mut admin = server.admin().await;
     assert!(
         admin_until(&mut admin, &["CLIENT", "LIST"], |r| {
@@ -325,9 +330,24 @@ async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
     admin.create_token_user(&rotator.current).await;
     rotator.admin = server.admin().await;
 
-    // The busy session is closed (its client retries), not left hanging.
-    let frames = busy.read_until_closed().await;
-    assert!(frames.is_empty(), "no reply for the lost BLPOP: {frames:?}");
+    // By default a subscriber is closed: what was published during the gap is lost, and its
+    // library resubscribes knowing that.
+    let frames = closed_sub.read_until_closed().await;
+    assert!(
+        frames.is_empty(),
+        "no frame for the closed subscriber: {frames:?}"
+    );
+
+    // The blocked BLPOP was re-issued on the new connection, with the time it had left.
+    assert!(
+        admin_until(&mut admin, &["CLIENT", "LIST"], |r| {
+            r.text().is_some_and(|t| t.contains("cmd=blpop"))
+        })
+        .await,
+        "the BLPOP is waiting again"
+    );
+    assert_eq!(admin.cmd(&["LPUSH", "later", "x"]).await, Reply::Int(1));
+    assert_eq!(blocked.read_frame().await, Reply::bulks(&["later", "x"]));
 
     // The idle session continues on its database and name.
     assert_eq!(idle.cmd(&["SET", "after-restart", "1"]).await, Reply::ok());
@@ -338,7 +358,7 @@ async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
     admin.cmd(&["SELECT", "5"]).await;
     assert_eq!(admin.cmd(&["GET", "after-restart"]).await, Reply::bulk("1"));
 
-    // The subscriber was re-subscribed on the new connection.
+    // With --reconnect-subscribers the subscriber was re-subscribed on the new connection.
     assert!(
         admin_until(&mut admin, &["PUBSUB", "NUMSUB", "alerts"], |r| {
             *r == numsub("alerts", 1)
@@ -353,7 +373,7 @@ async fn restart_keeps_idle_sessions_and_closes_busy_ones() {
     assert_eq!(sub.read_frame().await, message("alerts", "back"));
 
     // And the restored connections re-authenticate on the next rotation.
-    rotator.rotate(2).await.expect("rotation after restart");
+    rotator.rotate(3).await.expect("rotation after restart");
     assert_eq!(idle.cmd(&["GET", "after-restart"]).await, Reply::bulk("1"));
 }
 

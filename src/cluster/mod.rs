@@ -142,6 +142,8 @@ impl ClusterMap {
         let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
         let mut ctx = self.base.clone();
         ctx.connector = Arc::new(self.base.connector.for_node(endpoint, port));
+        // CLIENT UNBLOCK must reach the node the blocked connection is on.
+        ctx.unblocker = Arc::new(crate::session::Unblocker::new(ctx.connector.clone()));
         ctx.cluster = Some(me as Arc<dyn ReplyRewriter>);
         let task = tokio::spawn(accept_loop(
             Listener::Tcp(listener),

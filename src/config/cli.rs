@@ -156,6 +156,10 @@ pub struct Cli {
     /// non-loopback listener.
     #[arg(long, value_name = "PATH")]
     pub client_password_file: Option<PathBuf>,
+    /// When a subscriber's or MONITOR's upstream connection is lost, resubscribe silently
+    /// instead of closing the client [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub reconnect_subscribers: Option<bool>,
     /// The cache is a Redis Cluster (OSS cluster policy): one local listener per node, and
     /// node addresses in replies rewritten to them.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -227,6 +231,7 @@ impl Cli {
         set(&mut s.shutdown_grace, self.shutdown_grace);
         set(&mut s.socket_mode, self.socket_mode);
         set_opt(&mut s.client_password_file, self.client_password_file);
+        set(&mut s.reconnect_subscribers, self.reconnect_subscribers);
         set(&mut s.cluster, self.cluster);
         set_opt(&mut s.cluster_ports, self.cluster_ports);
         set(&mut s.cluster_refresh, self.cluster_refresh);

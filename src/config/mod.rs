@@ -179,6 +179,9 @@ pub struct Settings {
     /// File holding the password local clients must send with `AUTH`; none means local
     /// clients are not asked for one.
     pub client_password_file: Option<PathBuf>,
+    /// When a subscriber's or MONITOR's upstream connection is lost, resubscribe silently on
+    /// a new one instead of closing the client (what was published in between is lost).
+    pub reconnect_subscribers: bool,
     /// The cache is a Redis Cluster (OSS cluster policy): discover its nodes, give each a
     /// local listener and rewrite the addresses the cluster tells clients.
     pub cluster: bool,
@@ -313,6 +316,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(25),
             socket_mode: "0660".into(),
             client_password_file: None,
+            reconnect_subscribers: false,
             cluster: false,
             cluster_ports: None,
             cluster_refresh: Duration::from_secs(10),

@@ -23,13 +23,40 @@ pub(super) struct Blocking {
     wait_replicas: Option<i64>,
     /// XREAD `$` arguments to resolve first: (key argument, id argument).
     probes: Vec<(usize, usize)>,
+    /// The wait could outlast the token: it is cut into slices. Otherwise the command is sent
+    /// as the client sent it, and re-issued only after an upstream loss.
+    pub(super) sliced: bool,
+    /// It may be re-issued on a new connection after an upstream loss (not WAIT, whose
+    /// answer depends on the writes of the connection it runs on).
+    pub(super) reissuable: bool,
+    /// When the slice in flight ends (sliced waits only).
+    slice_end: Option<Instant>,
+    /// Whether the proxy is interrupting this wait with `CLIENT UNBLOCK` to re-authenticate.
+    pub(super) interrupt: Interrupt,
+}
+
+/// The proxy's own interruption of a wait sent unchanged (see `unblock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Interrupt {
+    /// None asked for: an empty reply is the client's (its timeout, or a foreign unblock).
+    None,
+    /// `CLIENT UNBLOCK` sent, its result not known yet.
+    Requested,
+    /// `CLIENT UNBLOCK` unblocked this connection: its empty reply is the proxy's.
+    Confirmed,
 }
 
 impl Blocking {
-    /// Reads a blocking command's timeout; `None` for a command that does not block, a
-    /// malformed timeout (the server will answer it with an error), or a wait that ends
-    /// within `slice` anyway (forwarded untouched).
-    pub(super) fn plan(args: Vec<Vec<u8>>, slice: Duration, now: Instant) -> Option<Box<Blocking>> {
+    /// Reads a blocking command's timeout; `None` for a command that does not block, or a
+    /// malformed timeout (the server will answer it with an error). With `slicing` (the
+    /// cache refuses `CLIENT UNBLOCK`), a wait that could outlast `slice` is cut into slices;
+    /// otherwise the command is sent as it came.
+    pub(super) fn plan(
+        args: Vec<Vec<u8>>,
+        slice: Duration,
+        now: Instant,
+        slicing: bool,
+    ) -> Option<Box<Blocking>> {
         let name = args.first()?.to_ascii_uppercase();
         let last = args.len().checked_sub(1)?;
         let (timeout_arg, millis) = match name.as_slice() {
@@ -57,9 +84,7 @@ impl Blocking {
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)?
         };
-        if secs > 0.0 && secs <= slice.as_secs_f64() {
-            return None;
-        }
+        let sliced = slicing && (secs == 0.0 || secs > slice.as_secs_f64());
         let deadline = (secs > 0.0).then(|| now + Duration::from_secs_f64(secs));
         let wait_replicas = if name == b"WAIT" {
             std::str::from_utf8(args.get(1)?).ok()?.parse::<i64>().ok()
@@ -86,7 +111,21 @@ impl Blocking {
             deadline,
             wait_replicas,
             probes,
+            sliced,
+            reissuable: name != b"WAIT",
+            slice_end: None,
+            interrupt: Interrupt::None,
         }))
+    }
+
+    /// The command to send first: the client's own when the wait is not sliced, else the
+    /// first slice.
+    pub(super) fn first_command(&mut self, slice: Duration, now: Instant) -> Vec<u8> {
+        if self.sliced {
+            self.slice_command(slice, now)
+        } else {
+            resp::encode_command(&self.args)
+        }
     }
 
     /// The `XREVRANGE key + - COUNT 1` probes to send before the first slice, each with the
@@ -108,13 +147,38 @@ impl Blocking {
             .collect()
     }
 
+    /// The command sent again after an interruption or an upstream loss: a sliced wait's
+    /// next slice, or the client's command with its timeout set to the time it has left (0,
+    /// forever, stays 0).
+    pub(super) fn again_command(&mut self, slice: Duration, now: Instant) -> Vec<u8> {
+        self.interrupt = Interrupt::None;
+        if self.sliced {
+            return self.slice_command(slice, now);
+        }
+        match self.deadline {
+            None => resp::encode_command(&self.args),
+            Some(d) => {
+                let left = d.saturating_duration_since(now);
+                let timeout = if self.millis {
+                    left.as_millis().max(1).to_string()
+                } else {
+                    format!("{:.3}", left.as_secs_f64().max(0.001))
+                };
+                let mut args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
+                args[self.timeout_arg] = timeout.as_bytes();
+                resp::encode_command(&args)
+            }
+        }
+    }
+
     /// The command for one slice: the client's command with its timeout cut to `slice` (or to
     /// the client's own time left, if shorter).
-    pub(super) fn slice_command(&self, slice: Duration, now: Instant) -> Vec<u8> {
+    pub(super) fn slice_command(&mut self, slice: Duration, now: Instant) -> Vec<u8> {
         let mut slice = slice;
         if let Some(d) = self.deadline {
             slice = slice.min(d.saturating_duration_since(now));
         }
+        self.slice_end = Some(now + slice);
         let timeout = if self.millis {
             slice.as_millis().max(1).to_string()
         } else {
@@ -123,6 +187,21 @@ impl Blocking {
         let mut args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
         args[self.timeout_arg] = timeout.as_bytes();
         resp::encode_command(&args)
+    }
+
+    /// True if `reply` ends a slice of the proxy's own making, to be re-issued for the time
+    /// left: the wait is sliced, the reply is the empty one, it came when the slice ended
+    /// (an empty reply well before that is a foreign `CLIENT UNBLOCK`, which the client must
+    /// see), and the client's own timeout has not passed.
+    pub(super) fn slice_ended(&self, reply: &[u8], now: Instant) -> bool {
+        /// How early a slice's empty reply may come (timer granularity of redis-server).
+        const EARLY: Duration = Duration::from_millis(200);
+        self.sliced
+            && self.slice_ended_empty(reply)
+            && self.slice_end.is_some_and(|end| now + EARLY >= end)
+            && self
+                .deadline
+                .is_none_or(|d| d > now + Duration::from_millis(1))
     }
 
     /// True if a slice's reply says the wait ended without a result.
@@ -182,16 +261,23 @@ mod tests {
     fn long_waits_are_sliced_short_ones_forwarded() {
         let now = Instant::now();
         let slice = Duration::from_secs(60);
-        assert!(Blocking::plan(args("BLPOP k 5"), slice, now).is_none());
-        assert!(Blocking::plan(args("GET k"), slice, now).is_none());
-        assert!(Blocking::plan(args("BLPOP k nope"), slice, now).is_none());
-        let b = Blocking::plan(args("BLPOP k 0"), slice, now).unwrap();
+        let mut short = Blocking::plan(args("BLPOP k 5"), slice, now, true).unwrap();
+        assert!(!short.sliced && short.reissuable);
+        assert_eq!(
+            short.first_command(slice, now),
+            resp::encode_command(&["BLPOP", "k", "5"]),
+            "sent as the client sent it"
+        );
+        assert!(Blocking::plan(args("GET k"), slice, now, true).is_none());
+        assert!(Blocking::plan(args("BLPOP k nope"), slice, now, true).is_none());
+        let mut b = Blocking::plan(args("BLPOP k 0"), slice, now, true).unwrap();
         assert!(b.deadline.is_none());
         assert_eq!(
             b.slice_command(slice, now),
             resp::encode_command(&["BLPOP", "k", "60.000"])
         );
-        let b = Blocking::plan(args("XREAD BLOCK 120000 STREAMS s 0"), slice, now).unwrap();
+        let mut b =
+            Blocking::plan(args("XREAD BLOCK 120000 STREAMS s 0"), slice, now, true).unwrap();
         assert_eq!(
             b.slice_command(slice, now),
             resp::encode_command(&["XREAD", "BLOCK", "60000", "STREAMS", "s", "0"])
@@ -211,6 +297,7 @@ mod tests {
             args("XREAD BLOCK 0 STREAMS a b $ 0"),
             Duration::from_secs(1),
             now,
+            true,
         )
         .unwrap();
         let probes = b.take_probes();
@@ -225,12 +312,51 @@ mod tests {
         assert!(b.take_probes().is_empty(), "probed once");
         assert!(b.slice_ended_empty(b"*-1\r\n") && b.slice_ended_empty(b"_\r\n"));
         assert!(!b.slice_ended_empty(b"*1\r\n*2\r\n$1\r\na\r\n*0\r\n"));
-        let w = Blocking::plan(args("WAIT 2 0"), Duration::from_secs(1), now).unwrap();
+        let w = Blocking::plan(args("WAIT 2 0"), Duration::from_secs(1), now, true).unwrap();
+        assert!(!w.reissuable);
         assert!(w.slice_ended_empty(b":1\r\n") && !w.slice_ended_empty(b":2\r\n"));
+        // A slice's empty reply re-issues only when the slice is over: earlier, it is a
+        // foreign CLIENT UNBLOCK.
+        let mut b = Blocking::plan(args("BLPOP k 0"), Duration::from_secs(10), now, true).unwrap();
+        b.first_command(Duration::from_secs(10), now);
+        assert!(!b.slice_ended(b"*-1\r\n", now + Duration::from_secs(1)));
+        assert!(b.slice_ended(b"*-1\r\n", now + Duration::from_secs(10)));
+        assert!(!b.slice_ended(
+            b"*2\r\n$1\r\nk\r\n$1\r\nv\r\n",
+            now + Duration::from_secs(10)
+        ));
         assert_eq!(
             last_stream_id(b"*1\r\n*2\r\n$3\r\n1-1\r\n*0\r\n"),
             b"1-1".to_vec()
         );
         assert_eq!(last_stream_id(b"*0\r\n"), b"0-0".to_vec());
+    }
+
+    #[test]
+    fn without_slicing_the_command_goes_as_it_came_and_again_with_the_time_left() {
+        let now = Instant::now();
+        let slice = Duration::from_secs(10);
+        let mut b = Blocking::plan(args("BLPOP k 0"), slice, now, false).unwrap();
+        assert!(!b.sliced);
+        assert_eq!(
+            b.first_command(slice, now),
+            resp::encode_command(&["BLPOP", "k", "0"])
+        );
+        assert_eq!(
+            b.again_command(slice, now + Duration::from_secs(100)),
+            resp::encode_command(&["BLPOP", "k", "0"]),
+            "forever stays forever"
+        );
+        let mut b = Blocking::plan(args("BLPOP k 30"), slice, now, false).unwrap();
+        assert_eq!(
+            b.first_command(slice, now),
+            resp::encode_command(&["BLPOP", "k", "30"])
+        );
+        assert_eq!(
+            b.again_command(slice, now + Duration::from_secs(20)),
+            resp::encode_command(&["BLPOP", "k", "10.000"])
+        );
+        // An empty reply of an unsliced wait is the client's.
+        assert!(!b.slice_ended(b"*-1\r\n", now + Duration::from_secs(30)));
     }
 }

@@ -43,8 +43,9 @@ pub(super) fn matches_password(given: &[u8], password: &Secret) -> bool {
 
 impl<C: ClientStream> Session<C> {
     pub(super) async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
-        if self.blocked {
-            // Held until the blocking command's real reply.
+        if self.blocked || self.interrupt.is_some() {
+            // Held until the blocking command's real reply (and until the proxy's own
+            // CLIENT UNBLOCK has run, so that it cannot reach a later command).
             return Ok(());
         }
         if self.upstream_lost && !self.cbuf.is_empty() {
@@ -187,6 +188,13 @@ impl<C: ClientStream> Session<C> {
                 Kind::SetName => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     self.sent.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                }
+                Kind::SetInfo => {
+                    let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
+                    // Wrong arity is refused by the server and changes nothing.
+                    if let [_, _, attr, value] = args.as_slice() {
+                        self.sent.set_info(attr, value);
+                    }
                 }
                 Kind::Subscribe(k) | Kind::Unsubscribe(k) if self.sent.emulating() => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
@@ -382,7 +390,8 @@ impl<C: ClientStream> Session<C> {
         {
             return None;
         }
-        Blocking::plan(args, self.block_slice(), Instant::now())
+        let slicing = !self.ctx.unblocker.available();
+        Blocking::plan(args, self.block_slice(), Instant::now(), slicing)
     }
 
     /// How long one slice of a blocking wait may last with the current token.
@@ -401,7 +410,18 @@ impl<C: ClientStream> Session<C> {
                 self.queue.push(Pending::StreamProbe { arg });
             }
         }
-        let cmd = block.slice_command(self.block_slice(), Instant::now());
+        if !block.sliced && self.upstream_id.is_none() {
+            // To interrupt the wait for a re-AUTH, CLIENT UNBLOCK needs this connection's id.
+            self.to_upstream
+                .push(Segment::Static(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"));
+            self.queue.push(Pending::ClientId);
+        }
+        let now = Instant::now();
+        let cmd = if first {
+            block.first_command(self.block_slice(), now)
+        } else {
+            block.again_command(self.block_slice(), now)
+        };
         self.to_upstream.push(Segment::Owned(cmd));
         self.blocked = true;
         self.queue.push(Pending::Blocking(block));

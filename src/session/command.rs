@@ -2,6 +2,7 @@
 //! changes the connection's state. Everything not listed here is [`Kind::Plain`]: forwarded
 //! as it is, its reply counted as one frame.
 
+use super::stateless::is_stateless;
 use crate::resp;
 
 /// The commands the session must understand; everything else is [`Kind::Plain`].
@@ -38,6 +39,28 @@ pub(super) enum Kind {
     /// CLUSTER SLOTS / SHARDS / NODES / REPLICAS: in cluster mode, node addresses in the
     /// reply are rewritten to local listeners.
     Topology(Topology),
+    /// `CLIENT NO-EVICT` / `CLIENT NO-TOUCH` with ON or OFF: remembered and restored.
+    ClientFlag(ClientFlag, bool),
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`: remembered and restored.
+    SetInfo,
+    /// READONLY (true) or READWRITE (cluster replicas): remembered and restored.
+    ReadOnly(bool),
+    /// `CLIENT KILL ...`: may close this very connection, which must then close the client
+    /// rather than be replaced.
+    ClientKill,
+    /// A command that creates connection state the proxy does not restore (CLIENT TRACKING,
+    /// CLIENT CACHING, or any command outside the allow-list in `stateless.rs`): the session
+    /// can no longer move to a new upstream connection.
+    Unrestorable,
+}
+
+/// A per-connection client flag that the proxy restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientFlag {
+    /// `CLIENT NO-EVICT`.
+    NoEvict,
+    /// `CLIENT NO-TOUCH`.
+    NoTouch,
 }
 
 impl Kind {
@@ -55,6 +78,29 @@ impl Kind {
                 | Kind::SetName
                 | Kind::Quit
                 | Kind::Topology(_)
+                | Kind::ClientFlag(..)
+                | Kind::SetInfo
+                | Kind::ReadOnly(_)
+                | Kind::ClientKill
+                | Kind::Unrestorable
+        )
+    }
+}
+
+impl Kind {
+    /// True if the command changes the connection's state (beyond the reply counting that
+    /// [`Kind::changes_state`] is about): what a replacement connection would have to restore.
+    pub(super) fn changes_connection(self) -> bool {
+        matches!(
+            self,
+            Kind::Select(_)
+                | Kind::Hello(_)
+                | Kind::SetName
+                | Kind::SetInfo
+                | Kind::ClientFlag(..)
+                | Kind::ReadOnly(_)
+                | Kind::ClientReply(_)
+                | Kind::Unrestorable
         )
     }
 }
@@ -78,7 +124,9 @@ pub(super) enum Classified {
     Kind(Kind),
 }
 
-/// Fast path: `Some(Kind::Plain)` for any command name that needs no further look.
+/// Fast path: `Some(Kind::Plain)` for a command name that needs no further look: one that
+/// the session need not understand and that leaves no connection state (see
+/// `stateless.rs`).
 #[inline]
 pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
@@ -93,9 +141,9 @@ pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
         10 => &[b"PSUBSCRIBE", b"SSUBSCRIBE", b"BRPOPLPUSH", b"XREADGROUP"],
         11 => &[b"UNSUBSCRIBE"],
         12 => &[b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"],
-        _ => return Some(Kind::Plain),
+        _ => &[],
     };
-    if special.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+    if special.iter().any(|s| s.eq_ignore_ascii_case(name)) || !is_stateless(name) {
         None
     } else {
         Some(Kind::Plain)
@@ -149,9 +197,37 @@ pub(super) fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         Kind::Watch
     } else if is("UNWATCH") {
         Kind::Unwatch
-    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"SETNAME") {
+    } else if is("CLIENT") {
+        client_kind(args)
+    } else if is("READONLY") {
+        Kind::ReadOnly(true)
+    } else if is("READWRITE") {
+        Kind::ReadOnly(false)
+    } else if is("CLUSTER") {
+        topology_command(args).map_or(Kind::Plain, Kind::Topology)
+    } else if is_stateless(name) {
+        Kind::Plain
+    } else {
+        Kind::Unrestorable
+    };
+    Classified::Kind(k)
+}
+
+/// `CLIENT <subcommand> ...`: what each subcommand does to the connection.
+fn client_kind(args: &[&[u8]]) -> Kind {
+    let Some(sub) = args.get(1) else {
+        // redis-server answers with an arity error.
+        return Kind::Plain;
+    };
+    let sub_is = |s: &str| sub.eq_ignore_ascii_case(s.as_bytes());
+    let on_off = |a: Option<&&[u8]>| match a {
+        Some(v) if v.eq_ignore_ascii_case(b"ON") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case(b"OFF") => Some(false),
+        _ => None,
+    };
+    if sub_is("SETNAME") && args.len() == 3 {
         Kind::SetName
-    } else if is("CLIENT") && args.len() == 3 && args[1].eq_ignore_ascii_case(b"REPLY") {
+    } else if sub_is("REPLY") && args.len() == 3 {
         if args[2].eq_ignore_ascii_case(b"ON") {
             Kind::ClientReply(ReplyMode::On)
         } else if args[2].eq_ignore_ascii_case(b"OFF") {
@@ -161,12 +237,38 @@ pub(super) fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         } else {
             Kind::Plain
         }
-    } else if is("CLUSTER") {
-        topology_command(args).map_or(Kind::Plain, Kind::Topology)
-    } else {
+    } else if (sub_is("NO-EVICT") || sub_is("NO-TOUCH")) && args.len() == 3 {
+        let flag = if sub_is("NO-EVICT") {
+            ClientFlag::NoEvict
+        } else {
+            ClientFlag::NoTouch
+        };
+        // A bad value is refused by the server and changes nothing.
+        on_off(args.get(2)).map_or(Kind::Plain, |on| Kind::ClientFlag(flag, on))
+    } else if sub_is("SETINFO") {
+        Kind::SetInfo
+    } else if sub_is("KILL") {
+        Kind::ClientKill
+    } else if [
+        "ID",
+        "INFO",
+        "LIST",
+        "GETNAME",
+        "TRACKINGINFO",
+        "GETREDIR",
+        "PAUSE",
+        "UNPAUSE",
+        "UNBLOCK",
+        "HELP",
+    ]
+    .iter()
+    .any(|s| sub_is(s))
+    {
         Kind::Plain
-    };
-    Classified::Kind(k)
+    } else {
+        // TRACKING, CACHING, and anything newer than this table.
+        Kind::Unrestorable
+    }
 }
 
 /// Commands that can block the connection.
@@ -271,7 +373,7 @@ mod tests {
 
     #[test]
     fn quick_kind_lets_ordinary_commands_through() {
-        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "CLIENTS", "HSET"] {
+        for c in ["GET", "SET", "LPUSH", "LPOP", "PING", "GETRANGE", "HSET"] {
             assert_eq!(quick_kind(c.as_bytes()), Some(Kind::Plain), "{c}");
         }
         for c in [
@@ -282,6 +384,8 @@ mod tests {
             "client",
             "subscribe",
             "SUNSUBSCRIBE",
+            // Unknown: it may create connection state, so it is looked at.
+            "CLIENTS",
         ] {
             assert_eq!(quick_kind(c.as_bytes()), None, "{c}");
         }

@@ -31,8 +31,13 @@ mod reconnect;
 mod replies;
 mod resp2_subscriber;
 mod state;
+mod stateless;
 mod subscriptions;
+mod unblock;
 
+use std::future::Future;
+use std::num::NonZeroU64;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -53,7 +58,10 @@ use state::{ConnState, SentState};
 pub use cluster_hook::ReplyRewriter;
 pub use command::{topology_command, Topology};
 pub use io::ClientStream;
+use reconnect::OnLoss;
 pub use reconnect::ReconnectPacer;
+use unblock::Unblocked;
+pub use unblock::Unblocker;
 
 /// What every session of one listener shares.
 #[derive(Clone)]
@@ -77,6 +85,8 @@ pub struct SessionContext {
     pub refresh_margin: Duration,
     /// Bounds the re-AUTHs in flight at once, across sessions.
     pub reauth_limiter: Arc<tokio::sync::Semaphore>,
+    /// Interrupts blocked commands with `CLIENT UNBLOCK` so they can re-authenticate.
+    pub unblocker: Arc<Unblocker>,
     /// Paces reconnections after upstream loss, across sessions.
     pub reconnect_pacer: Arc<ReconnectPacer>,
     /// The password local clients must AUTH with (`client_password_file`); `None`: no
@@ -84,6 +94,9 @@ pub struct SessionContext {
     pub client_password: Option<Secret>,
     /// Cluster mode: the node listeners, for rewriting node addresses in replies.
     pub cluster: Option<Arc<dyn ReplyRewriter>>,
+    /// After an upstream loss, resubscribe subscribers and MONITOR silently instead of
+    /// closing their clients (`reconnect_subscribers`).
+    pub reconnect_subscribers: bool,
 }
 
 /// Runs one client session until either side closes or `shutdown` turns true (then the
@@ -239,8 +252,16 @@ struct Session<C> {
     // Blocking commands.
     /// A sliced blocking command is in flight: later client commands wait in `cbuf`.
     blocked: bool,
-    /// A slice ended empty before the client's timeout: re-issue it.
+    /// A slice ended empty before the client's timeout, or the proxy interrupted the wait:
+    /// re-issue it.
     reissue: Option<Box<Blocking>>,
+    /// The upstream connection's `CLIENT ID`, learnt before its first blocking command.
+    upstream_id: Option<NonZeroU64>,
+    /// The proxy's `CLIENT UNBLOCK` of this connection, in flight (see `unblock.rs`).
+    interrupt: Option<Pin<Box<dyn Future<Output = Unblocked> + Send>>>,
+    /// The empty reply of a wait the proxy was interrupting, before the `CLIENT UNBLOCK`
+    /// result said whose it was: the proxy's (re-issue) or the client's (forward it).
+    held_reply: Option<Box<(Box<Blocking>, Vec<u8>)>>,
 }
 
 impl<C: ClientStream> Session<C> {
@@ -276,6 +297,9 @@ impl<C: ClientStream> Session<C> {
             reauth_permit: None,
             blocked: false,
             reissue: None,
+            upstream_id: None,
+            interrupt: None,
+            held_reply: None,
             ctx,
         }
     }
@@ -337,16 +361,27 @@ impl<C: ClientStream> Session<C> {
                                 Err(e) => SessionEnd::UpstreamIo(e),
                                 _ => SessionEnd::UpstreamClosed,
                             };
-                            if !self.can_replace_upstream() || draining_since.is_some() || self.sent.quit {
-                                // Commands in flight or a transaction: the client must see the
-                                // loss and retry on its own.
+                            if draining_since.is_some() || self.sent.quit {
                                 return Err(end);
                             }
-                            tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
-                            self.upstream_lost = true;
-                            if self.conn.subscribed() || self.conn.monitor {
-                                // Subscribers send nothing: reconnect now.
-                                self.reconnect().await?;
+                            match self.on_upstream_loss() {
+                                OnLoss::Close(why) => {
+                                    // The client must see the loss and run its own logic.
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost; closing the client: {why}");
+                                    return Err(end);
+                                }
+                                OnLoss::Replace => {
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost while idle; a new one will be opened");
+                                    self.upstream_lost = true;
+                                    if self.conn.subscribed() || self.conn.monitor {
+                                        // Subscribers send nothing: reconnect now.
+                                        self.reconnect().await?;
+                                    }
+                                }
+                                OnLoss::Reissue(block) => {
+                                    tracing::info!(session = self.id, reason = %end, "upstream connection lost under a blocking command; re-issuing it on a new one");
+                                    self.reconnect_and_reissue(block).await?;
+                                }
                             }
                         }
                     }
@@ -383,6 +418,14 @@ impl<C: ClientStream> Session<C> {
                         self.reauth_permit = Some(p);
                         self.try_reauth().await?;
                     }
+                }
+                // The proxy's CLIENT UNBLOCK of this connection has run (or failed).
+                r = std::future::poll_fn(|cx| match self.interrupt.as_mut() {
+                    Some(request) => request.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }), if self.interrupt.is_some() => {
+                    self.interrupt = None;
+                    self.on_unblocked(r).await?;
                 }
                 r = shutdown.changed(), if draining_since.is_none() => {
                     if r.is_err() || *shutdown.borrow() {

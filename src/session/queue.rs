@@ -54,6 +54,9 @@ pub(super) enum Pending {
         /// The argument of the blocking XREAD whose `$` the probed ID replaces.
         arg: usize,
     },
+    /// `CLIENT ID`, injected before the first blocking command of a connection so that the
+    /// wait can be interrupted (`unblock.rs`); reply swallowed.
+    ClientId,
     /// An AUTH the proxy injected; its reply (the last of `frames`) is swallowed and checked.
     Reauth {
         /// The token sent.
@@ -82,6 +85,7 @@ impl Pending {
             Pending::Restore => "restore".into(),
             Pending::Refusal(_) => "refusal".into(),
             Pending::StreamProbe { .. } => "stream probe".into(),
+            Pending::ClientId => "injected CLIENT ID".into(),
         }
     }
 
@@ -228,6 +232,27 @@ impl ReplyQueue {
         }
         match self.pop() {
             Some(Pending::Reauth { token, started, .. }) => Some((token, started)),
+            _ => None,
+        }
+    }
+
+    /// Takes the one blocking command in flight, if nothing else but injected AUTHs is (the
+    /// connection is being replaced: the entries are dropped).
+    pub(super) fn take_lone_blocking(&mut self) -> Option<Box<Blocking>> {
+        let blocking = self
+            .entries
+            .iter()
+            .filter(|p| matches!(p, Pending::Blocking(_)))
+            .count();
+        if blocking != 1 || self.entries.len() != self.reauths + 1 {
+            return None;
+        }
+        let i = self
+            .entries
+            .iter()
+            .position(|p| matches!(p, Pending::Blocking(_)))?;
+        match self.entries.remove(i) {
+            Some(Pending::Blocking(b)) => Some(b),
             _ => None,
         }
     }

@@ -13,6 +13,9 @@ use super::{ClientStream, Session, SessionEnd};
 use crate::resp;
 use crate::token::AccessToken;
 
+use super::blocking::Interrupt;
+use super::unblock::Unblocked;
+
 impl<C: ClientStream> Session<C> {
     pub(super) fn inject_auth_after_reset(&mut self) {
         let Some(token) = self.token_rx.borrow().clone() else {
@@ -115,12 +118,73 @@ impl<C: ClientStream> Session<C> {
         );
         self.auth_generation = token.generation();
         self.reauth_wanted = None;
+        // A blocked command holds the AUTH back until it returns: interrupt it.
+        self.start_unblock(token.clone());
         self.queue.push(Pending::Reauth {
             token,
             frames,
             started: wanted_since,
         });
         Ok(())
+    }
+
+    /// Asks the unblocker to interrupt the wait in flight, if it could outlast the token, so
+    /// that the AUTH queued behind it runs.
+    fn start_unblock(&mut self, token: Arc<AccessToken>) {
+        if !self.blocked || self.interrupt.is_some() || !self.ctx.unblocker.available() {
+            return;
+        }
+        let Some(id) = self.upstream_id else {
+            return;
+        };
+        let slice = self.block_slice();
+        let Some(block) = self.queue.blocking_mut() else {
+            return;
+        };
+        let outlasts = block.deadline.is_none_or(|d| d > Instant::now() + slice);
+        if block.sliced || block.interrupt != Interrupt::None || !outlasts {
+            return;
+        }
+        block.interrupt = Interrupt::Requested;
+        let unblocker = self.ctx.unblocker.clone();
+        self.interrupt = Some(Box::pin(
+            async move { unblocker.unblock(id.get(), token).await },
+        ));
+    }
+
+    /// The result of the proxy's CLIENT UNBLOCK: an empty reply already received was the
+    /// proxy's (re-issue the command) or the client's (forward it); one still to come will be
+    /// told apart the same way.
+    pub(super) async fn on_unblocked(&mut self, result: Unblocked) -> Result<(), SessionEnd> {
+        // Boxed: a rare path (as every path that writes outside the main loop).
+        Box::pin(async move {
+            let ours = result == Unblocked::Yes;
+            if let Unblocked::Failed(why) = &result {
+                tracing::debug!(session = self.id, error = %why, "could not interrupt a blocked command for its re-AUTH");
+            }
+            if let Some(held) = self.held_reply.take() {
+                let (block, reply) = *held;
+                if ours {
+                    self.reissue = Some(block);
+                } else {
+                    self.blocked = false;
+                    self.client
+                        .write_all(&reply)
+                        .await
+                        .map_err(SessionEnd::ClientIo)?;
+                    self.client.flush().await.map_err(SessionEnd::ClientIo)?;
+                }
+            } else if let Some(block) = self.queue.blocking_mut() {
+                block.interrupt = if ours {
+                    Interrupt::Confirmed
+                } else {
+                    Interrupt::None
+                };
+            }
+            // Re-issue, re-AUTH and the commands held meanwhile, as after any reply.
+            self.on_upstream_data().await
+        })
+        .await
     }
 
     pub(super) fn finish_reauth(

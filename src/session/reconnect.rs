@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::blocking::Blocking;
 use super::command::{ReplyMode, SubKind};
 use super::io::Segment;
 use super::queue::Pending;
@@ -47,16 +48,55 @@ impl ReconnectPacer {
     }
 }
 
+/// What a session does when its upstream connection is lost (see the table in
+/// `docs/session.md`).
+pub(super) enum OnLoss {
+    /// Nothing is in flight and the proxy knows the whole connection state: open a new
+    /// connection and restore it.
+    Replace,
+    /// A blocking command waits and no byte of its reply has come: restore the state on a
+    /// new connection and send it again for the time left.
+    Reissue(Box<Blocking>),
+    /// The client must see the connection close (and its own logic run): the state cannot
+    /// be restored exactly, or a command that may have run is in flight.
+    Close(&'static str),
+}
+
 impl<C: ClientStream> Session<C> {
-    /// True if nothing the client sent is in flight and no transaction or WATCH is open:
-    /// the connection can be replaced without the client noticing.
-    pub(super) fn can_replace_upstream(&self) -> bool {
-        self.queue.state_changes_in_flight() == 0
-            && !self.sent.txn.is_open()
-            && !self.conn.in_multi
-            && !self.blocked
-            && self.reissue.is_none()
-            && self.queue.only_reauths()
+    /// Decides what the loss of the upstream connection means for this session.
+    pub(super) fn on_upstream_loss(&mut self) -> OnLoss {
+        if let Some(why) = self.sent.unrestorable {
+            return OnLoss::Close(why);
+        }
+        if self.sent.kill_sent {
+            return OnLoss::Close("its CLIENT KILL may have closed its own connection");
+        }
+        if self.sent.txn.is_open() || self.conn.in_multi {
+            return OnLoss::Close("a transaction or WATCH is open");
+        }
+        if (self.conn.subscribed() || self.conn.monitor || self.sent.emulating())
+            && !self.ctx.reconnect_subscribers
+        {
+            return OnLoss::Close("a subscriber or MONITOR would miss what came during the gap");
+        }
+        if self.queue.state_changes_in_flight() > 0 {
+            return OnLoss::Close("a state change is in flight");
+        }
+        if !self.blocked && self.reissue.is_none() && self.queue.only_reauths() {
+            return OnLoss::Replace;
+        }
+        if self.blocked && self.ubuf.is_empty() && self.held_reply.is_none() {
+            let block = self
+                .reissue
+                .take()
+                .or_else(|| self.queue.take_lone_blocking());
+            if let Some(block) = block {
+                if block.reissuable {
+                    return OnLoss::Reissue(block);
+                }
+            }
+        }
+        OnLoss::Close("a command that may have run is in flight")
     }
 
     /// Opens a new upstream connection (backing off, paced across sessions) and restores the
@@ -97,6 +137,8 @@ impl<C: ClientStream> Session<C> {
         };
         self.upstream = upstream;
         self.upstream_lost = false;
+        self.upstream_id = None;
+        self.interrupt = None;
         self.queue.clear();
         self.reauth_permit = None;
         self.ubuf.clear();
@@ -119,6 +161,22 @@ impl<C: ClientStream> Session<C> {
         }
         if let Some(name) = self.sent.client_name.clone() {
             self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
+        }
+        if let Some(info) = self.sent.lib_info.clone() {
+            for (attr, value) in [&b"LIB-NAME"[..], b"LIB-VER"].into_iter().zip(info.iter()) {
+                if let Some(value) = value {
+                    self.inject_restore(&[&b"CLIENT"[..], b"SETINFO", attr, value]);
+                }
+            }
+        }
+        if self.sent.no_evict {
+            self.inject_restore(&[&b"CLIENT"[..], b"NO-EVICT", b"ON"]);
+        }
+        if self.sent.no_touch {
+            self.inject_restore(&[&b"CLIENT"[..], b"NO-TOUCH", b"ON"]);
+        }
+        if self.sent.readonly {
+            self.inject_restore(&[b"READONLY"]);
         }
         for (cmd, kind) in [
             (&b"SUBSCRIBE"[..], SubKind::Channel),
@@ -156,6 +214,20 @@ impl<C: ClientStream> Session<C> {
         );
         self.note_token_change();
         Ok(())
+    }
+
+    /// Opens a new upstream connection, restores the state, and sends the blocking command
+    /// that was waiting on the lost one for the time it has left.
+    pub(super) async fn reconnect_and_reissue(
+        &mut self,
+        block: Box<Blocking>,
+    ) -> Result<(), SessionEnd> {
+        Box::pin(async move {
+            self.reconnect_inner().await?;
+            self.send_blocking(block, false);
+            self.write_upstream_plan().await
+        })
+        .await
     }
 
     /// Sends a command that restores state on a new connection; its reply is swallowed.

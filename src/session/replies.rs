@@ -2,14 +2,14 @@
 //! connection state the reply stream shows.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use std::borrow::Cow;
 
-use super::blocking::{last_stream_id, Blocking};
+use super::blocking::{last_stream_id, Interrupt};
 use super::command::{Kind, ReplyMode, SubKind};
 use super::io::{push_range, Segment, READ_CHUNK};
 use super::queue::Pending;
@@ -31,7 +31,7 @@ pub(super) enum Route {
 impl<C: ClientStream> Session<C> {
     pub(super) async fn on_upstream_data(&mut self) -> Result<(), SessionEnd> {
         self.route_replies().await?;
-        if let Some(block) = self.reissue.take() {
+        if let Some(block) = self.reissue.take_if(|_| self.interrupt.is_none()) {
             // A slice ended: re-authenticate first if a token is waiting, then wait again.
             self.try_reauth().await?;
             self.to_upstream.clear();
@@ -194,7 +194,7 @@ impl<C: ClientStream> Session<C> {
                 let n = self.apply_reply_mode(count);
                 if n == 0 && kind.changes_state() {
                     // HELLO, SELECT, MULTI... under CLIENT REPLY OFF/SKIP still take effect.
-                    self.apply_effects(kind, true);
+                    self.apply_effects_unanswered(kind);
                 }
                 n
             }
@@ -310,8 +310,34 @@ impl<C: ClientStream> Session<C> {
                     Route::Proxy
                 }
                 Some(Pending::Blocking(b)) => {
-                    let ended_empty = b.slice_ended_empty(bytes);
-                    self.route_blocking_reply(b, ended_empty)
+                    let empty = b.slice_ended_empty(bytes);
+                    match b.interrupt {
+                        // The proxy's CLIENT UNBLOCK ended it: wait again for the time left.
+                        Interrupt::Confirmed if empty => {
+                            self.reissue = Some(b);
+                            Route::Proxy
+                        }
+                        // Whose empty reply this is, the CLIENT UNBLOCK result will say.
+                        Interrupt::Requested if empty => {
+                            self.held_reply = Some(Box::new((b, bytes.to_vec())));
+                            Route::Proxy
+                        }
+                        _ if b.slice_ended(bytes, Instant::now()) => {
+                            self.reissue = Some(b);
+                            Route::Proxy
+                        }
+                        _ => {
+                            self.blocked = false;
+                            Route::Client
+                        }
+                    }
+                }
+                Some(Pending::ClientId) => {
+                    self.upstream_id = std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|t| t.strip_prefix(':'))
+                        .and_then(|t| t.trim_end().parse().ok());
+                    Route::Proxy
                 }
                 Some(Pending::Hello { version }) => {
                     if is_error {
@@ -334,20 +360,6 @@ impl<C: ClientStream> Session<C> {
                 // Commands, AUTHs and local replies are handled above.
                 _ => Route::Proxy,
             },
-        }
-    }
-
-    /// A blocking command's slice ended: the client's reply, or an empty slice to re-issue.
-    fn route_blocking_reply(&mut self, b: Box<Blocking>, timed_out: bool) -> Route {
-        let client_time_left = b
-            .deadline
-            .is_none_or(|d| d > Instant::now() + Duration::from_millis(1));
-        if timed_out && client_time_left {
-            self.reissue = Some(b);
-            Route::Proxy
-        } else {
-            self.blocked = false;
-            Route::Client
         }
     }
 
@@ -390,14 +402,19 @@ impl<C: ClientStream> Session<C> {
 
     /// State changes caused by a command's reply.
     pub(super) fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
-        let ok = !resp::is_error_reply(&self.ubuf[frame]);
-        self.apply_effects(kind, ok);
+        let refused_multi = self.conn.apply(kind, Some(&self.ubuf[frame]));
+        self.after_effects(refused_multi);
     }
 
-    /// State changes caused by a command that ran (`ok`: it succeeded; a command whose reply
-    /// is suppressed by CLIENT REPLY is taken to have succeeded).
-    pub(super) fn apply_effects(&mut self, kind: Kind, ok: bool) {
-        if self.conn.apply(kind, ok) {
+    /// State changes caused by a command that ran with its reply suppressed by CLIENT REPLY
+    /// (taken to have succeeded).
+    pub(super) fn apply_effects_unanswered(&mut self, kind: Kind) {
+        let refused_multi = self.conn.apply(kind, None);
+        self.after_effects(refused_multi);
+    }
+
+    fn after_effects(&mut self, refused_multi: bool) {
+        if refused_multi {
             // A refused MULTI (NOPERM, say) opened nothing.
             if let Some(&Pending::Command {
                 opened_multi: Some(number),

@@ -7,8 +7,9 @@
 //! (a HELLO first, a local refusal, a safe point). The two agree whenever no state-changing
 //! command is in flight.
 
-use super::command::{Kind, ReplyMode};
+use super::command::{ClientFlag, Kind, ReplyMode};
 use super::subscriptions::Subscriptions;
+use crate::resp::value::{self, Value};
 
 /// The server's connection state, as the replies received so far show it.
 #[derive(Debug)]
@@ -28,6 +29,11 @@ pub(super) struct ConnState {
     pub(super) monitor: bool,
     /// Channel, pattern and shard subscriptions.
     pub(super) subscriptions: Subscriptions,
+    /// Inside MULTI: commands answered `+QUEUED` so far.
+    queued: usize,
+    /// Inside MULTI: the last `SELECT` queued, as (its place among the queued commands, its
+    /// database); it takes effect if its element of the EXEC reply is `+OK`.
+    queued_select: Option<(usize, u32)>,
 }
 
 impl Default for ConnState {
@@ -40,6 +46,8 @@ impl Default for ConnState {
             in_multi: false,
             monitor: false,
             subscriptions: Subscriptions::default(),
+            queued: 0,
+            queued_select: None,
         }
     }
 }
@@ -55,19 +63,38 @@ impl ConnState {
         self.client_proto == 2 && self.proto == 3
     }
 
-    /// The state changes a command causes when it has run (`ok`: it succeeded; a command
-    /// whose reply is suppressed by CLIENT REPLY is taken to have succeeded). Returns true if
-    /// it was a refused MULTI, which the send side must know.
-    pub(super) fn apply(&mut self, kind: Kind, ok: bool) -> bool {
+    /// The state changes a command causes when it has run. `reply` is its reply frame, or
+    /// `None` when CLIENT REPLY suppressed it (the command is then taken to have succeeded).
+    /// Returns true if it was a refused MULTI, which the send side must know.
+    pub(super) fn apply(&mut self, kind: Kind, reply: Option<&[u8]>) -> bool {
+        let ok = reply.is_none_or(|r| !crate::resp::is_error_reply(r));
         if self.in_multi && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Reset)
         {
-            // Queued, not run.
+            // Queued, not run: a SELECT takes effect at EXEC, if it succeeds there.
+            if reply == Some(b"+QUEUED\r\n") {
+                if let Kind::Select(Some(db)) = kind {
+                    self.queued_select = Some((self.queued, db));
+                }
+                self.queued += 1;
+            }
             return false;
         }
         match kind {
-            Kind::Multi if ok => self.in_multi = true,
+            Kind::Multi if ok => {
+                self.in_multi = true;
+                self.queued = 0;
+                self.queued_select = None;
+            }
             Kind::Multi => return true,
-            Kind::Exec | Kind::Discard => self.in_multi = false,
+            Kind::Exec => {
+                self.in_multi = false;
+                if let (Some((at, db)), Some(reply)) = (self.queued_select.take(), reply) {
+                    if exec_element_ok(reply, at) {
+                        self.db = db;
+                    }
+                }
+            }
+            Kind::Discard => self.in_multi = false,
             Kind::Hello(Some(v)) if ok => {
                 self.proto = v;
                 self.client_proto = v;
@@ -80,6 +107,21 @@ impl ConnState {
             _ => {}
         }
         false
+    }
+}
+
+/// True if element `at` of an EXEC reply (an array of the queued commands' replies) is
+/// `+OK`. A nil or error EXEC reply (WATCH failed, EXECABORT) ran nothing.
+fn exec_element_ok(reply: &[u8], at: usize) -> bool {
+    match value::decode(reply) {
+        Ok(v) => match value::peel(&v) {
+            Value::List(b'*', items) => matches!(
+                items.get(at).map(value::peel),
+                Some(Value::Line(b'+', t)) if t.as_ref() == b"OK"
+            ),
+            _ => false,
+        },
+        Err(_) => false,
     }
 }
 
@@ -134,6 +176,21 @@ pub(super) struct SentState {
     pub(super) quit: bool,
     /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
     pub(super) client_name: Option<Vec<u8>>,
+    /// `CLIENT SETINFO` LIB-NAME and LIB-VER values, restored on a new connection.
+    pub(super) lib_info: Option<Box<[Option<Vec<u8>>; 2]>>,
+    /// `CLIENT NO-EVICT ON`, restored on a new connection.
+    pub(super) no_evict: bool,
+    /// `CLIENT NO-TOUCH ON`, restored on a new connection.
+    pub(super) no_touch: bool,
+    /// READONLY (cluster replicas), restored on a new connection.
+    pub(super) readonly: bool,
+    /// A `CLIENT KILL` was the last command sent: if the connection closes now, it may have
+    /// killed itself, and the client must see it closed.
+    pub(super) kill_sent: bool,
+    /// Why the connection holds state the proxy cannot restore (CLIENT TRACKING, a command
+    /// outside the allow-list, a state change queued in MULTI); `None` while it can be
+    /// replaced. Never cleared: an unknown state is not known to be reset.
+    pub(super) unrestorable: Option<&'static str>,
 }
 
 impl Default for SentState {
@@ -147,6 +204,12 @@ impl Default for SentState {
             subs: Subscriptions::default(),
             quit: false,
             client_name: None,
+            lib_info: None,
+            no_evict: false,
+            no_touch: false,
+            readonly: false,
+            kill_sent: false,
+            unrestorable: None,
         }
     }
 }
@@ -165,6 +228,13 @@ impl SentState {
             self.skip_next = true;
         }
         let mut opened = None;
+        self.kill_sent = kind == Kind::ClientKill;
+        if self.txn.in_multi() && !matches!(kind, Kind::Select(_)) && kind.changes_connection() {
+            // Queued: it takes effect at EXEC, if it succeeds there, which only SELECT's
+            // tracking follows.
+            self.unrestorable
+                .get_or_insert("a connection-state change inside MULTI");
+        }
         match kind {
             Kind::Multi => {
                 self.multis += 1;
@@ -187,9 +257,30 @@ impl SentState {
             Kind::Watch if self.txn == Txn::None => self.txn = Txn::Watching,
             Kind::Quit => self.quit = true,
             Kind::Reset => self.reset(),
+            Kind::ClientFlag(ClientFlag::NoEvict, on) => self.no_evict = on,
+            Kind::ClientFlag(ClientFlag::NoTouch, on) => self.no_touch = on,
+            Kind::ReadOnly(on) => self.readonly = on,
+            Kind::Unrestorable => {
+                self.unrestorable
+                    .get_or_insert("CLIENT TRACKING or a command the proxy does not model");
+            }
             _ => {}
         }
         (state_change, opened)
+    }
+
+    /// Records `CLIENT SETINFO <attr> <value>` (LIB-NAME or LIB-VER).
+    pub(super) fn set_info(&mut self, attr: &[u8], value: &[u8]) {
+        let slot = if attr.eq_ignore_ascii_case(b"LIB-NAME") {
+            0
+        } else if attr.eq_ignore_ascii_case(b"LIB-VER") {
+            1
+        } else {
+            self.unrestorable
+                .get_or_insert("an unknown CLIENT SETINFO attribute");
+            return;
+        };
+        self.lib_info.get_or_insert_with(Default::default)[slot] = Some(value.to_vec());
     }
 
     /// The MULTI that opened transaction `number` was refused: that transaction never opened.
@@ -201,10 +292,13 @@ impl SentState {
         }
     }
 
-    /// RESET sent: back to a new connection's state.
+    /// RESET sent: back to a new connection's state (what the proxy cannot restore stays
+    /// so).
     pub(super) fn reset(&mut self) {
         *self = SentState {
             multis: self.multis,
+            lib_info: self.lib_info.take(),
+            unrestorable: self.unrestorable,
             ..SentState::default()
         };
     }
@@ -270,16 +364,30 @@ mod tests {
             monitor: true,
             ..ConnState::default()
         };
-        c.apply(Kind::Reset, true);
+        c.apply(Kind::Reset, Some(b"+RESET\r\n"));
         assert_eq!((c.db, c.proto, c.monitor), (0, 2, false));
     }
 
     #[test]
     fn commands_queued_in_multi_change_nothing_until_exec() {
         let mut c = ConnState::default();
-        c.apply(Kind::Multi, true);
-        c.apply(Kind::Select(Some(3)), true);
+        c.apply(Kind::Multi, Some(b"+OK\r\n"));
+        c.apply(Kind::Plain, Some(b"+QUEUED\r\n"));
+        c.apply(Kind::Select(Some(3)), Some(b"+QUEUED\r\n"));
         assert_eq!(c.db, 0, "queued, not run");
-        assert!(c.apply(Kind::Multi, false), "a refused MULTI is reported");
+        c.apply(Kind::Exec, Some(b"*2\r\n$1\r\nv\r\n+OK\r\n"));
+        assert_eq!(c.db, 3, "SELECT ran at EXEC");
+        c.apply(Kind::Multi, Some(b"+OK\r\n"));
+        c.apply(Kind::Select(Some(99)), Some(b"+QUEUED\r\n"));
+        c.apply(Kind::Exec, Some(b"*1\r\n-ERR DB index is out of range\r\n"));
+        assert_eq!(c.db, 3, "a SELECT that failed at EXEC changes nothing");
+        c.apply(Kind::Multi, Some(b"+OK\r\n"));
+        c.apply(Kind::Select(Some(5)), Some(b"+QUEUED\r\n"));
+        c.apply(Kind::Exec, Some(b"*-1\r\n"));
+        assert_eq!(c.db, 3, "an aborted EXEC ran nothing");
+        assert!(
+            c.apply(Kind::Multi, Some(b"-NOPERM no\r\n")),
+            "a refused MULTI is reported"
+        );
     }
 }

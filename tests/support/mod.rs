@@ -342,19 +342,25 @@ impl Admin {
 
     /// Creates the ACL user for `token`: username = its oid, password = the token.
     pub async fn create_token_user(&mut self, token: &Token) {
+        self.create_token_user_with(token, &[]).await;
+    }
+
+    /// [`Admin::create_token_user`] with extra ACL rules after `+@all` (e.g. a command the
+    /// identity's access policy does not allow).
+    pub async fn create_token_user_with(&mut self, token: &Token, rules: &[&str]) {
         let password = format!(">{}", token.jwt);
-        let reply = self
-            .cmd(&[
-                "ACL",
-                "SETUSER",
-                token.oid.as_str(),
-                "on",
-                password.as_str(),
-                "~*",
-                "&*",
-                "+@all",
-            ])
-            .await;
+        let mut args = vec![
+            "ACL",
+            "SETUSER",
+            token.oid.as_str(),
+            "on",
+            password.as_str(),
+            "~*",
+            "&*",
+            "+@all",
+        ];
+        args.extend_from_slice(rules);
+        let reply = self.cmd(&args).await;
         assert_eq!(reply, Reply::ok(), "ACL SETUSER {}", token.oid);
     }
 
