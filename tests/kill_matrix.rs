@@ -4,8 +4,8 @@
 //!
 //! The rule (DESIGN.md, "When a connection is replaced"): the proxy either restores the state
 //! the client built exactly, on a new upstream connection, or closes the client connection so
-//! the client's own logic runs. Never a wrong reply. Each test is one row of the outcome table
-//! in docs/session.md's issue; its name says the state, and its assertions say the outcome:
+//! the client's own logic runs. Never a wrong reply. Each test is one row of issue #12's
+//! outcome table; its name says the state, and its assertions say the outcome:
 //!
 //! - *restored*: the next replies are exactly those of the state the client built, and come
 //!   from a new upstream connection (a new `CLIENT ID`);
@@ -566,7 +566,9 @@ async fn monitor_is_closed_by_default() {
 
 /// The in-flight command is held by the server (`CLIENT PAUSE WRITE` postpones writes, as
 /// `CLIENT LIST` shows with flag `b`), so it is certainly sent and certainly unanswered when
-/// its connection is killed.
+/// its connection is killed. (A kill sent during a client's `DEBUG SLEEP 1` cannot test this:
+/// redis-server writes the sleep's `+OK` before it reads the admin's `CLIENT KILL`, so the
+/// proxy sees a reply and then an idle connection; and the harness's server refuses `DEBUG`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_blocking_command_in_flight_closes_the_client() {
     let row = "non-blocking command in flight";
