@@ -41,6 +41,18 @@ if ! python3 -c 'import redis' >/dev/null 2>&1; then
         python3 -m pip install -q --break-system-packages redis==6.4.0
 fi
 
+# Node.js clients: tests/node_clients.rs drives node-redis and ioredis, pinned in
+# tests/clients/package.json and its lock file (which names no registry host).
+command -v node >/dev/null 2>&1 || apt_install nodejs
+command -v npm >/dev/null 2>&1 || apt_install npm
+if ! (cd tests/clients && node -e '
+    const deps = require("./package.json").dependencies;
+    for (const [name, version] of Object.entries(deps)) {
+        if (require(`./node_modules/${name}/package.json`).version !== version) process.exit(1);
+    }' >/dev/null 2>&1); then
+    (cd tests/clients && npm ci --no-audit --no-fund)
+fi
+
 # rustfmt and clippy come with most toolchains; add them if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     if command -v rustup >/dev/null 2>&1; then
