@@ -88,26 +88,25 @@ impl RawConn {
             if let Some(end) = frame_end(&self.buf, 0) {
                 return Some(self.buf.drain(..end).collect());
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
+            // Straight into the buffer: a chunk on the stack would sit in every caller's future.
+            self.buf.reserve(64 * 1024);
+            let n = match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
                 Err(_) => return None,
                 Ok(r) => r.expect("read"),
             };
             assert!(n > 0, "connection closed; buffered: {}", show(&self.buf));
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
     /// Whatever bytes are buffered or arrive within `wait` (for streams that are not RESP).
     pub async fn frame_or_bytes(&mut self, wait: Duration) -> Option<Vec<u8>> {
         if self.buf.is_empty() {
-            let mut chunk = [0u8; 64 * 1024];
-            let n = tokio::time::timeout(wait, self.io.read(&mut chunk))
+            self.buf.reserve(64 * 1024);
+            let n = tokio::time::timeout(wait, self.io.read_buf(&mut self.buf))
                 .await
                 .ok()?
                 .expect("read");
             assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
         }
         Some(std::mem::take(&mut self.buf))
     }
