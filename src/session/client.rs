@@ -9,11 +9,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::blocking::{slice_length, Blocking};
 use super::command::{
-    frame_args, full_kind, in_multi_unsupported, owned_args, quick_kind, strip_hello_auth,
-    Classified, Kind, ReplyMode,
+    auth_arity_error, frame_args, full_kind, hello_syntax_error, in_multi_unsupported, owned_args,
+    parse_hello, quick_kind, Classified, Kind, ReplyMode, Tracking,
 };
 use super::io::{Segment, READ_CHUNK};
 use super::queue::Pending;
+use super::replication::Replication;
 use super::{write_error, ClientStream, Session, SessionEnd};
 use crate::resp::{self, ProtocolError};
 use crate::token::Secret;
@@ -21,13 +22,27 @@ use crate::token::Secret;
 /// What to do with a client command.
 pub(super) enum Action {
     Forward(Kind, usize),
-    /// The client's AUTH against `client_password_file`: true if the password matched.
-    LocalAuth(bool),
+    /// The client's AUTH (or a HELLO's AUTH option), answered locally.
+    LocalAuth(LocalAuth),
     Local(Cow<'static, [u8]>),
     /// Refuse as redis-server refuses a RESP2 subscriber's command; the exact error depends
     /// on the command table, so `COMMAND INFO` is asked first.
     Refuse(Vec<Vec<u8>>),
     Rewrite(Kind, usize, Vec<u8>),
+}
+
+/// The result of a client's AUTH, which never reaches the cache.
+pub(super) enum LocalAuth {
+    /// Accepted (the password matched, or there is no `client_password_file`).
+    Ok,
+    /// The password did not match `client_password_file`.
+    WrongPass,
+    /// A wrong number of arguments: redis-server's error, given when the command is queued
+    /// (`at_queue`) or when it runs.
+    Error {
+        reply: &'static [u8],
+        at_queue: bool,
+    },
 }
 
 /// Compares a client's password with the configured one in time independent of where they
@@ -43,9 +58,10 @@ pub(super) fn matches_password(given: &[u8], password: &Secret) -> bool {
 
 impl<C: ClientStream> Session<C> {
     pub(super) async fn on_client_data(&mut self) -> Result<(), SessionEnd> {
-        if self.blocked || self.interrupt.is_some() {
+        if self.blocked || self.interrupt.is_some() || self.replication != Replication::None {
             // Held until the blocking command's real reply (and until the proxy's own
-            // CLIENT UNBLOCK has run, so that it cannot reach a later command).
+            // CLIENT UNBLOCK has run, so that it cannot reach a later command), or until the
+            // reply to SYNC shows whether the connection became a replication stream.
             return Ok(());
         }
         if self.upstream_lost && !self.cbuf.is_empty() {
@@ -129,20 +145,31 @@ impl<C: ClientStream> Session<C> {
                 Action::Local(reply) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
-                    self.queue.push(Pending::Local(reply));
+                    self.local_reply(reply, false);
                     continue;
                 }
-                Action::LocalAuth(ok) => {
+                Action::LocalAuth(auth) => {
                     self.flush_run(run_start, frame.start);
                     run_start = pos;
-                    let reply: &'static [u8] = if ok {
-                        self.client_authed = true;
-                        b"+OK\r\n"
-                    } else {
-                        tracing::info!(session = self.id, "a local client sent a wrong password");
-                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    let (reply, at_exec): (&'static [u8], bool) = match auth {
+                        LocalAuth::Ok => {
+                            // Inside MULTI the client is authenticated already.
+                            self.client_authed = true;
+                            (b"+OK\r\n", true)
+                        }
+                        LocalAuth::WrongPass => {
+                            tracing::info!(
+                                session = self.id,
+                                "a local client sent a wrong password"
+                            );
+                            (
+                                b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+                                true,
+                            )
+                        }
+                        LocalAuth::Error { reply, at_queue } => (reply, !at_queue),
                     };
-                    self.queue.push(Pending::Local(Cow::Borrowed(reply)));
+                    self.local_reply(Cow::Borrowed(reply), at_exec);
                     continue;
                 }
                 Action::Refuse(args) => {
@@ -164,10 +191,17 @@ impl<C: ClientStream> Session<C> {
                 }
             }
             match kind {
+                Kind::Tracking(t) => self.tracking_unredirected = t == Tracking::On,
+                Kind::Sync => {
+                    // The client's later bytes wait for its reply (see `replication.rs`).
+                    self.replication = Replication::Requested;
+                    break;
+                }
                 Kind::Reset => {
                     // RESET logs the client out too.
                     // (The send-side state was reset when it was enqueued.)
                     self.client_authed = self.ctx.client_password.is_none();
+                    self.tracking_unredirected = false;
                     // After RESET the connection is logged out: AUTH again right behind it.
                     self.flush_run(run_start, pos);
                     run_start = pos;
@@ -282,80 +316,131 @@ impl<C: ClientStream> Session<C> {
             return Action::Forward(Kind::Plain, 0);
         };
         let nargs = args.len();
-        let kind = full_kind(name, args);
-        if let Some(password) = &self.ctx.client_password {
+        let k = match full_kind(name, args) {
+            // A RESP2 subscriber's AUTH: redis-server's refusal (arity first, then context).
+            Classified::Auth if self.sent.emulating() => return Action::Refuse(owned_args(args)),
+            // Never forwarded: it would replace the Entra identity.
+            Classified::Auth => return Action::LocalAuth(self.local_auth(args)),
+            Classified::Kind(k) => k,
+        };
+        if matches!(k, Kind::Hello(_)) && !self.sent.emulating() && !self.sent.txn.in_multi() {
+            return self.classify_hello(args, inline);
+        }
+        if !self.client_authed && !matches!(k, Kind::Quit | Kind::Reset) {
             // Local client authentication: nothing is forwarded before the client's AUTH.
-            match kind {
-                Classified::Auth if !self.sent.emulating() => {
-                    let given = args.get(1..).and_then(|a| a.last()).copied().unwrap_or(b"");
-                    return Action::LocalAuth(matches_password(given, password) && nargs <= 3);
-                }
-                Classified::Kind(Kind::Hello(_)) => {
-                    let auth = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"));
-                    match auth.and_then(|i| args.get(i + 2)) {
-                        Some(given) if matches_password(given, password) => {
-                            // Authenticated by HELLO: forwarded below without its AUTH part.
-                        }
-                        Some(_) => return Action::LocalAuth(false),
-                        None if !self.client_authed => {
-                            return Action::Local(Cow::Borrowed(
-                                b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
-                            ))
-                        }
-                        None => {}
-                    }
-                }
-                Classified::Kind(Kind::Quit | Kind::Reset) => {}
-                _ if !self.client_authed => {
-                    return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"))
-                }
-                _ => {}
+            return Action::Local(Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"));
+        }
+        if self.sent.txn.in_multi() {
+            if self.ctx.cluster.is_some() && matches!(k, Kind::Topology(_)) {
+                // Its reply would come inside EXEC's, where it is not rewritten.
+                return Action::Local(Cow::Borrowed(
+                    b"-ERR entra-redis-proxy does not support CLUSTER SLOTS, SHARDS, NODES or REPLICAS inside MULTI in cluster mode\r\n",
+                ));
+            }
+            if in_multi_unsupported(k) {
+                return Action::Local(Cow::Borrowed(
+                    b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
+                ));
+            }
+            if k == Kind::Exec && nargs == 1 && self.txn_locals.as_ref().is_some_and(|l| l.aborted)
+            {
+                // An error the proxy gave while queueing: redis-server would refuse to run the
+                // transaction, so the cache discards it and the client gets EXECABORT.
+                return Action::Rewrite(k, 1, resp::encode_command(&[&b"DISCARD"[..]]));
+            }
+            if k == Kind::Sync {
+                // Refused by the server inside MULTI (no-multi): an ordinary reply.
+                return Action::Forward(Kind::Plain, nargs);
             }
         }
-        match kind {
-            Classified::Auth if self.sent.emulating() => Action::Refuse(owned_args(args)),
-            Classified::Auth => Action::Local(Cow::Borrowed(b"+OK\r\n")),
-            Classified::Kind(k) => {
-                if self.sent.txn.in_multi()
-                    && self.ctx.cluster.is_some()
-                    && matches!(k, Kind::Topology(_))
-                {
-                    // Its reply would come inside EXEC's, where it is not rewritten.
-                    return Action::Local(Cow::Borrowed(
-                        b"-ERR entra-redis-proxy does not support CLUSTER SLOTS, SHARDS, NODES or REPLICAS inside MULTI in cluster mode\r\n",
-                    ));
+        if self.sent.emulating() {
+            // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
+            let allowed = match k {
+                Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => true,
+                Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
+                    return Action::Forward(Kind::PingSubscribed, nargs)
                 }
-                if self.sent.txn.in_multi() && in_multi_unsupported(k) {
-                    return Action::Local(Cow::Borrowed(
-                        b"-ERR entra-redis-proxy does not support HELLO, SUBSCRIBE, CLIENT REPLY or MONITOR inside MULTI\r\n",
-                    ));
-                }
-                if self.sent.emulating() {
-                    // A RESP2 subscriber whose upstream speaks RESP3: keep RESP2's rules.
-                    let allowed = match k {
-                        Kind::Subscribe(_) | Kind::Unsubscribe(_) | Kind::Reset | Kind::Quit => {
-                            true
-                        }
-                        Kind::Plain if name.eq_ignore_ascii_case(b"PING") => {
-                            return Action::Forward(Kind::PingSubscribed, nargs)
-                        }
-                        _ => false,
-                    };
-                    if !allowed {
-                        return Action::Refuse(owned_args(args));
-                    }
-                }
-                if let Kind::Hello(_) = k {
-                    if let Some(stripped) = strip_hello_auth(args) {
-                        return Action::Rewrite(k, stripped.0, stripped.1);
-                    }
-                }
-                if inline && k != Kind::Plain {
-                    // Re-encode so the server sees exactly the arguments the session saw.
-                    return Action::Rewrite(k, nargs, resp::encode_command(args));
-                }
-                Action::Forward(k, nargs)
+                _ => false,
+            };
+            if !allowed {
+                return Action::Refuse(owned_args(args));
             }
+        }
+        if inline && k != Kind::Plain {
+            // Re-encode so the server sees exactly the arguments the session saw.
+            return Action::Rewrite(k, nargs, resp::encode_command(args));
+        }
+        Action::Forward(k, nargs)
+    }
+
+    /// The result of a client's AUTH, as redis-server would give it: arity errors, then the
+    /// password (any password without `client_password_file`).
+    fn local_auth(&self, args: &[&[u8]]) -> LocalAuth {
+        if let Some((reply, at_queue)) = auth_arity_error(args.len()) {
+            return LocalAuth::Error { reply, at_queue };
+        }
+        match &self.ctx.client_password {
+            Some(password) if !matches_password(args[args.len() - 1], password) => {
+                LocalAuth::WrongPass
+            }
+            _ => LocalAuth::Ok,
+        }
+    }
+
+    /// A HELLO outside MULTI: its version and options checked as redis-server checks them,
+    /// its AUTH options answered locally and stripped.
+    fn classify_hello(&self, args: &[&[u8]], inline: bool) -> Action {
+        let hello = match parse_hello(args) {
+            Ok(h) => h,
+            Err(reply) => return Action::Local(Cow::Borrowed(reply)),
+        };
+        let mut authed = self.client_authed;
+        if let Some(password) = &self.ctx.client_password {
+            for given in &hello.passwords {
+                if !matches_password(given, password) {
+                    return Action::LocalAuth(LocalAuth::WrongPass);
+                }
+                authed = true;
+            }
+        }
+        // A HELLO that fails on an option switches nothing (but authenticates, if an AUTH
+        // option came before the bad one).
+        let kind = match (hello.bad_option, args.get(1)) {
+            (Some(bad), _) if !authed => {
+                return Action::Local(Cow::Owned(hello_syntax_error(args[bad])))
+            }
+            (Some(_), _) => Kind::Hello(None),
+            (None, _) if !authed => {
+                return Action::Local(Cow::Borrowed(
+                    b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n",
+                ))
+            }
+            (None, Some(v)) => Kind::Hello(Some(if v == b"3" { 3 } else { 2 })),
+            (None, None) => Kind::Hello(None),
+        };
+        match hello.forward {
+            Some((nargs, bytes)) => Action::Rewrite(kind, nargs, bytes),
+            None if inline => Action::Rewrite(kind, args.len(), resp::encode_command(args)),
+            None => Action::Forward(kind, args.len()),
+        }
+    }
+
+    /// Answers a command locally, inside MULTI as redis-server would: a result that redis-server
+    /// gives when EXEC runs (`at_exec`) is answered `+QUEUED` and goes into EXEC's reply; an
+    /// error given while queueing makes EXEC fail.
+    pub(super) fn local_reply(&mut self, reply: Cow<'static, [u8]>, at_exec: bool) {
+        if !self.sent.txn.in_multi() {
+            self.queue.push(Pending::Local(reply));
+            return;
+        }
+        let locals = self.txn_locals.get_or_insert_with(Default::default);
+        if at_exec {
+            locals.replies.push((self.txn_queued as usize, reply));
+            self.queue
+                .push(Pending::Local(Cow::Borrowed(b"+QUEUED\r\n")));
+        } else {
+            locals.aborted |= resp::is_error_reply(&reply);
+            self.queue.push(Pending::Local(reply));
         }
     }
 
@@ -365,7 +450,26 @@ impl<C: ClientStream> Session<C> {
         } else {
             kind
         };
+        let in_multi = self.sent.txn.in_multi();
         let (state_change, opened_multi) = self.sent.command_sent(kind);
+        if in_multi {
+            // Where the proxy's own replies go in EXEC's array.
+            match kind {
+                Kind::Exec if nargs == 1 => {
+                    if let Some(locals) = self.txn_locals.take() {
+                        self.queue.push(Pending::Exec(locals));
+                        return;
+                    }
+                }
+                Kind::Discard | Kind::Reset => self.txn_locals = None,
+                // Run at once, not queued (or no command at all).
+                Kind::Multi | Kind::Watch | Kind::Empty | Kind::Quit | Kind::Exec => {}
+                _ => self.txn_queued += 1,
+            }
+        } else if opened_multi.is_some() {
+            self.txn_queued = 0;
+            self.txn_locals = None;
+        }
         self.queue
             .push_command(kind, nargs, state_change, opened_multi);
     }

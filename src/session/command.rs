@@ -52,6 +52,12 @@ pub(super) enum Kind {
     /// CLIENT CACHING, or any command outside the allow-list in `stateless.rs`): the session
     /// can no longer move to a new upstream connection.
     Unrestorable,
+    /// CLIENT TRACKING ON/OFF: whether invalidation pushes a RESP2 subscriber's RESP3
+    /// upstream receives are the client's to see.
+    Tracking(Tracking),
+    /// SYNC or PSYNC (outside MULTI): unless refused, the connection becomes a replication
+    /// stream, which the session pipes raw for the rest of its life.
+    Sync,
 }
 
 /// A per-connection client flag that the proxy restores.
@@ -83,6 +89,7 @@ impl Kind {
                 | Kind::ReadOnly(_)
                 | Kind::ClientKill
                 | Kind::Unrestorable
+                | Kind::Tracking(_)
         )
     }
 }
@@ -101,6 +108,7 @@ impl Kind {
                 | Kind::ReadOnly(_)
                 | Kind::ClientReply(_)
                 | Kind::Unrestorable
+                | Kind::Tracking(_)
         )
     }
 }
@@ -119,6 +127,16 @@ pub(super) enum ReplyMode {
     Skip,
 }
 
+/// What `CLIENT TRACKING` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tracking {
+    Off,
+    /// On, without REDIRECT: redis-server sends a RESP2 client no invalidation at all.
+    On,
+    /// On, invalidations redirected to another connection.
+    OnRedirect,
+}
+
 pub(super) enum Classified {
     Auth,
     Kind(Kind),
@@ -130,9 +148,9 @@ pub(super) enum Classified {
 #[inline]
 pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
     let special: &[&[u8]] = match name.len() {
-        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT"],
+        4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT", b"SYNC"],
         5 => &[
-            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH",
+            b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH", b"PSYNC",
         ],
         6 => &[b"CLIENT", b"BLMOVE", b"BLMPOP", b"BZMPOP", b"SELECT"],
         7 => &[b"DISCARD", b"MONITOR", b"UNWATCH", b"CLUSTER"],
@@ -205,6 +223,8 @@ pub(super) fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
         Kind::ReadOnly(false)
     } else if is("CLUSTER") {
         topology_command(args).map_or(Kind::Plain, Kind::Topology)
+    } else if is("SYNC") || is("PSYNC") {
+        Kind::Sync
     } else if is_stateless(name) {
         Kind::Plain
     } else {
@@ -245,6 +265,20 @@ fn client_kind(args: &[&[u8]]) -> Kind {
         };
         // A bad value is refused by the server and changes nothing.
         on_off(args.get(2)).map_or(Kind::Plain, |on| Kind::ClientFlag(flag, on))
+    } else if sub_is("TRACKING") && args.len() >= 3 {
+        // State the proxy does not restore: the session is closed on an upstream loss.
+        if args[2].eq_ignore_ascii_case(b"OFF") {
+            Kind::Tracking(Tracking::Off)
+        } else if !args[2].eq_ignore_ascii_case(b"ON") {
+            Kind::Plain
+        } else if args[3..]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"REDIRECT"))
+        {
+            Kind::Tracking(Tracking::OnRedirect)
+        } else {
+            Kind::Tracking(Tracking::On)
+        }
     } else if sub_is("SETINFO") {
         Kind::SetInfo
     } else if sub_is("KILL") {
@@ -266,7 +300,7 @@ fn client_kind(args: &[&[u8]]) -> Kind {
     {
         Kind::Plain
     } else {
-        // TRACKING, CACHING, and anything newer than this table.
+        // CACHING, and anything newer than this table.
         Kind::Unrestorable
     }
 }
@@ -297,22 +331,98 @@ pub(super) fn in_multi_unsupported(k: Kind) -> bool {
     )
 }
 
-/// `HELLO protover AUTH user pass [SETNAME name]` without its AUTH part, re-encoded; `None`
-/// when there is no AUTH.
-pub(super) fn strip_hello_auth(args: &[&[u8]]) -> Option<(usize, Vec<u8>)> {
-    let mut out: Vec<&[u8]> = Vec::with_capacity(args.len());
-    let mut i = 0;
-    let mut stripped = false;
-    while i < args.len() {
-        if i >= 2 && args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
-            i += 3;
-            stripped = true;
-            continue;
+/// What redis-server makes of `HELLO [protover [AUTH user pass] [SETNAME name]]`, checked the
+/// way redis-server 7.0 checks it: the version first, then the options from left to right,
+/// each `AUTH` taking effect as it is read, and the first option it cannot read ending the
+/// command with a syntax error.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct HelloOptions<'a> {
+    /// The password of each `AUTH` option read before any syntax error, in order.
+    pub(super) passwords: Vec<&'a [u8]>,
+    /// The index of the option redis-server stops at with a syntax error.
+    pub(super) bad_option: Option<usize>,
+    /// The command as the cache must get it: without its `AUTH` options, and without anything
+    /// after the bad option (which redis-server never reads); `None` if that is the command
+    /// as it came.
+    pub(super) forward: Option<(usize, Vec<u8>)>,
+}
+
+/// Reads a HELLO command (`args[0]` is `HELLO`); `Err` is the reply redis-server gives a bad
+/// protocol version, before it reads any option.
+pub(super) fn parse_hello<'a>(args: &[&'a [u8]]) -> Result<HelloOptions<'a>, &'static [u8]> {
+    if let Some(v) = args.get(1) {
+        match parse_redis_int(v) {
+            None => return Err(b"-ERR Protocol version is not an integer or out of range\r\n"),
+            Some(2 | 3) => {}
+            Some(_) => return Err(b"-NOPROTO unsupported protocol version\r\n"),
         }
-        out.push(args[i]);
-        i += 1;
     }
-    stripped.then(|| (out.len(), resp::encode_command(&out)))
+    let mut passwords = Vec::new();
+    let mut bad_option = None;
+    let mut keep: Vec<&[u8]> = args.iter().take(2).copied().collect();
+    let mut j = 2;
+    while j < args.len() {
+        let more = args.len() - 1 - j;
+        if args[j].eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            passwords.push(args[j + 2]);
+            j += 3;
+        } else if args[j].eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            keep.extend_from_slice(&args[j..j + 2]);
+            j += 2;
+        } else {
+            keep.push(args[j]);
+            bad_option = Some(j);
+            break;
+        }
+    }
+    let forward = (keep.len() != args.len()).then(|| (keep.len(), resp::encode_command(&keep)));
+    Ok(HelloOptions {
+        passwords,
+        bad_option,
+        forward,
+    })
+}
+
+/// redis-server's reply to a HELLO option it cannot read (`addReplyErrorFormat`: the option
+/// as a C string, CR and LF turned into spaces).
+pub(super) fn hello_syntax_error(option: &[u8]) -> Vec<u8> {
+    let end = memchr::memchr(0, option).unwrap_or(option.len());
+    let mut out = b"-ERR Syntax error in HELLO option '".to_vec();
+    out.extend(option[..end].iter().map(|&b| match b {
+        b'\r' | b'\n' => b' ',
+        b => b,
+    }));
+    out.extend_from_slice(b"'\r\n");
+    out
+}
+
+/// An integer as redis-server's `string2ll` reads it: no sign but `-`, no leading zero, no
+/// spaces, within `i64`.
+fn parse_redis_int(v: &[u8]) -> Option<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    let canonical = match digits {
+        [b'0'] => v.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// redis-server's reply to an `AUTH` with a wrong number of arguments (`nargs` counts the
+/// name), and whether it is given when the command is queued (an arity error: the transaction
+/// is then aborted at EXEC) rather than when it runs (`AUTH a b c`: a syntax error).
+pub(super) fn auth_arity_error(nargs: usize) -> Option<(&'static [u8], bool)> {
+    match nargs {
+        0 | 1 => Some((
+            b"-ERR wrong number of arguments for 'auth' command\r\n",
+            true,
+        )),
+        2 | 3 => None,
+        _ => Some((b"-ERR syntax error\r\n", false)),
+    }
 }
 
 /// The arguments of a complete command frame, owned (rare paths only).
@@ -391,17 +501,67 @@ mod tests {
         }
     }
 
+    fn hello(args: &[&str]) -> Result<HelloOptions<'static>, &'static [u8]> {
+        let args: Vec<&'static [u8]> = args
+            .iter()
+            .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        parse_hello(&args)
+    }
+
     #[test]
     fn hello_auth_is_stripped() {
-        let args: Vec<&[u8]> = vec![b"HELLO", b"3", b"auth", b"u", b"p", b"SETNAME", b"x"];
-        let (n, bytes) = strip_hello_auth(&args).unwrap();
+        let h = hello(&["HELLO", "3", "auth", "u", "p", "SETNAME", "x"]).unwrap();
+        assert_eq!(h.passwords, vec![&b"p"[..]]);
+        assert_eq!(h.bad_option, None);
+        let (n, bytes) = h.forward.unwrap();
         assert_eq!(n, 4);
         assert_eq!(
             bytes,
             resp::encode_command(&[&b"HELLO"[..], b"3", b"SETNAME", b"x"])
         );
-        let args: Vec<&[u8]> = vec![b"HELLO", b"3"];
-        assert!(strip_hello_auth(&args).is_none());
+        let h = hello(&["HELLO", "3"]).unwrap();
+        assert!(h.forward.is_none() && h.passwords.is_empty());
+    }
+
+    #[test]
+    fn hello_options_are_read_as_redis_server_reads_them() {
+        // SETNAME's value may be "AUTH": then `u` is the bad option, and nothing authenticates.
+        let h = hello(&["HELLO", "3", "SETNAME", "AUTH", "u", "p"]).unwrap();
+        assert!(h.passwords.is_empty());
+        assert_eq!(h.bad_option, Some(4));
+        // AUTH takes effect before a later syntax error; what follows it is never read, so it
+        // is not forwarded (a password there would otherwise reach the cache).
+        let h = hello(&["HELLO", "2", "AUTH", "u", "p", "FOO", "AUTH", "v", "q"]).unwrap();
+        assert_eq!(h.passwords, vec![&b"p"[..]]);
+        assert_eq!(h.bad_option, Some(5));
+        assert_eq!(
+            h.forward.unwrap().1,
+            resp::encode_command(&[&b"HELLO"[..], b"2", b"FOO"])
+        );
+        // AUTH without its password is the bad option; what follows it is not read.
+        let h = hello(&["HELLO", "3", "AUTH", "u"]).unwrap();
+        assert_eq!(h.bad_option, Some(2));
+        assert_eq!(
+            h.forward.unwrap().1,
+            resp::encode_command(&[&b"HELLO"[..], b"3", b"AUTH"])
+        );
+        // The version is checked first.
+        assert_eq!(
+            hello(&["HELLO", "4", "AUTH", "u", "p"]).unwrap_err(),
+            b"-NOPROTO unsupported protocol version\r\n"
+        );
+        for v in ["x", "03", "-0", "+3", " 3", ""] {
+            assert_eq!(
+                hello(&["HELLO", v]).unwrap_err(),
+                b"-ERR Protocol version is not an integer or out of range\r\n",
+                "{v:?}"
+            );
+        }
+        assert_eq!(
+            hello_syntax_error(b"a\r\nb\0c"),
+            b"-ERR Syntax error in HELLO option 'a  b'\r\n"
+        );
     }
 
     #[test]

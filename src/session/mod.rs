@@ -28,11 +28,13 @@ mod io;
 mod queue;
 mod reauth;
 mod reconnect;
+mod replication;
 mod replies;
 mod resp2_subscriber;
 mod state;
 mod stateless;
 mod subscriptions;
+mod txn;
 mod unblock;
 
 use std::future::Future;
@@ -53,6 +55,7 @@ use crate::upstream::{UpstreamConnector, UpstreamStream};
 use blocking::Blocking;
 use io::{read_available, ReadOutcome, Segment, CLIENT_READ_BUDGET, HELD_MAX};
 use queue::ReplyQueue;
+use replication::Replication;
 use state::{ConnState, SentState};
 
 pub use cluster_hook::ReplyRewriter;
@@ -205,6 +208,8 @@ enum SessionEnd {
     UpstreamProtocol(ProtocolError),
     #[error("could not reopen the upstream connection: {0}")]
     Reconnect(String),
+    #[error("replication stream: {0}")]
+    Replication(std::io::Error),
 }
 
 struct Session<C> {
@@ -230,6 +235,18 @@ struct Session<C> {
     sent: SentState,
     /// The client has authenticated locally (always true without `client_password_file`).
     client_authed: bool,
+    /// Commands the cache has queued in the open transaction (send side): where a reply the
+    /// proxy gives itself inside MULTI goes in EXEC's array.
+    txn_queued: u32,
+    /// Replies the proxy gave itself inside the open transaction (rare: boxed).
+    txn_locals: Option<Box<txn::LocalReplies>>,
+    /// The client turned tracking on without REDIRECT (send side): while it is a RESP2
+    /// subscriber served through RESP3, the invalidation pushes for its own keys are dropped,
+    /// as redis-server sends a RESP2 client none.
+    tracking_unredirected: bool,
+    /// SYNC or PSYNC: requested (later client bytes wait until its reply shows whether the
+    /// connection became a replication stream), or streaming (a raw pipe from then on).
+    replication: Replication,
 
     // Upstream loss.
     /// The upstream connection broke while nothing was in flight; a new one is opened
@@ -288,6 +305,10 @@ impl<C: ClientStream> Session<C> {
             conn: ConnState::default(),
             sent: SentState::default(),
             client_authed: ctx.client_password.is_none(),
+            txn_queued: 0,
+            txn_locals: None,
+            tracking_unredirected: false,
+            replication: Replication::None,
             upstream_lost: false,
             restore_confirmations: 0,
             token_rx,
@@ -312,6 +333,10 @@ impl<C: ClientStream> Session<C> {
         let mut token_source_open = true;
         let mut draining_since: Option<Instant> = None;
         loop {
+            if self.replication == Replication::Streaming {
+                // Boxed: a rare path.
+                return Box::pin(self.pipe(&mut shutdown)).await;
+            }
             if let Some(since) = draining_since {
                 if !self.client_replies_outstanding() {
                     break;
@@ -389,7 +414,7 @@ impl<C: ClientStream> Session<C> {
                         }
                     }
                 }
-                r = std::future::poll_fn(|cx| self.client.poll_readable(cx)), if client_open && draining_since.is_none() && !(self.blocked && self.cbuf.len() > HELD_MAX) => {
+                r = std::future::poll_fn(|cx| self.client.poll_readable(cx)), if client_open && draining_since.is_none() && !((self.blocked || self.replication != Replication::None) && self.cbuf.len() > HELD_MAX) => {
                     let read = r.and_then(|()| read_available(&mut self.client, &mut self.cbuf, CLIENT_READ_BUDGET));
                     match read {
                         Ok(ReadOutcome::Eof) => {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::blocking::Blocking;
 use super::command::Kind;
+use super::txn::LocalReplies;
 use crate::token::AccessToken;
 
 /// An entry of the reply queue.
@@ -35,6 +36,9 @@ pub(super) enum Pending {
     },
     /// A reply the proxy gives itself (the client's AUTH, a refused command).
     Local(Cow<'static, [u8]>),
+    /// The client's EXEC (or the DISCARD sent for it) closing a transaction in which the
+    /// proxy answered commands itself: its reply gets their results (see `txn.rs`).
+    Exec(Box<LocalReplies>),
     /// A HELLO the proxy injected to switch the upstream protocol (RESP2 subscribers); its
     /// reply is swallowed.
     Hello {
@@ -79,6 +83,7 @@ impl Pending {
                 ..
             } => format!("{kind:?} x{count} remaining={remaining:?}"),
             Pending::Local(_) => "local reply".into(),
+            Pending::Exec(l) => format!("EXEC with {} local replies", l.replies.len()),
             Pending::Hello { version } => format!("injected HELLO {version}"),
             Pending::Reauth { frames, .. } => format!("injected AUTH ({frames} frames)"),
             Pending::Blocking(_) => "blocking command slice".into(),
@@ -97,6 +102,7 @@ impl Pending {
                 state_change: true,
                 ..
             } | Pending::Hello { .. }
+                | Pending::Exec(_)
         )
     }
 
@@ -106,6 +112,7 @@ impl Pending {
             self,
             Pending::Command { .. }
                 | Pending::Local(_)
+                | Pending::Exec(_)
                 | Pending::Blocking(_)
                 | Pending::Refusal(_)
         )

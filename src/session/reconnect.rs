@@ -8,6 +8,7 @@ use super::blocking::Blocking;
 use super::command::{ReplyMode, SubKind};
 use super::io::Segment;
 use super::queue::Pending;
+use super::replication::Replication;
 use super::{ClientStream, Session, SessionEnd};
 use crate::resp::{self, ReplyScanner};
 
@@ -65,6 +66,9 @@ pub(super) enum OnLoss {
 impl<C: ClientStream> Session<C> {
     /// Decides what the loss of the upstream connection means for this session.
     pub(super) fn on_upstream_loss(&mut self) -> OnLoss {
+        if self.replication != Replication::None {
+            return OnLoss::Close("a replication stream cannot be resumed on a new connection");
+        }
         if let Some(why) = self.sent.unrestorable {
             return OnLoss::Close(why);
         }

@@ -13,8 +13,10 @@ use super::blocking::{last_stream_id, Interrupt};
 use super::command::{Kind, ReplyMode, SubKind};
 use super::io::{push_range, Segment, READ_CHUNK};
 use super::queue::Pending;
-use super::resp2_subscriber::{pong_to_resp2, push_to_resp2, subscribed_refusal_from_info};
+use super::replication::Replication;
+use super::resp2_subscriber::{pong_to_resp2, push_for_resp2, subscribed_refusal_from_info};
 use super::subscriptions::{is_monitor_line, is_resp2_message, pubsub_confirmation, Confirmation};
+use super::txn::EXECABORT;
 use super::{ClientStream, Session, SessionEnd};
 use crate::resp;
 
@@ -59,6 +61,10 @@ impl<C: ClientStream> Session<C> {
             push_range(&mut self.to_client, run_start, pos);
             run_start = pos;
             self.settle_head();
+            if self.replication_starts_at(pos) {
+                // The rest is the replication stream, piped raw from now on.
+                break;
+            }
             let len = match self.uscan.scan(&self.ubuf[pos..], max_bulk) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
@@ -127,6 +133,15 @@ impl<C: ClientStream> Session<C> {
                 }
                 continue;
             }
+            if matches!(self.queue.head(), Some(Pending::Exec(_))) {
+                // EXEC under CLIENT REPLY OFF: no reply to complete, but the transaction ends.
+                if self.apply_reply_mode(1) == 1 {
+                    return;
+                }
+                self.queue.pop();
+                self.apply_effects_unanswered(Kind::Exec);
+                continue;
+            }
             // Injected and blocking commands always expect a frame; a command's count is fixed
             // once, when it reaches the head.
             let Some(&Pending::Command {
@@ -182,6 +197,12 @@ impl<C: ClientStream> Session<C> {
                 }
                 self.conn.reply_mode = mode;
                 0
+            }
+            // The payload of SYNC/PSYNC comes whatever the reply mode (the session becomes a
+            // pipe when it starts; see `replication.rs`).
+            Kind::Sync => {
+                self.apply_reply_mode(1);
+                1
             }
             // An empty command has no reply, but redis-server's resetClient consumes a SKIP.
             Kind::Empty => {
@@ -245,8 +266,11 @@ impl<C: ClientStream> Session<C> {
                 self.count_confirmation(&conf);
             }
             if self.conn.client_proto == 2 {
-                // A RESP2 subscriber served through RESP3: pushes become RESP2 arrays.
-                return Route::Replace(push_to_resp2(&self.ubuf[frame]));
+                // A RESP2 subscriber served through RESP3: pushes become what redis-server
+                // sends a RESP2 connection (or nothing).
+                let invalidations = self.conn.subscribed() && !self.tracking_unredirected;
+                return push_for_resp2(&self.ubuf[frame], invalidations)
+                    .map_or(Route::Proxy, Route::Replace);
             }
             return Route::Client;
         }
@@ -351,6 +375,17 @@ impl<C: ClientStream> Session<C> {
                     }
                     Route::Proxy
                 }
+                Some(Pending::Exec(locals)) => {
+                    let reply = if locals.aborted {
+                        // The DISCARD sent for the client's EXEC.
+                        (bytes == b"+OK\r\n").then(|| EXECABORT.to_vec())
+                    } else {
+                        locals.exec_reply(bytes)
+                    };
+                    let refused_multi = self.conn.apply(Kind::Exec, Some(bytes));
+                    self.after_effects(refused_multi);
+                    reply.map_or(Route::Client, Route::Replace)
+                }
                 Some(Pending::Restore) => {
                     if is_error {
                         tracing::warn!(session = self.id, reply = %String::from_utf8_lossy(bytes).trim(), "restoring connection state failed");
@@ -386,6 +421,12 @@ impl<C: ClientStream> Session<C> {
                 self.queue.command_frame();
                 return Route::Replace(out);
             }
+            Kind::Sync => {
+                // Refused: the connection stays a RESP connection; held commands go on.
+                self.replication = Replication::None;
+                self.after_reply(kind, frame);
+                self.queue.command_frame();
+            }
             Kind::PingSubscribed if self.conn.emulating() => {
                 let out = pong_to_resp2(&self.ubuf[frame.clone()]);
                 self.after_reply(kind, frame);
@@ -402,7 +443,9 @@ impl<C: ClientStream> Session<C> {
 
     /// State changes caused by a command's reply.
     pub(super) fn after_reply(&mut self, kind: Kind, frame: std::ops::Range<usize>) {
-        if kind == Kind::Unrestorable && !resp::is_error_reply(&self.ubuf[frame.clone()]) {
+        if matches!(kind, Kind::Unrestorable | Kind::Tracking(_))
+            && !resp::is_error_reply(&self.ubuf[frame.clone()])
+        {
             self.sent.unmodelled_state();
         }
         let refused_multi = self.conn.apply(kind, Some(&self.ubuf[frame]));
@@ -412,7 +455,7 @@ impl<C: ClientStream> Session<C> {
     /// State changes caused by a command that ran with its reply suppressed by CLIENT REPLY
     /// (taken to have succeeded).
     pub(super) fn apply_effects_unanswered(&mut self, kind: Kind) {
-        if kind == Kind::Unrestorable {
+        if matches!(kind, Kind::Unrestorable | Kind::Tracking(_)) {
             self.sent.unmodelled_state();
         }
         let refused_multi = self.conn.apply(kind, None);

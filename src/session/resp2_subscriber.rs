@@ -152,6 +152,30 @@ pub(super) fn subscribed_refusal_from_info(info_reply: &[u8]) -> impl Fn(&[Vec<u
     }
 }
 
+/// The push redis-server sends a RESP3 connection for invalidated keys (client tracking), and
+/// its keys array, or the null of "everything" after a flush (in the protocol of the client
+/// that tracks, which is not necessarily this one).
+const INVALIDATE_PUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n";
+/// What redis-server sends a RESP2 connection subscribed to anything instead, with the same
+/// keys array or null.
+const INVALIDATE_MESSAGE: &[u8] = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n";
+/// The push a RESP3 tracking client gets when its redirect target goes; a RESP2 one gets none.
+const REDIRECT_BROKEN_PUSH: &[u8] = b">2\r\n$21\r\ntracking-redir-broken\r\n";
+
+/// What a RESP2 client served through a RESP3 upstream gets for a push: `None` when
+/// redis-server would send a RESP2 connection nothing. Invalidations reach a RESP2 client only
+/// while it is subscribed (to anything), as `message`s on `__redis__:invalidate`
+/// (`invalidations`: subscribed, and not its own tracking without REDIRECT).
+pub(super) fn push_for_resp2(frame: &[u8], invalidations: bool) -> Option<Vec<u8>> {
+    if let Some(keys) = frame.strip_prefix(INVALIDATE_PUSH) {
+        return invalidations.then(|| [INVALIDATE_MESSAGE, keys].concat());
+    }
+    if frame.starts_with(REDIRECT_BROKEN_PUSH) {
+        return None;
+    }
+    Some(push_to_resp2(frame))
+}
+
 /// A RESP3 push frame as the RESP2 array a subscriber expects: `>` becomes `*`, and the
 /// RESP3 null (an UNSUBSCRIBE with no channel) becomes `$-1`.
 pub(super) fn push_to_resp2(frame: &[u8]) -> Vec<u8> {
@@ -198,6 +222,27 @@ pub(super) fn pong_to_resp2(reply: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalidations_become_messages_on_the_tracking_channel() {
+        let keys = b">2\r\n$10\r\ninvalidate\r\n*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n";
+        assert_eq!(
+            push_for_resp2(keys, true).unwrap(),
+            b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n"
+        );
+        assert!(push_for_resp2(keys, false).is_none());
+        // The null of a flush is the tracking client's, kept as it is.
+        for null in [&b"_\r\n"[..], b"$-1\r\n"] {
+            let push = [&b">2\r\n$10\r\ninvalidate\r\n"[..], null].concat();
+            let want = [
+                &b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n"[..],
+                null,
+            ]
+            .concat();
+            assert_eq!(push_for_resp2(&push, true).unwrap(), want);
+        }
+        assert!(push_for_resp2(b">2\r\n$21\r\ntracking-redir-broken\r\n:7\r\n", true).is_none());
+    }
 
     #[test]
     fn pushes_become_resp2_arrays_without_touching_payloads() {
