@@ -149,8 +149,9 @@ pub struct Settings {
     /// Longest inline command line.
     #[serde(deserialize_with = "count::deserialize")]
     pub max_inline_len: usize,
-    /// On SIGTERM, how long sessions may take to finish the commands in flight before the
-    /// process exits anyway (SIGINT allows a fifth of it).
+    /// On SIGTERM, how long the proxy goes on serving its clients (readiness already failing)
+    /// before it closes their sessions at a reply boundary and exits; it exits sooner once no
+    /// client is connected. SIGINT closes sessions at once and waits a fifth of it.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// File mode of `unix:` listener sockets, as an octal string (`"0660"`).
@@ -549,8 +550,8 @@ pub struct Cli {
     /// Longest inline command line, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_inline_len: Option<usize>,
-    /// On SIGTERM, how long sessions may finish commands in flight before exit; SIGINT allows
-    /// a fifth [default: 25s].
+    /// On SIGTERM, how long clients are still served (not ready) before sessions close and the
+    /// proxy exits; sooner once no client is connected. SIGINT waits a fifth [default: 25s].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub shutdown_grace: Option<Duration>,
     /// File mode of unix: listener sockets, octal [default: 0660].
