@@ -198,10 +198,13 @@ impl AdminState {
     /// The `/metrics` body, with the seconds-until-expiry gauges set for now.
     fn encode_metrics(&self) -> String {
         let now = SystemTime::now();
+        let shutting_down = self.shutting_down();
         for u in &self.upstreams {
             let token = u.tokens.current();
             u.metrics
                 .set_token_seconds_until_expiry(token.map(|t| t.expires_at()), now);
+            let ready = !shutting_down && u.readiness().is_ok();
+            u.metrics.ready.set(i64::from(ready));
         }
         self.upstreams
             .first()
