@@ -427,7 +427,9 @@ fn env_var_name(key: &str) -> String {
                   written 250ms, 5s, 3m or 1h.",
     after_help = "Every flag has a config-file key (the flag name with _ for -) and an environment \
                   variable ENTRA_REDIS_PROXY_<KEY>, e.g. --refresh-margin, refresh_margin, \
-                  ENTRA_REDIS_PROXY_REFRESH_MARGIN."
+                  ENTRA_REDIS_PROXY_REFRESH_MARGIN.\n\n`entra-redis-proxy doctor [--json] [FLAGS]` checks the \
+                  whole path once with the same configuration (token, claims, DNS, TCP, TLS, AUTH, \
+                  PING, a read, every cluster node) and exits 0, 1 or 64."
 )]
 pub struct Cli {
     /// TOML config file; its keys are the flag names with `_` for `-`.

@@ -364,6 +364,19 @@ async fn check_upstream(run: &mut Run, p: &Planned, offset: time::UtcOffset) {
     }
     let started = Instant::now();
     match command(&mut tls, &["GET", PROBE_KEY], auth_timeout).await {
+        // In a cluster the key may live on another node: Redis checks the ACL before it
+        // redirects, so MOVED / ASK means the read is permitted.
+        Ok(r) if r.starts_with(b"-MOVED ") || r.starts_with(b"-ASK ") => run.push(
+            "read",
+            Verdict::Ok,
+            started,
+            format!(
+                "GET {PROBE_KEY} allowed (answered {}: the key lives on another node)",
+                reply_text(&r)
+            ),
+            None,
+            Map::new(),
+        ),
         Ok(r) if resp::is_error_reply(&r) => {
             let text = reply_text(&r);
             let remedy = text.starts_with("NOPERM").then(|| {

@@ -536,3 +536,35 @@ async fn workload_identity_without_its_token_file() {
         "{remedy}"
     );
 }
+
+#[tokio::test]
+async fn cluster_mode_checks_every_node_with_its_local_port() {
+    let cluster = support::cluster::TlsCluster::start(3, 0).await;
+    let rotator = support::cluster::ClusterRotator::new(&cluster).await;
+    let seed = cluster.seed_addr().await;
+    let mut args = support::proxy_args_to(&seed, &cluster.tls.ca_file, &rotator.file.path);
+    args.extend(["--cluster", "--cluster-ports", "41000-41099"].map(String::from));
+    let out = doctor(&args, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.verdict("cluster"), "ok");
+    assert!(out.line("cluster").contains("3 node(s)"), "{}", out.stdout);
+    let nodes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| step_of(l) == Some("node"))
+        .collect();
+    assert_eq!(nodes.len(), 3, "{}", out.stdout);
+    for (line, port) in nodes.iter().zip(41000..) {
+        assert!(line.starts_with("ok"), "{line}");
+        assert!(line.contains(&format!("local 127.0.0.1:{port}")), "{line}");
+        assert!(line.contains("TLS, AUTH and PING ok"), "{line}");
+    }
+    // Every node the cluster names is checked.
+    for addr in cluster.addrs() {
+        assert!(
+            nodes.iter().any(|l| l.contains(&addr)),
+            "{addr} not checked: {}",
+            out.stdout
+        );
+    }
+}
