@@ -532,7 +532,7 @@ async fn check_token(run: &mut Run, p: &Planned, offset: time::UtcOffset) -> Opt
     let future = ["nbf", "iat"].iter().find_map(|k| {
         let t = unix(num(k)?);
         let ahead = t.duration_since(now).ok()?;
-        (ahead > CLOCK_SKEW_TOLERANCE).then(|| (*k, ahead))
+        (ahead > CLOCK_SKEW_TOLERANCE).then_some((*k, ahead))
     });
     if let Some((k, ahead)) = future {
         warnings.push(format!(
