@@ -355,6 +355,38 @@ async fn scrapers_reuse_one_keep_alive_connection() {
 }
 
 #[tokio::test]
+async fn admin_connections_beyond_the_limit_are_closed_at_once() {
+    use entra_redis_proxy::admin::MAX_CONNECTIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, stop_rx) = watch::channel(false);
+    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let admin = proxy.admin_addr.unwrap();
+    // Fill every slot with a connection that has sent part of a request head.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed without an answer, at once (not after a timeout).
+    let mut extra = TcpStream::connect(admin).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, extra.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once they go, the endpoint answers again.
+    drop(held);
+    wait_for(admin, "/healthz", "a free slot", |s, _| s == 200).await;
+}
+
+#[tokio::test]
 async fn admin_is_disabled_by_an_empty_address() {
     let dir = tempfile::tempdir().unwrap();
     let s = Settings {
