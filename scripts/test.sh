@@ -26,6 +26,8 @@ apt_install() {
 # The tests start a real TLS redis-server; redis-tools brings redis-cli.
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
+# promtool: tests/prometheus.rs checks and unit-tests the alert rules with it.
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # openssl: the credential tests make PFX files with it.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 # libfaketime: the clock-jump test moves the proxy's wall clock with it.

@@ -1,10 +1,11 @@
 //! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /healthz` (liveness) and
 //! `GET /readyz` (readiness).
 //!
-//! A deliberately tiny HTTP/1.1 responder: one request per connection, `Connection: close`,
-//! the request head bounded in size ([`MAX_REQUEST_HEAD`]) and the whole exchange in time
-//! ([`REQUEST_TIMEOUT`]), few connections at once ([`MAX_CONNECTIONS`]). Whatever a client
-//! sends here, the proxy's sessions are not affected.
+//! HTTP/1.1 is served by hyper (keep-alive for scrapers, HEAD, status and header handling),
+//! with the request head bounded in size ([`MAX_REQUEST_HEAD`]) and in time
+//! ([`REQUEST_TIMEOUT`]), each connection in lifetime ([`CONNECTION_LIFETIME`]), and few
+//! connections at once ([`MAX_CONNECTIONS`]). Whatever a client sends here, the proxy's
+//! sessions are not affected.
 //!
 //! Readiness is computed at each request from the live state (see [`readiness`]):
 //! ready while the proxy holds a token that has not expired and the last upstream connection
@@ -17,7 +18,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -33,16 +34,13 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// Path of the readiness check: 200 with a valid token and a working upstream, else 503.
 pub const READY_PATH: &str = "/readyz";
 
-/// Largest request head (request line and headers) accepted; larger gets 431.
+/// Largest request head (request line and headers) accepted; larger gets 431. (hyper's
+/// smallest read buffer, too.)
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time allowed to read a request and write the response.
+/// Time allowed to send a request head (hyper's header read timeout).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
-/// After answering, unread request bytes discarded at most (see [`LINGER_TIME`]).
-const LINGER_BYTES: usize = 256 * 1024;
-/// After answering, how long the peer has to close before the connection is dropped.
-const LINGER_TIME: Duration = Duration::from_millis(500);
 /// Shortest interval between two readiness probe connections to the cache.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -66,6 +64,9 @@ pub struct AdminState {
     pub upstreams: Vec<Arc<UpstreamHealth>>,
     /// Turns true when the proxy shuts down; readiness then fails.
     pub shutdown: watch::Receiver<bool>,
+    /// Turns true when shutdown begins (SIGTERM) while sessions are still served; readiness
+    /// fails at once so that the pod leaves its Service before the proxy stops.
+    pub draining: watch::Receiver<bool>,
 }
 
 /// What readiness and `/metrics` read of one upstream.
@@ -147,17 +148,27 @@ impl UpstreamHealth {
 
 impl AdminState {
     /// The state the admin endpoint answers from.
-    pub fn new(upstreams: Vec<Arc<UpstreamHealth>>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        upstreams: Vec<Arc<UpstreamHealth>>,
+        shutdown: watch::Receiver<bool>,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
         AdminState {
             upstreams,
             shutdown,
+            draining,
         }
+    }
+
+    /// True once shutdown has begun, whichever phase it is in.
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow() || *self.draining.borrow()
     }
 
     /// Readiness now: `Ok` when every upstream is ready, or a one-line reason (naming the
     /// upstreams when there are several).
     pub fn readiness(&self) -> Result<(), String> {
-        if *self.shutdown.borrow() {
+        if self.shutting_down() {
             return Err("shutting down".into());
         }
         let mut reasons = Vec::new();
@@ -178,7 +189,7 @@ impl AdminState {
 
     /// Probes the upstreams that keep the proxy unready (see [`UpstreamHealth::maybe_probe`]).
     fn maybe_probe(&self) {
-        let shutting_down = *self.shutdown.borrow();
+        let shutting_down = self.shutting_down();
         for u in &self.upstreams {
             u.maybe_probe(shutting_down);
         }
@@ -187,10 +198,13 @@ impl AdminState {
     /// The `/metrics` body, with the seconds-until-expiry gauges set for now.
     fn encode_metrics(&self) -> String {
         let now = SystemTime::now();
+        let shutting_down = self.shutting_down();
         for u in &self.upstreams {
             let token = u.tokens.current();
             u.metrics
                 .set_token_seconds_until_expiry(token.map(|t| t.expires_at()), now);
+            let ready = !shutting_down && u.readiness().is_ok();
+            u.metrics.ready.set(i64::from(ready));
         }
         self.upstreams
             .first()
@@ -271,6 +285,12 @@ pub async fn bind(addr: &str) -> Result<TcpListener, AdminError> {
 
 /// Serves admin requests on `listener` until the task is dropped or aborted. The endpoint
 /// stays up while the proxy drains, so that `/healthz` keeps answering.
+///
+/// HTTP/1.1 through hyper, with keep-alive (Prometheus reuses its scrape connection). Bounds:
+/// at most [`MAX_CONNECTIONS`] connections (more are closed at once), a request head of at
+/// most [`MAX_REQUEST_HEAD`] bytes (hyper answers 431 past it), [`REQUEST_TIMEOUT`] to send a
+/// request head, and [`CONNECTION_LIFETIME`] for a whole connection, after which it is closed
+/// gracefully (between requests).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -289,10 +309,37 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &state)).await;
+            serve_connection(stream, state).await;
             drop(permit);
         });
     }
+}
+
+/// How long one admin connection may stay open, however busy; then it is closed between two
+/// requests (a keep-alive scraper simply opens a new one).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves one connection: keep-alive, bounded head, head read timeout, bounded lifetime.
+async fn serve_connection(stream: TcpStream, state: Arc<AdminState>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(respond(&req, &state)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+    }
+    // Finish the request in flight (bounded), then close.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn).await;
 }
 
 /// An HTTP response, before encoding.
@@ -317,113 +364,38 @@ impl Response {
         }
     }
 
-    /// The encoded response; `head_only` leaves the body out (HEAD).
-    fn encode(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-            self.status,
-            reason_phrase(self.status),
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        if !head_only {
-            out.extend_from_slice(self.body.as_bytes());
-        }
-        out
+    /// The hyper response. For HEAD, hyper leaves the body out and keeps `Content-Length`.
+    fn into_http(self) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+        let len = self.body.len();
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(self.body)));
+        *r.status_mut() = hyper::StatusCode::from_u16(self.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
     }
 }
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request<'a> {
-    /// `GET` or `HEAD`; other methods are refused before routing.
-    pub head_only: bool,
-    /// The path without the query string.
-    pub path: &'a str,
-}
-
-/// Parses the request line of a complete request head. Pure, for testing.
-pub fn parse_request(head: &[u8]) -> Result<Request<'_>, Response> {
-    let bad = || Response::text(400, "bad request");
-    let line_end = head.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| bad())?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
+/// Answers one request: GET and HEAD only; the path without its query string picks the page.
+fn respond<B>(
+    req: &hyper::Request<B>,
+    state: &Arc<AdminState>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let method = req.method();
+    let response = if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        let mut r = Response::text(405, "only GET and HEAD").into_http();
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    } else {
+        route(req.uri().path(), state)
     };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return Err(bad());
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return Err(Response::text(405, "only GET and HEAD")),
-    };
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Ok(Request { head_only, path })
-}
-
-/// Reads one request head, bounded by [`MAX_REQUEST_HEAD`]; an oversized head is answered 431.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Result<Vec<u8>, Response>> {
-    let mut buf = vec![0u8; MAX_REQUEST_HEAD];
-    let mut len = 0;
-    loop {
-        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end + 4);
-            return Ok(Ok(buf));
-        }
-        if len == buf.len() {
-            return Ok(Err(Response::text(431, "request head too large")));
-        }
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        len += n;
-    }
-}
-
-async fn handle(mut stream: TcpStream, state: &Arc<AdminState>) -> io::Result<()> {
-    let head = read_head(&mut stream).await?;
-    let (response, head_only) = match &head {
-        Err(r) => (r.clone(), false),
-        Ok(bytes) => match parse_request(bytes) {
-            Err(r) => (r, false),
-            Ok(req) => (route(req.path, state), req.head_only),
-        },
-    };
-    stream.write_all(&response.encode(head_only)).await?;
-    stream.flush().await?;
-    stream.shutdown().await?;
-    // Lingering close: closing with unread request bytes would send a TCP reset, which can
-    // destroy the response before the client reads it. Read (bounded) what is left first.
-    let mut sink = [0u8; 4096];
-    let mut left = LINGER_BYTES;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
-    Ok(())
+    response.into_http()
 }
 
 fn route(path: &str, state: &Arc<AdminState>) -> Response {
@@ -525,46 +497,5 @@ mod tests {
         let t = token(1_000);
         let why = readiness(at(1), true, Some(&t), &ManagerStatus::default(), None);
         assert_eq!(why.unwrap_err(), "shutting down");
-    }
-
-    #[test]
-    fn request_line_parsing() {
-        let r = parse_request(b"GET /readyz?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!(
-            r,
-            Request {
-                head_only: false,
-                path: "/readyz"
-            }
-        );
-        assert!(
-            parse_request(b"HEAD /healthz HTTP/1.0\r\n\r\n")
-                .unwrap()
-                .head_only
-        );
-        assert_eq!(
-            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n")
-                .unwrap_err()
-                .status,
-            405
-        );
-        for bad in [
-            &b"GET /metrics\r\n\r\n"[..],
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics SPDY/3\r\n\r\n",
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
-            b"\xff\xfe /x HTTP/1.1\r\n\r\n",
-        ] {
-            assert_eq!(parse_request(bad).unwrap_err().status, 400, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn head_responses_keep_the_length_but_drop_the_body() {
-        let r = Response::text(200, "ok");
-        let full = String::from_utf8(r.encode(false)).unwrap();
-        let head = String::from_utf8(r.encode(true)).unwrap();
-        assert!(full.starts_with("HTTP/1.1 200 OK\r\n") && full.ends_with("\r\n\r\nok\n"));
-        assert!(head.contains("Content-Length: 3\r\n") && head.ends_with("\r\n\r\n"));
     }
 }

@@ -14,11 +14,13 @@
 //!   rewritten to them ([`cluster::rewrite`], pure).
 //! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
+//! - [`doctor`]: the `doctor` subcommand: every step of the path checked once, with remedies.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub mod logging;
 pub mod metrics;
 pub mod mock_identity;

@@ -1,14 +1,26 @@
 //! The `entra-redis-proxy` binary: load and validate the configuration, set up logging, run
 //! the server. Configuration errors (including those the server finds at start-up) exit with
 //! 64 (EX_USAGE), runtime failures with 1.
+//!
+//! `entra-redis-proxy doctor [--json] [the daemon's flags]` checks the path once instead
+//! (see [`entra_redis_proxy::doctor`]).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use entra_redis_proxy::config::{self, ConfigError, EXIT_USAGE};
-use entra_redis_proxy::{logging, server};
+use entra_redis_proxy::{doctor, logging, server};
 
 fn main() -> ExitCode {
-    let loaded = match config::load_from(std::env::args_os()) {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "doctor") {
+        args.remove(1);
+        let before = args.len();
+        args.retain(|a| a != "--json");
+        let json = before != args.len();
+        return doctor_main(args, json);
+    }
+    let loaded = match config::load_from(args) {
         Ok(loaded) => loaded,
         Err(e) => return config_failure(e),
     };
@@ -71,4 +83,52 @@ fn config_failure(e: ConfigError) -> ExitCode {
     }
     eprintln!("entra-redis-proxy: configuration error: {e}");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// `doctor`: the daemon's configuration, checked step by step; prints the report (text or
+/// JSON) and exits 0 (all passed), 1 (a check failed) or 64 (configuration error).
+fn doctor_main(args: Vec<OsString>, json: bool) -> ExitCode {
+    // The local time zone can only be read safely while the process has one thread.
+    let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+    let report = match config::load_from(args) {
+        Err(ConfigError::Cli(clap_err)) => {
+            let _ = clap_err.print();
+            return if clap_err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Err(e) => doctor::Report::config_failure(e.to_string()),
+        Ok(loaded) => match loaded.settings.validate() {
+            Err(e) => doctor::Report::config_failure(e.to_string()),
+            Ok(()) => {
+                // Warnings and errors of the code doctor reuses go to stderr; the report to stdout.
+                let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
+                    .try_init();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("entra-redis-proxy doctor: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                runtime.block_on(doctor::run(&loaded.settings, offset))
+            }
+        },
+    };
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    ExitCode::from(report.exit_code())
 }

@@ -45,6 +45,7 @@ pub struct MetricsRegistry {
     bytes_total: IntCounterVec,
     cluster_nodes: IntGaugeVec,
     cluster_topology_refreshes_total: IntCounterVec,
+    ready: IntGaugeVec,
     build_info: IntGaugeVec,
 }
 
@@ -96,6 +97,8 @@ pub struct Metrics {
     pub cluster_nodes: IntGauge,
     /// Cluster topology reads by result (cluster mode).
     cluster_topology_refreshes: [IntCounter; 2],
+    /// 1 while this upstream is ready (what `/readyz` says), set at scrape time.
+    pub ready: IntGauge,
     /// This upstream's name.
     upstream: String,
 }
@@ -229,6 +232,11 @@ impl MetricsRegistry {
                 "Reads of the cluster topology, by result (cluster mode).",
                 &["result"],
             ),
+            ready: int_gauge(
+                "ready",
+                "1 while the upstream is ready (a valid token, the last connection attempt \
+                 succeeded, not shutting down), else 0; computed at scrape time.",
+            ),
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1; the label says the version."),
                 &["version"],
@@ -256,6 +264,7 @@ impl MetricsRegistry {
             Box::new(r.bytes_total.clone()),
             Box::new(r.cluster_nodes.clone()),
             Box::new(r.cluster_topology_refreshes_total.clone()),
+            Box::new(r.ready.clone()),
             Box::new(r.build_info.clone()),
         ];
         for c in all {
@@ -313,6 +322,7 @@ impl MetricsRegistry {
                 .with_label_values(&[n, "upstream_to_client"]),
             cluster_nodes: self.cluster_nodes.with_label_values(&[n]),
             cluster_topology_refreshes: results(&self.cluster_topology_refreshes_total),
+            ready: self.ready.with_label_values(&[n]),
             upstream: name.to_owned(),
         }
     }

@@ -1,10 +1,18 @@
 //! Listeners (TCP and Unix sockets), the accept loop, connection limits, the admin endpoint
 //! and shutdown.
 //!
-//! Shutdown: SIGTERM flips the shutdown watch. Listeners stop accepting at once; each session
-//! finishes the commands it already forwarded (their replies reach the client) and closes.
-//! The process exits when every session has closed, or after `shutdown_grace` (a fifth of it
-//! for SIGINT, the interactive case); a second signal ends the wait at once.
+//! Shutdown has two modes, because the two signals mean different things:
+//!
+//! - **SIGTERM** (Kubernetes, systemd, `docker stop`): the application next to the proxy is
+//!   usually told to stop at the same moment and still needs Redis while it drains its own
+//!   requests. Readiness fails at once, but listeners keep accepting and every session is
+//!   served normally. The proxy exits as soon as no client connection has been open for
+//!   [`SHUTDOWN_QUIET`], or when `shutdown_grace` ends; only then do sessions close, each at a
+//!   reply boundary (the commands it already forwarded are answered first).
+//! - **SIGINT** (an operator's Ctrl-C): the fast drain. Listeners stop at once; each session
+//!   finishes the commands in flight and closes; the wait is a fifth of `shutdown_grace`.
+//!
+//! A second signal ends the wait at once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::admin::{self, AdminState, UpstreamHealth};
 use crate::cluster::ClusterMap;
@@ -43,29 +52,70 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// SIGINT (an operator's Ctrl-C) waits this fraction of `shutdown_grace`.
 const SIGINT_GRACE_DIVISOR: u32 = 5;
 
-/// Runs the proxy until SIGTERM or SIGINT, then drains it. `Ok` after a clean drain and
-/// also when the grace period ran out (the remaining sessions are then cut, and logged).
+/// After SIGTERM, the proxy exits once no client connection has been open for this long: the
+/// application has stopped using it (a client that reconnects at once is still served).
+pub const SHUTDOWN_QUIET: Duration = Duration::from_secs(1);
+
+/// How often the SIGTERM wait looks at the number of open client connections.
+const QUIET_POLL: Duration = Duration::from_millis(50);
+
+/// Runs the proxy until SIGTERM or SIGINT, then stops it as the module documentation says.
+/// `Ok` after a clean stop and also when the grace period ran out (the remaining sessions are
+/// then cut, and logged).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Handlers first: a signal during start-up must not kill the process half-way.
     let mut signals = Signals::new()?;
-    raise_open_files_limit(settings.max_connections);
+    raise_open_files_limit(
+        settings.max_connections,
+        settings.max_connections != Settings::default().max_connections,
+    );
     let grace = settings.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let proxy = Proxy::start(settings, shutdown_rx).await?;
 
-    let grace = match signals.recv().await {
-        StopSignal::Term => grace,
-        StopSignal::Int => grace / SIGINT_GRACE_DIVISOR,
-    };
-    let open = proxy.open_sessions();
-    tracing::info!(
-        open_sessions = open,
-        grace = ?grace,
-        "shutting down: no new connections; sessions finish the commands in flight"
-    );
+    let signal = signals.recv().await;
+    let deadline = Instant::now()
+        + match signal {
+            StopSignal::Term => grace,
+            StopSignal::Int => grace / SIGINT_GRACE_DIVISOR,
+        };
+    proxy.stop_being_ready();
+    if let StopSignal::Term = signal {
+        // Keep serving: the application may still be draining its own requests.
+        let session_drain = DRAIN_TIMEOUT.min(grace / SIGINT_GRACE_DIVISOR);
+        tracing::info!(
+            client_connections = proxy.client_connections(),
+            grace = ?grace,
+            "shutting down: not ready; still serving every client until none is connected or the grace period ends"
+        );
+        let ended = tokio::select! {
+            idle = proxy.wait_idle(SHUTDOWN_QUIET, deadline - session_drain) => Some(idle),
+            s = signals.recv() => {
+                tracing::warn!(signal = ?s, "second signal: exiting without waiting for sessions");
+                None
+            }
+        };
+        match ended {
+            None => {
+                drop(proxy);
+                return Ok(());
+            }
+            Some(true) => tracing::info!(quiet = ?SHUTDOWN_QUIET, "no client connection left"),
+            Some(false) => tracing::info!(
+                client_connections = proxy.client_connections(),
+                "shutdown grace period ending; closing sessions at their next reply boundary"
+            ),
+        }
+    } else {
+        tracing::info!(
+            client_connections = proxy.client_connections(),
+            grace = ?(deadline - Instant::now()),
+            "shutting down: no new connections; sessions finish the commands in flight"
+        );
+    }
     let _ = shutdown_tx.send(true);
     let drained = tokio::select! {
-        d = proxy.wait_drained(grace) => d,
+        d = proxy.wait_drained(deadline.saturating_duration_since(Instant::now())) => d,
         s = signals.recv() => {
             tracing::warn!(signal = ?s, "second signal: exiting without waiting for sessions");
             false
@@ -119,12 +169,14 @@ impl Signals {
 }
 
 /// Raises the open-files soft limit to the hard limit (each session holds two descriptors)
-/// and logs the result; warns when the limit is below what `max_connections` needs.
-pub fn raise_open_files_limit(max_connections: usize) {
+/// and logs the result. When the limit is below what `max_connections` needs, that is a
+/// warning if the operator chose `max_connections` (`explicit`), and an info line naming the
+/// connections that fit if it is the default (a stock machine's hard limit is often below what
+/// the default of 10,000 would need, and a warning at every start teaches people to ignore
+/// warnings).
+pub fn raise_open_files_limit(max_connections: usize, explicit: bool) {
     use rlimit::Resource;
-    let needed = (max_connections as u64)
-        .saturating_mul(2)
-        .saturating_add(64);
+    let needed = open_files_needed(max_connections);
     let (soft, hard) = match Resource::NOFILE.get() {
         Ok(l) => l,
         Err(e) => {
@@ -156,13 +208,32 @@ pub fn raise_open_files_limit(max_connections: usize) {
         "open files limit"
     );
     if now < needed {
-        tracing::warn!(
-            soft = %show(now),
-            needed,
-            max_connections,
-            "the open-files limit is below 2 per connection: raise it (LimitNOFILE=, ulimit -n) or lower max_connections"
-        );
+        let fit = now.saturating_sub(OPEN_FILES_RESERVE) / 2;
+        if explicit {
+            tracing::warn!(
+                soft = %show(now),
+                needed,
+                max_connections,
+                "the open-files limit is below 2 per connection: raise it (LimitNOFILE=, ulimit -n) or lower max_connections"
+            );
+        } else {
+            tracing::info!(
+                soft = %show(now),
+                connections_that_fit = fit,
+                "the open-files limit allows fewer client connections than the default max_connections; set max_connections to what the cache allows"
+            );
+        }
     }
+}
+
+/// Descriptors kept for everything but sessions (listeners, admin, token sources, logs).
+const OPEN_FILES_RESERVE: u64 = 64;
+
+/// Descriptors `max_connections` sessions need: two each, plus the reserve.
+fn open_files_needed(max_connections: usize) -> u64 {
+    (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(OPEN_FILES_RESERVE)
 }
 
 /// Reads the local client password (one line; a trailing newline is not part of it). Warns
@@ -219,6 +290,11 @@ pub struct Proxy {
     tasks: Vec<JoinHandle<()>>,
     /// Cluster node listeners, stopped on drop.
     clusters: Vec<Arc<ClusterMap>>,
+    /// Turns true when shutdown begins: readiness fails while sessions are still served.
+    draining: watch::Sender<bool>,
+    /// Every upstream's metrics: their `client_connections` gauges count the open client
+    /// connections (the permits cannot: each accept loop holds one while it waits).
+    all_metrics: Vec<Arc<Metrics>>,
     /// Socket files, held only to be removed on drop.
     _socket_files: Vec<SocketFile>,
 }
@@ -366,6 +442,7 @@ impl Proxy {
         let mut health = Vec::new();
         let mut clusters = Vec::new();
         let mut first_upstream = None;
+        let all_metrics: Vec<Arc<Metrics>> = planned.iter().map(|p| p.metrics.clone()).collect();
         for (p, tokens) in planned.into_iter().zip(token_handles) {
             health.push(UpstreamHealth::new(
                 &p.name,
@@ -436,8 +513,9 @@ impl Proxy {
                 )));
             }
         }
+        let (draining, draining_rx) = watch::channel(false);
         if let Some(l) = admin_listener {
-            let state = Arc::new(AdminState::new(health, shutdown.clone()));
+            let state = Arc::new(AdminState::new(health, shutdown.clone(), draining_rx));
             tasks.push(tokio::spawn(admin::serve(l, state)));
         }
         let (metrics, tokens) = first_upstream.expect("at least one upstream");
@@ -451,6 +529,8 @@ impl Proxy {
             max_connections: settings.max_connections,
             tasks,
             clusters,
+            draining,
+            all_metrics,
             _socket_files: socket_files,
         })
     }
@@ -458,6 +538,40 @@ impl Proxy {
     /// Client connections open now, across upstreams.
     pub fn open_sessions(&self) -> usize {
         self.max_connections - self.permits.available_permits()
+    }
+
+    /// Makes `/readyz` fail from now on ("shutting down"); sessions and listeners go on.
+    pub fn stop_being_ready(&self) {
+        let _ = self.draining.send(true);
+    }
+
+    /// Client connections open now, across upstreams and cluster node listeners, as the
+    /// sessions' own gauges count them.
+    pub fn client_connections(&self) -> i64 {
+        self.all_metrics
+            .iter()
+            .map(|m| m.client_connections.get())
+            .sum()
+    }
+
+    /// Waits until no client connection has been open for `quiet` (true), or until
+    /// `deadline` (false). New connections are accepted meanwhile and reset the quiet period.
+    pub async fn wait_idle(&self, quiet: Duration, deadline: Instant) -> bool {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if self.client_connections() <= 0 {
+                if now.duration_since(*idle_since.get_or_insert(now)) >= quiet {
+                    return true;
+                }
+            } else {
+                idle_since = None;
+            }
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep(QUIET_POLL.min(deadline - now)).await;
+        }
     }
 
     /// Waits until every session has ended, at most `grace`. True if all ended.

@@ -223,6 +223,17 @@ impl UpstreamConnector {
         &self.addr
     }
 
+    /// The TLS client and the name the certificate must carry, for a handshake made step by
+    /// step (`doctor`).
+    pub fn tls(&self) -> (&TlsConnector, &ServerName<'static>) {
+        (&self.tls, &self.server_name)
+    }
+
+    /// The connect, TLS handshake and AUTH timeouts.
+    pub fn timeouts(&self) -> (Duration, Duration, Duration) {
+        (self.connect_timeout, self.tls_timeout, self.auth_timeout)
+    }
+
     /// Opens a TLS connection and authenticates it with `token`.
     pub async fn connect(&self, token: &AccessToken) -> Result<UpstreamStream, UpstreamError> {
         let started = Instant::now();

@@ -21,10 +21,21 @@ use tokio::sync::watch;
 /// Longest wait for any condition in these tests.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Sends raw bytes to the admin endpoint and returns the whole response (the server closes).
+/// Sends raw bytes to the admin endpoint and returns the whole response. A well-formed request
+/// gets `Connection: close` after its request line, so that the server closes after answering
+/// (it keeps connections alive otherwise).
 async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut request = request.to_vec();
+    if request.starts_with(b"GET ")
+        || request.starts_with(b"HEAD ")
+        || request.starts_with(b"POST ")
+    {
+        if let Some(i) = request.windows(2).position(|w| w == b"\r\n") {
+            request.splice(i + 2..i + 2, b"Connection: close\r\n".iter().copied());
+        }
+    }
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
+    s.write_all(&request).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
         .await
@@ -189,7 +200,8 @@ async fn metrics_report_token_expiry_and_upstream_errors() {
 
     let text = raw(admin, b"GET /metrics HTTP/1.1\r\n\r\n").await;
     assert!(
-        text.contains("Content-Type: text/plain; version=0.0.4"),
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{text}"
     );
     let value = |body: &str, name: &str| -> f64 {
@@ -248,6 +260,10 @@ async fn bad_requests_get_errors_and_never_hurt_the_proxy() {
     )
     .await;
     assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    assert!(
+        post.to_ascii_lowercase().contains("allow: get, head"),
+        "{post}"
+    );
     let garbage = raw(admin, b"\x16\x03\x01\x00\xa5garbage\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
     // An endless header: refused with 431 once it passes the bound, not buffered forever.
@@ -268,9 +284,106 @@ async fn bad_requests_get_errors_and_never_hurt_the_proxy() {
         head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
         "{head}"
     );
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 3\r\n"),
+        "HEAD keeps the length of the body it leaves out: {head}"
+    );
+    // A request head that never completes is cut after the header read timeout.
+    let mut slow = TcpStream::connect(admin).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut out)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(12),
+        "slow head closed after {took:?}: {:?}",
+        String::from_utf8_lossy(&out)
+    );
 
     assert_eq!(get(admin, "/healthz").await.0, 200);
     drop(idle);
+}
+
+#[tokio::test]
+async fn scrapers_reuse_one_keep_alive_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, stop_rx) = watch::channel(false);
+    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let admin = proxy.admin_addr.unwrap();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    let mut buf = Vec::new();
+    for (path, want) in [("/metrics", "200"), ("/healthz", "200"), ("/nope", "404")] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Read exactly one response: its head, then Content-Length bytes.
+        let (head, len) = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("content-length")
+                    .parse()
+                    .unwrap();
+                if buf.len() >= end + 4 + len {
+                    buf.drain(..end + 4 + len);
+                    break (head, len);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+                .await
+                .expect("a response in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "the server closed a keep-alive connection after {path}"
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(
+            head.starts_with(&format!("http/1.1 {want} ")),
+            "{path}: {head}"
+        );
+        assert!(len > 0, "{path}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+}
+
+#[tokio::test]
+async fn admin_connections_beyond_the_limit_are_closed_at_once() {
+    use entra_redis_proxy::admin::MAX_CONNECTIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, stop_rx) = watch::channel(false);
+    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let admin = proxy.admin_addr.unwrap();
+    // Fill every slot with a connection that has sent part of a request head.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed without an answer, at once (not after a timeout).
+    let mut extra = TcpStream::connect(admin).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, extra.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once they go, the endpoint answers again.
+    drop(held);
+    wait_for(admin, "/healthz", "a free slot", |s, _| s == 200).await;
 }
 
 #[tokio::test]
@@ -520,6 +633,7 @@ async fn sigterm_with_no_sessions_exits_zero_and_removes_the_socket() {
     let log = p.log();
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("open files limit"), "{log}");
+    assert!(log.contains("no client connection left"), "{log}");
     // Nothing was in flight, so no waiting for the 25 s grace.
     assert!(
         start.elapsed() < Duration::from_secs(10),
@@ -585,7 +699,8 @@ impl SignalSetup {
 }
 
 #[tokio::test]
-async fn sigterm_lets_the_command_in_flight_finish_then_exits_zero() {
+async fn sigint_lets_the_command_in_flight_finish_then_exits_zero() {
+    // SIGINT is the fast stop: grace / 5 = 5 s, sessions close at once after their replies.
     let mut s = signal_setup("25s").await;
     let mut client = s.client().await;
     assert_eq!(client.cmd(&["PING"]).await, support::Reply::status("PONG"));
@@ -595,7 +710,7 @@ async fn sigterm_lets_the_command_in_flight_finish_then_exits_zero() {
     client.send(&["BLPOP", "ops:nothing", "2"]).await;
     s.wait_for_cmd_in_flight("blpop").await;
     let start = Instant::now();
-    s.proxy.signal("TERM");
+    s.proxy.signal("INT");
 
     // The blocked command gets its own reply (the timeout's null), then the connection closes.
     assert_eq!(client.read_frame().await, support::Reply::Null);
@@ -673,7 +788,7 @@ async fn a_second_signal_exits_at_once() {
 }
 
 #[tokio::test]
-async fn sigterm_under_pipelined_load_answers_every_command_it_read() {
+async fn sigint_under_pipelined_load_answers_every_command_it_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = signal_setup("25s").await;
     let stream = UnixStream::connect(&s.sock).await.unwrap();
@@ -696,12 +811,12 @@ async fn sigterm_under_pipelined_load_answers_every_command_it_read() {
         assert!(n > 0, "closed before the signal");
         buf.extend_from_slice(&chunk[..n]);
     }
-    s.proxy.signal("TERM");
+    s.proxy.signal("INT");
     loop {
         match tokio::time::timeout(DEADLINE, rd.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("the connection stayed open after SIGTERM"),
+            Err(_) => panic!("the connection stayed open after SIGINT"),
         }
     }
     let status = s.proxy.wait(DEADLINE).await;
@@ -726,4 +841,227 @@ async fn sigterm_under_pipelined_load_answers_every_command_it_read() {
     };
     assert_eq!(ran, replies.len(), "commands run == replies received");
     assert!(ran <= sent && ran >= 1000, "ran {ran} of {sent} sent");
+}
+
+/// The admin address from a text log's `admin listening` line.
+fn admin_addr_in(log: &str) -> Option<std::net::SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains("admin listening"))
+        .find_map(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next()?.parse().ok())
+}
+
+/// [`signal_setup`] with the admin endpoint on an ephemeral port; returns its address.
+async fn signal_setup_with_admin(grace: &str) -> (SignalSetup, std::net::SocketAddr) {
+    let server = support::RedisServer::start().await;
+    let rotator = support::Rotator::new(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("p.sock");
+    let config = binary_config(
+        &sock,
+        &server.addr(),
+        &server.tls.ca_file,
+        &rotator.file.path,
+        grace,
+    )
+    .replace("admin_listen = \"\"", "admin_listen = \"127.0.0.1:0\"");
+    let mut proxy = Running::start(dir.path(), &config);
+    proxy.wait_for_socket(&sock).await;
+    let deadline = Instant::now() + DEADLINE;
+    let admin = loop {
+        if let Some(a) = admin_addr_in(&proxy.log()) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let s = SignalSetup {
+        _server: server,
+        rotator,
+        proxy,
+        sock,
+        _dir: dir,
+    };
+    (s, admin)
+}
+
+/// A client that sends `INCR key` and reads its reply, every 10 ms, until the connection
+/// closes; returns the replies it got (1, 2, 3, ... if none was lost).
+fn steady_client(
+    stream: UnixStream,
+    key: &'static str,
+) -> tokio::task::JoinHandle<Vec<support::Reply>> {
+    tokio::spawn(async move {
+        let mut c = support::RespClient::new(stream);
+        let mut replies = Vec::new();
+        loop {
+            match c.try_cmd(&["INCR", key]).await {
+                Ok(r) => replies.push(r),
+                Err(_) => return replies,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn sigterm_keeps_serving_clients_until_they_leave_then_exits() {
+    // The classic-sidecar order: the app and the proxy get SIGTERM together, and the app
+    // still needs Redis while it drains its own requests.
+    let (mut s, admin) = signal_setup_with_admin("25s").await;
+    wait_for(admin, "/readyz", "ready", |st, _| st == 200).await;
+    let busy = steady_client(UnixStream::connect(&s.sock).await.unwrap(), "ops:steady");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    s.proxy.signal("TERM");
+
+    // Readiness fails at once, so the pod leaves its Service...
+    wait_for(admin, "/readyz", "not ready after SIGTERM", |st, b| {
+        st == 503 && b.contains("shutting down")
+    })
+    .await;
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    // ...but the app is still served: a new connection is accepted and answered, and the
+    // busy client keeps going for seconds.
+    let mut late = s.client().await;
+    assert_eq!(late.cmd(&["PING"]).await, support::Reply::status("PONG"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(late.cmd(&["PING"]).await, support::Reply::status("PONG"));
+    assert!(s.proxy.child.try_wait().unwrap().is_none(), "still running");
+    let ran_before = match s.rotator.admin.cmd(&["GET", "ops:steady"]).await {
+        support::Reply::Bulk(b) => String::from_utf8(b).unwrap().parse::<u64>().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(ran_before > 100, "the busy client was served: {ran_before}");
+
+    // The app is done: its connections close, and the proxy exits after the quiet period,
+    // long before the 25 s grace.
+    drop(late);
+    busy.abort();
+    let _ = busy.await;
+    let left = Instant::now();
+    let status = s.proxy.wait(DEADLINE).await;
+    assert!(status.success(), "{status}; log:\n{}", s.proxy.log());
+    let took = left.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "exited {took:?} after the last client left"
+    );
+    let log = s.proxy.log();
+    assert!(log.contains("no client connection left"), "{log}");
+    assert!(log.contains("all sessions closed; exiting"), "{log}");
+}
+
+#[tokio::test]
+async fn sigterm_grace_end_closes_a_client_that_keeps_sending_at_a_reply_boundary() {
+    let (mut s, admin) = signal_setup_with_admin("3s").await;
+    let stream = UnixStream::connect(&s.sock).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Pipelines INCR without pause until the proxy closes.
+    let writer = tokio::spawn(async move {
+        let batch = support::encode_command(&["INCR", "ops:grace"]).repeat(100);
+        let mut sent = 0usize;
+        while wr.write_all(&batch).await.is_ok() {
+            sent += 100;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while buf.len() < 5_000 {
+        let n = rd.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the signal");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let signalled = Instant::now();
+    s.proxy.signal("TERM");
+    let mut at_signal_plus_1s = None;
+    loop {
+        match tokio::time::timeout(DEADLINE, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("the connection stayed open after the grace period"),
+        }
+        if at_signal_plus_1s.is_none() && signalled.elapsed() >= Duration::from_secs(1) {
+            at_signal_plus_1s = Some(buf.len());
+            assert_eq!(
+                get(admin, "/readyz").await.0,
+                503,
+                "not ready while serving"
+            );
+        }
+    }
+    let closed_after = signalled.elapsed();
+    let status = s.proxy.wait(DEADLINE).await;
+    assert!(status.success(), "{status}; log:\n{}", s.proxy.log());
+    let sent = writer.await.unwrap();
+    // Served through the grace period, closed at its end (not at the signal).
+    assert!(
+        closed_after >= Duration::from_millis(2000) && closed_after < Duration::from_secs(6),
+        "closed {closed_after:?} after SIGTERM"
+    );
+    let at_1s = at_signal_plus_1s.expect("still open 1 s after SIGTERM");
+    assert!(buf.len() > at_1s, "replies kept coming after the signal");
+
+    // Replies are 1, 2, 3, ... with no gap and no partial frame, and every command the
+    // cache ran was answered.
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.ends_with("\r\n"), "a reply was cut short");
+    let replies: Vec<u64> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix(':').unwrap().parse().unwrap())
+        .collect();
+    for (i, v) in replies.iter().enumerate() {
+        assert_eq!(*v, i as u64 + 1, "reply {i}");
+    }
+    let ran = match s.rotator.admin.cmd(&["GET", "ops:grace"]).await {
+        support::Reply::Bulk(b) => String::from_utf8(b).unwrap().parse::<usize>().unwrap(),
+        other => panic!("GET: {other:?}"),
+    };
+    assert_eq!(ran, replies.len(), "commands run == replies received");
+    assert!(ran <= sent, "ran {ran} of {sent} sent");
+    assert!(s.proxy.log().contains("grace period ending"));
+}
+
+#[tokio::test]
+async fn default_settings_start_without_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = support::RedisServer::start().await;
+    let rotator = support::Rotator::new(&server).await;
+    std::fs::set_permissions(&rotator.file.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("p.sock");
+    // Nothing but what a deployment must say (where the cache is, how to get a token).
+    let config = format!(
+        "listen = [\"unix:{sock}\"]\n\
+         admin_listen = \"127.0.0.1:0\"\n\
+         upstream = \"{upstream}\"\n\
+         tls_server_name = \"localhost\"\n\
+         ca_file = \"{ca}\"\n\
+         credential = \"token-file\"\n\
+         token_file = \"{token}\"\n",
+        sock = sock.display(),
+        upstream = server.addr(),
+        ca = server.tls.ca_file.display(),
+        token = rotator.file.path.display(),
+    );
+    let mut p = Running::start(dir.path(), &config);
+    p.wait_for_socket(&sock).await;
+    let mut c = support::RespClient::new(UnixStream::connect(&sock).await.unwrap());
+    assert_eq!(c.cmd(&["PING"]).await, support::Reply::status("PONG"));
+    drop(c);
+    p.signal("TERM");
+    assert!(p.wait(DEADLINE).await.success());
+    let log = p.log();
+    assert!(log.contains("open files limit"), "{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "warnings at a default start: {warnings:#?}"
+    );
 }

@@ -22,7 +22,9 @@ use super::{duration, CredentialKind, LogFormat, Settings};
                   written 250ms, 5s, 3m or 1h.",
     after_help = "Every flag has a config-file key (the flag name with _ for -) and an environment \
                   variable ENTRA_REDIS_PROXY_<KEY>, e.g. --refresh-margin, refresh_margin, \
-                  ENTRA_REDIS_PROXY_REFRESH_MARGIN."
+                  ENTRA_REDIS_PROXY_REFRESH_MARGIN.\n\n`entra-redis-proxy doctor [--json] [FLAGS]` checks the \
+                  whole path once with the same configuration (token, claims, DNS, TCP, TLS, AUTH, \
+                  PING, a read, every cluster node) and exits 0, 1 or 64."
 )]
 pub struct Cli {
     /// TOML config file; its keys are the flag names with `_` for `-`.
@@ -145,8 +147,8 @@ pub struct Cli {
     /// Longest inline command line, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_inline_len: Option<usize>,
-    /// On SIGTERM, how long sessions may finish commands in flight before exit; SIGINT allows
-    /// a fifth [default: 25s].
+    /// On SIGTERM, how long clients are still served (not ready) before sessions close and the
+    /// proxy exits; sooner once no client is connected. SIGINT waits a fifth [default: 25s].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub shutdown_grace: Option<Duration>,
     /// File mode of unix: listener sockets, octal [default: 0660].

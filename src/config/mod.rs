@@ -170,8 +170,9 @@ pub struct Settings {
     /// Longest inline command line.
     #[serde(deserialize_with = "count::deserialize")]
     pub max_inline_len: usize,
-    /// On SIGTERM, how long sessions may take to finish the commands in flight before the
-    /// process exits anyway (SIGINT allows a fifth of it).
+    /// On SIGTERM, how long the proxy goes on serving its clients (readiness already failing)
+    /// before it closes their sessions at a reply boundary and exits; it exits sooner once no
+    /// client is connected. SIGINT closes sessions at once and waits a fifth of it.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// File mode of `unix:` listener sockets, as an octal string (`"0660"`).

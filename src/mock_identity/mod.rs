@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::token::jwt::unsigned_jwt;
@@ -67,6 +67,8 @@ CONTROL (plain HTTP or HTTPS, JSON):
                           fail the next N token requests (all if count is absent); 400 is an
                           Entra error body (AADSTS7000215); hang never answers
   POST /control/lifetime  {\"seconds\":N}
+  POST /control/identities {\"client_ids\":[...]}  managed identity: only these user-assigned
+                          client ids exist here; others get 400 \"Identity not found\" (as IMDS)
   POST /control/reset     forget failures, issued tokens and requests
   GET  /control/issued    [{oid, token, exp, via, tenant, client_id}]
   GET  /control/requests  [{via, tenant, client_id, credential, assertion?}]
@@ -152,6 +154,9 @@ struct State {
     issued: Vec<Value>,
     /// Every token request seen.
     requests: Vec<Value>,
+    /// Client ids of the user-assigned managed identities "assigned" to this machine; when
+    /// set, a managed-identity request for another client id gets IMDS's "Identity not found".
+    assigned_identities: Option<Vec<String>>,
 }
 
 /// The running mock's shared parts.
@@ -160,7 +165,7 @@ struct Mock {
     state: Mutex<State>,
 }
 
-/// A parsed HTTP/1.1 request.
+/// A request as the handlers see it (read by hyper).
 struct HttpRequest {
     method: String,
     path: String,
@@ -270,109 +275,78 @@ async fn serve_connection(
     }
 }
 
-/// Serves requests on one connection until the client closes it.
-async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+/// Largest request body the mock reads (form posts and control JSON are small).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Serves requests on one connection (keep-alive) through hyper until the client closes it.
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mock: Arc<Mock>,
-    mut stream: S,
+    stream: S,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    loop {
-        let Some(req) = read_request(&mut stream, &mut buf).await? else {
-            return Ok(());
-        };
-        let response = match mock.handle(&req).await {
-            Some(r) => r,
-            None => {
-                // Hang: answer nothing; wait for the client to give up and close.
-                let mut sink = [0u8; 1024];
-                while stream.read(&mut sink).await? > 0 {}
-                return Ok(());
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mock = mock.clone();
+        async move { Ok::<_, std::convert::Infallible>(mock.respond(req).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+        .map_err(std::io::Error::other)
+}
+
+impl Mock {
+    /// Reads the request (body bounded by [`MAX_BODY`]) and answers it; a "hang" failure
+    /// answers nothing for ten minutes (the client gives up long before).
+    async fn respond(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(_) => {
+                return to_http(HttpResponse::json(
+                    413,
+                    &json!({"error": "body unreadable or over 1 MiB"}),
+                ))
             }
         };
-        let reason = match response.status {
-            200 => "OK",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            _ => "Error",
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let request = HttpRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(parse_form).unwrap_or_default(),
+            headers,
+            body,
         };
-        let head = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            response.status,
-            response.body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(response.body.as_bytes()).await?;
-        stream.flush().await?;
+        match self.handle(&request).await {
+            Some(r) => to_http(r),
+            None => {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                to_http(HttpResponse::json(504, &json!({"error": "hung"})))
+            }
+        }
     }
 }
 
-/// Reads one request (head up to 64 KiB, body up to 1 MiB); `None` at a clean end of stream.
-async fn read_request<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<HttpRequest>> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(bad("request head too long"));
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(bad("truncated request"))
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
-    let mut headers = HashMap::new();
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .map(|v| v.parse().map_err(|_| bad("bad content-length")))
-        .transpose()?
-        .unwrap_or(0);
-    if len > 1024 * 1024 {
-        return Err(bad("body too long"));
-    }
-    let body_start = head_end + 4;
-    while buf.len() < body_start + len {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("truncated body"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = buf[body_start..body_start + len].to_vec();
-    buf.drain(..body_start + len);
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), parse_form(q)),
-        None => (target, HashMap::new()),
-    };
-    Ok(Some(HttpRequest {
-        method,
-        path,
-        query,
-        headers,
-        body,
-    }))
+/// The hyper response for `r` (always JSON, like the real endpoints).
+fn to_http(r: HttpResponse) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut out = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(r.body)));
+    *out.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    out.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    out
 }
 
 /// Decodes `application/x-www-form-urlencoded` (also used for query strings).
@@ -538,6 +512,17 @@ impl Mock {
                 }
                 _ => HttpResponse::json(400, &json!({"error": "seconds must be > 0"})),
             },
+            ("POST", "identities") => match body["client_ids"].as_array() {
+                Some(ids) => {
+                    st.assigned_identities = Some(
+                        ids.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                    );
+                    HttpResponse::json(200, &json!({"ok": true}))
+                }
+                None => HttpResponse::json(400, &json!({"error": "client_ids must be a list"})),
+            },
             ("POST", "reset") => {
                 *st = State::default();
                 HttpResponse::json(200, &json!({"ok": true}))
@@ -697,6 +682,18 @@ impl Mock {
                 400,
                 &json!({"error": "resource is required"}),
             ));
+        }
+        if let (Some(id), Some(assigned)) = (
+            req.query.get("client_id"),
+            self.lock().assigned_identities.clone(),
+        ) {
+            if !assigned.contains(id) {
+                // What IMDS answers for a user-assigned identity this VM does not have.
+                return Some(HttpResponse::json(
+                    400,
+                    &json!({"error": "invalid_request", "error_description": "Identity not found"}),
+                ));
+            }
         }
         let client = req
             .query
