@@ -463,7 +463,7 @@ impl Proxy {
                 },
                 startup_wait: p.settings.startup_wait,
                 drain_timeout: DRAIN_TIMEOUT.min(p.settings.shutdown_grace),
-                refresh_margin: p.settings.refresh_margin,
+                refresh: p.settings.refresh_policy(),
                 reauth_limiter: reauth_limiter.clone(),
                 reconnect_pacer: reconnect_pacer.clone(),
                 unblocker: Arc::new(session::Unblocker::new(p.connector.clone())),

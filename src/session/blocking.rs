@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::RefreshPolicy;
 use crate::resp;
 use crate::token::AccessToken;
 
@@ -217,20 +218,28 @@ impl Blocking {
     }
 }
 
-/// How long one slice of a blocking wait may last: until shortly before `token` expires
-/// (`min(margin/2, lifetime/4)` before), so that a re-AUTH fits between two slices; at least
-/// one second.
+/// How long one slice of a bounded wait may last (the fallback when `CLIENT UNBLOCK` is
+/// refused): until just after the token's planned refresh (its latest planned time plus the
+/// time one acquisition may take), so that the connection re-authenticates with the new token
+/// right after it arrives, well before the old one expires. Once that moment has passed (a
+/// refresh that keeps failing), until shortly before the token expires (`min(margin/2,
+/// lifetime/4)` before). At least one second.
 pub(super) fn slice_length(
     token: &AccessToken,
-    refresh_margin: Duration,
+    policy: &RefreshPolicy,
     now: SystemTime,
 ) -> Duration {
-    let life = token
-        .expires_at()
-        .duration_since(token.obtained_at())
-        .unwrap_or_default();
-    let guard = (refresh_margin / 2).min(life / 4);
-    let end = token.expires_at().checked_sub(guard).unwrap_or(now);
+    let (obtained, expires) = (token.obtained_at(), token.expires_at());
+    let life = expires.duration_since(obtained).unwrap_or_default();
+    let guard = (policy.margin / 2).min(life / 4);
+    let last_moment = expires.checked_sub(guard).unwrap_or(now);
+    // No jitter (0.0): the latest time the manager plans the refresh for.
+    let after_refresh = policy.refresh_at(obtained, expires, obtained, 0.0) + policy.timeout;
+    let end = if after_refresh > now {
+        after_refresh.min(last_moment)
+    } else {
+        last_moment
+    };
     end.duration_since(now)
         .unwrap_or_default()
         .max(Duration::from_secs(1))
@@ -358,5 +367,32 @@ mod tests {
         );
         // An empty reply of an unsliced wait is the client's.
         assert!(!b.slice_ended(b"*-1\r\n", now + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn bounded_slices_end_just_after_the_planned_refresh() {
+        let policy = RefreshPolicy::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let token = AccessToken::new(
+            crate::token::Secret::new("t".into()),
+            "oid".into(),
+            t0 + Duration::from_secs(3600),
+            t0,
+            1,
+        );
+        // Refresh planned at 70% (2,520 s), plus one acquisition's time (30 s).
+        assert_eq!(slice_length(&token, &policy, t0), Duration::from_secs(2550));
+        // After that moment (a refresh that keeps failing): up to 90 s before expiry.
+        let late = t0 + Duration::from_secs(3000);
+        assert_eq!(
+            slice_length(&token, &policy, late),
+            Duration::from_secs(510)
+        );
+        // Never less than a second.
+        let expired = t0 + Duration::from_secs(4000);
+        assert_eq!(
+            slice_length(&token, &policy, expired),
+            Duration::from_secs(1)
+        );
     }
 }

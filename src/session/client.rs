@@ -501,7 +501,7 @@ impl<C: ClientStream> Session<C> {
     /// How long one slice of a blocking wait may last with the current token.
     pub(super) fn block_slice(&self) -> Duration {
         match self.token_rx.borrow().as_deref() {
-            Some(token) => slice_length(token, self.ctx.refresh_margin, SystemTime::now()),
+            Some(token) => slice_length(token, &self.ctx.refresh, SystemTime::now()),
             None => Duration::from_secs(1),
         }
     }

@@ -83,9 +83,9 @@ pub struct SessionContext {
     pub startup_wait: Duration,
     /// How long a closing session waits for replies to commands already forwarded.
     pub drain_timeout: Duration,
-    /// The token refresh margin: blocking waits end this much (at most half of it) before
-    /// the token expires, so the connection can re-AUTH in time.
-    pub refresh_margin: Duration,
+    /// The token refresh schedule: bounded blocking waits (when `CLIENT UNBLOCK` is refused)
+    /// end just after the planned refresh, so the connection re-AUTHs in time.
+    pub refresh: crate::config::RefreshPolicy,
     /// Bounds the re-AUTHs in flight at once, across sessions.
     pub reauth_limiter: Arc<tokio::sync::Semaphore>,
     /// Interrupts blocked commands with `CLIENT UNBLOCK` so they can re-authenticate.
