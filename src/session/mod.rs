@@ -14,11 +14,15 @@
 //! Re-`AUTH` on a token change happens at a *safe point*: no command that changes connection
 //! state is in flight (so the reply-side state is also the send-side state), not inside
 //! MULTI, and not on a RESP2 subscriber (the server refuses AUTH there; such clients are
-//! served through RESP3, see `Session::inject_hello`). Under `CLIENT REPLY OFF` or with a
+//! served through RESP3, see `resp2_subscriber`). Under `CLIENT REPLY OFF` or with a
 //! `SKIP` pending, the AUTH is wrapped in `CLIENT REPLY ON` ... `OFF`/`SKIP`. Ordinary
 //! commands in flight do not prevent it: the AUTH is queued behind them and its reply is
-//! recognised by position. After a client's `RESET`, which de-authenticates, an AUTH is
-//! injected at once. See `docs/session.md`.
+//! recognised by position. A blocked command is interrupted for it (`unblock`). After a
+//! client's `RESET`, which de-authenticates, an AUTH is injected at once.
+//!
+//! When the upstream connection is lost, the session moves to a new one only if it knows the
+//! whole connection state (`reconnect`); otherwise the client sees its connection close.
+//! Each part lives in its own file; `docs/session.md` lists them and explains the choices.
 
 mod blocking;
 mod client;
@@ -212,21 +216,29 @@ enum SessionEnd {
     Replication(std::io::Error),
 }
 
+/// One client connection and its upstream connection, with what the proxy knows of both.
 struct Session<C> {
+    /// The session's number (logs only).
     id: u64,
+    /// The local client's connection.
     client: C,
+    /// The TLS connection to the cache (replaced after a loss when the state allows it).
     upstream: UpstreamStream,
+    /// What every session of this listener shares.
     ctx: Arc<SessionContext>,
     /// Bytes read from the client, not yet forwarded (at most one partial command).
     cbuf: BytesMut,
     /// Bytes read from the cache, not yet routed (at most one partial frame).
     ubuf: BytesMut,
+    /// Where the client's next command ends (resumable across reads).
     cscan: CommandScanner,
+    /// Where the cache's next frame ends (resumable across reads).
     uscan: ReplyScanner,
     /// What each frame from the cache answers.
     queue: ReplyQueue,
-    /// Output plans, reused to avoid allocations.
+    /// What to send to the cache next, in order (reused to avoid allocations).
     to_upstream: Vec<Segment>,
+    /// What to send to the client next, in order (reused to avoid allocations).
     to_client: Vec<Segment>,
 
     /// The server's state as the replies so far show it.
