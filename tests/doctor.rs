@@ -358,6 +358,111 @@ async fn network_failures_name_the_cause() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// A loopback listener whose TCP connects hang: its accept backlog is 0 and nothing accepts,
+/// so once the accept queue holds a connection the kernel drops further SYNs
+/// (`net.ipv4.tcp_abort_on_overflow` 0, the default) and a connect sees no answer at all,
+/// neither SYN-ACK nor RST. Returns the listener, the connections that fill its queue (both
+/// kept open for as long as the port must hang) and its address.
+async fn hanging_listener() -> (std::net::TcpListener, Vec<tokio::net::TcpStream>, String) {
+    use std::os::fd::AsRawFd;
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_abort_on_overflow") {
+        assert_eq!(
+            v.trim(),
+            "0",
+            "net.ipv4.tcp_abort_on_overflow is set: an overflowing connect is reset, not dropped"
+        );
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // listen() again on a listening socket only changes its backlog.
+    assert_eq!(
+        unsafe { libc::listen(listener.as_raw_fd(), 0) },
+        0,
+        "listen(fd, 0)"
+    );
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => queued.push(s),
+            Ok(Err(e)) => panic!("connect to {addr} failed instead of hanging: {e}"),
+            Err(_) => return (listener, queued, addr),
+        }
+    }
+    panic!(
+        "{} connects to {addr} completed and none hung: the setup cannot make a connect time out",
+        queued.len()
+    );
+}
+
+#[tokio::test]
+async fn a_connect_timeout_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token::mint(Duration::from_secs(3600));
+    let file = TokenFile::new(&token);
+    let ca = dir.path().join("ca.pem");
+    let ca_cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&ca, ca_cert.cert.pem()).unwrap();
+
+    let (_listener, _queued, addr) = hanging_listener().await;
+    let args = {
+        let mut a = support::proxy_args_to(&addr, &ca, &file.path);
+        a.extend(["--connect-timeout".into(), "500ms".into()]);
+        a
+    };
+    let no_answer = format!("no answer from {addr}");
+
+    let started = Instant::now();
+    let out = doctor(&args, &[]);
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.verdict("dns"), "ok");
+    assert_eq!(out.verdict("tcp"), "FAIL");
+    assert!(
+        out.line("tcp").contains("connect timed out after 500ms"),
+        "timed out, not refused: {}",
+        out.stdout
+    );
+    let remedy = out.remedy("tcp");
+    assert!(
+        remedy.contains(&no_answer) && remedy.contains("firewall"),
+        "{remedy}"
+    );
+    assert!(!remedy.contains("refused"), "{remedy}");
+    assert_eq!(out.verdict("tls"), "skip");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    let mut json_args = args.clone();
+    json_args.push("--json".into());
+    let out = doctor(&json_args, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 1);
+    let checks = v["checks"].as_array().unwrap();
+    let tcp = checks.iter().find(|c| c["step"] == "tcp").unwrap();
+    assert_eq!(tcp["verdict"], "fail");
+    assert!(
+        tcp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("connect timed out after 500ms"),
+        "{tcp}"
+    );
+    let remedy = tcp["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains(&no_answer) && remedy.contains("firewall"),
+        "{remedy}"
+    );
+    let tls = checks.iter().find(|c| c["step"] == "tls").unwrap();
+    assert_eq!(tls["verdict"], "skip");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn configuration_errors_exit_64_in_text_and_json() {
     let dir = tempfile::tempdir().unwrap();
