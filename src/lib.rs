@@ -19,6 +19,7 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 //! - [`doctor`]: the `doctor` subcommand: every step of the path checked once, with remedies.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
