@@ -9,18 +9,23 @@
 //!   credentials, and the [`token::TokenManager`] that refreshes and publishes tokens.
 //! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
 //! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
-//! - [`server`]: listeners (one set per upstream), the accept loop, connection limits, shutdown.
+//! - [`listener`]: binding TCP and Unix listeners, the accept loop (a permit before each
+//!   accept, a pause when accepting fails), one session spawned per client.
+//! - [`server`]: the running proxy: listeners bound for each upstream, token managers, the
+//!   connection limit, the admin endpoint, SIGTERM/SIGINT shutdown.
 //! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
 //!   rewritten to them ([`cluster::rewrite`], pure).
 //! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 //! - [`doctor`]: the `doctor` subcommand: every step of the path checked once, with remedies.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod doctor;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod mock_identity;

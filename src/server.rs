@@ -1,5 +1,6 @@
-//! Listeners (TCP and Unix sockets), the accept loop, connection limits, the admin endpoint
-//! and shutdown.
+//! The running proxy: the listeners of every upstream (bound and served by
+//! [`crate::listener`]), token managers, the connection limit, the admin endpoint and
+//! shutdown.
 //!
 //! Shutdown has two modes, because the two signals mean different things:
 //!
@@ -16,13 +17,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -31,16 +30,16 @@ use tokio::time::Instant;
 use crate::admin::{self, AdminState, UpstreamHealth};
 use crate::cluster::ClusterMap;
 use crate::config::Settings;
+use crate::listener::{accept_loop, bind_tcp, bind_unix, Listener, SocketFile};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resp::Limits;
 use crate::session::{self, SessionContext};
 use crate::token::{self, TokenManager, TokenManagerHandle};
 use crate::upstream::UpstreamConnector;
 
-/// A start-up problem caused by the configuration (the process exits with code 64).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigProblem(pub String);
+// Defined next to `ConfigError` (the listeners report it too); `server::ConfigProblem` stays
+// a name for it.
+pub use crate::config::ConfigProblem;
 
 /// Upstream reconnections started per second at most, across sessions.
 const RECONNECTS_PER_SECOND: u32 = 200;
@@ -299,27 +298,6 @@ pub struct Proxy {
     _socket_files: Vec<SocketFile>,
 }
 
-/// A bound listener of either kind.
-pub(crate) enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-/// A client connection of either kind.
-enum ClientStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Listener {
-    async fn accept(&self) -> io::Result<ClientStream> {
-        match self {
-            Listener::Tcp(l) => l.accept().await.map(|(s, _)| ClientStream::Tcp(s)),
-            Listener::Unix(l) => l.accept().await.map(|(s, _)| ClientStream::Unix(s)),
-        }
-    }
-}
-
 /// One upstream, bound but not yet started.
 struct Planned {
     name: String,
@@ -377,13 +355,11 @@ impl Proxy {
                 if let Some(path) = spec.strip_prefix("unix:") {
                     let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
                     tracing::info!(upstream = %name, address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
-                    unix_paths.push(file.path.clone());
+                    unix_paths.push(file.path().to_owned());
                     socket_files.push(file);
                     listeners.push(Listener::Unix(listener));
                 } else {
-                    let listener = TcpListener::bind(spec.as_str())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))?;
+                    let listener = bind_tcp(spec).await?;
                     let addr = listener.local_addr()?;
                     tracing::info!(upstream = %name, address = %addr, "listening");
                     addrs.push(addr);
@@ -601,106 +577,6 @@ impl Drop for Proxy {
     }
 }
 
-/// A socket file this process created; removed on drop if it is still the same file.
-#[derive(Debug)]
-struct SocketFile {
-    /// Where it is.
-    path: PathBuf,
-    /// Device and inode at creation, so a file someone else put there later is left alone.
-    id: (u64, u64),
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.id {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
-
-/// Binds a Unix socket listener at `path` with file mode `mode`. A stale socket file (no
-/// process answers on it) is removed first; anything else at `path` is an error.
-fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<(UnixListener, SocketFile)> {
-    let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                anyhow::bail!("cannot listen on unix:{shown}: another process is listening there");
-            }
-            std::fs::remove_file(path)
-                .map_err(|e| anyhow::anyhow!("cannot remove stale socket unix:{shown}: {e}"))?;
-            tracing::info!(path = %shown, "removed a stale socket file");
-        }
-        Ok(_) => {
-            return Err(ConfigProblem(format!(
-                "cannot listen on unix:{shown}: the path exists and is not a socket"
-            ))
-            .into())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("cannot listen on unix:{shown}: {e}"),
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot listen on unix:{shown}: {e}"))?;
-    let meta = std::fs::symlink_metadata(path)?;
-    let file = SocketFile {
-        path: path.to_owned(),
-        id: (meta.dev(), meta.ino()),
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| anyhow::anyhow!("cannot set mode {mode:04o} on unix:{shown}: {e}"))?;
-    Ok((listener, file))
-}
-
-static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// Accepts clients on `listener` and runs a session for each, until shutdown.
-pub(crate) async fn accept_loop(
-    listener: Listener,
-    ctx: Arc<SessionContext>,
-    permits: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        // The permit is taken before accept: at the limit, clients wait in the backlog.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        match accepted {
-            Ok(stream) => {
-                let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
-                let ctx = ctx.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    match stream {
-                        ClientStream::Tcp(s) => {
-                            let _ = s.set_nodelay(true);
-                            session::run(s, ctx, shutdown, id).await;
-                        }
-                        ClientStream::Unix(s) => session::run(s, ctx, shutdown, id).await,
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // Never fatal. Out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 /// Splits `host[:port]` (IPv6 in brackets) with a default port.
 fn split_host_port(s: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
     let bad = || ConfigProblem(format!("`upstream` = `{s}` is not HOST[:PORT]"));
@@ -739,33 +615,5 @@ mod tests {
             let e = parse_socket_mode(bad).unwrap_err().to_string();
             assert!(e.contains("socket_mode"), "{bad}: {e}");
         }
-    }
-
-    #[tokio::test]
-    async fn stale_socket_is_replaced_and_removed_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.sock");
-        // A socket file nobody listens on any more.
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(path.exists());
-        let (listener, file) = bind_unix(&path, 0o600).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        // A live listener is not stolen.
-        let err = bind_unix(&path, 0o600).unwrap_err().to_string();
-        assert!(err.contains("another process"), "{err}");
-        drop(listener);
-        drop(file);
-        assert!(!path.exists());
-    }
-
-    #[tokio::test]
-    async fn a_regular_file_is_never_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("not-a-socket");
-        std::fs::write(&path, "data").unwrap();
-        let err = bind_unix(&path, 0o600).unwrap_err();
-        assert!(err.downcast_ref::<ConfigProblem>().is_some(), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 }

@@ -26,8 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::listener::{accept_loop, Listener};
 use crate::resp::{self, ReplyScanner};
-use crate::server::{accept_loop, Listener};
 use crate::session::{ReplyRewriter, SessionContext};
 use rewrite::{NodeMap, RewriteError, Topology};
 

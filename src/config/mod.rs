@@ -11,7 +11,8 @@
 //! - `cli`: the command line ([`Cli`]); `load`: layering file, environment and flags;
 //! - `validate`: the rules of [`Settings::validate`] and the per-upstream derivations;
 //! - `print`: `--print-config` ([`Settings::redacted_toml`]);
-//! - `error`: [`ConfigError`]; `parse`: `HOST:PORT`, [`count`] and [`duration`] values.
+//! - `error`: [`ConfigError`] and [`ConfigProblem`]; `parse`: `HOST:PORT`, [`count`] and
+//!   [`duration`] values.
 
 mod cli;
 mod error;
@@ -32,7 +33,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 pub use cli::Cli;
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_from, load_from_env, Loaded};
 pub use parse::{count, duration};
 
