@@ -88,6 +88,9 @@ struct Model {
     unrestorable: bool,
     /// WATCH in force (the proxy closes a watching session on a loss).
     watching: bool,
+    /// A command ran without a reply (CLIENT REPLY OFF/SKIP) and no reply came after it: on
+    /// a loss the proxy cannot know it ran, and closes.
+    unconfirmed: bool,
 }
 
 impl Model {
@@ -637,10 +640,10 @@ impl Gen {
         }
         let suppressed = !self.m.replies_on();
         let mut skip_next = false;
-        let (cmd, n) = if !self.m.multi
+        let is_reply_mode = !self.m.multi
             && !self.m.subscribed()
-            && self.rng.chance(if suppressed { 30 } else { 4 })
-        {
+            && self.rng.chance(if suppressed { 30 } else { 4 });
+        let (cmd, n) = if is_reply_mode {
             let mode = *self.rng.pick(&["ON", "OFF", "SKIP"]);
             let n = match mode {
                 // ON clears OFF and SKIP before it replies: always answered.
@@ -681,6 +684,11 @@ impl Gen {
             (c, if suppressed { 0 } else { n })
         };
         *frames += n;
+        if !is_reply_mode {
+            self.m.unconfirmed = n == 0;
+        } else if n > 0 {
+            self.m.unconfirmed = false;
+        }
         descr.push(
             cmd.iter()
                 .map(|a| show(a, 40))
@@ -718,6 +726,7 @@ impl Gen {
                 && !g.m.watching
                 && !g.m.subscribed()
                 && !g.m.unrestorable
+                && !g.m.unconfirmed
             {
                 steps.push(Step::Kill);
                 established = false;
@@ -766,6 +775,7 @@ impl Gen {
                     if g.m.replies_on() {
                         frames += 1;
                     }
+                    g.m.unconfirmed = !g.m.replies_on();
                     g.m.skip = false;
                 }
                 descr.push(format!("<pipeline of {count} commands>"));

@@ -394,10 +394,9 @@ async fn reply_off_is_restored() {
     let mut c = rig.client().await;
     let old = client_id(row, &mut c).await;
     c.send(&["CLIENT", "REPLY", "OFF"]).await;
-    // No reply under OFF: the server has the mode once a later command has run.
-    c.send(&["SET", "before", "1"]).await;
-    rig.wait_connection(row, "that ran the SET under REPLY OFF", |l| {
-        l.get("id") == Some(&old.to_string()) && l.get("cmd").map(String::as_str) == Some("set")
+    rig.wait_connection(row, "that ran CLIENT REPLY OFF", |l| {
+        l.get("id") == Some(&old.to_string())
+            && l.get("cmd").map(String::as_str) == Some("client|reply")
     })
     .await;
     rig.kill(row, old).await;
@@ -413,6 +412,24 @@ async fn reply_off_is_restored() {
     assert_eq!(c.cmd(&["GET", "after"]).await, Reply::bulk("2"), "{row}");
     assert_eq!(c.cmd(&["GET", "n"]).await, Reply::bulk("1"), "{row}");
     assert_new_connection(row, &mut c, old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_under_reply_off_then_a_loss_close_the_client() {
+    // The proxy cannot know whether a command that got no reply ran before the connection
+    // went: replacing the connection could silently lose a write, so the client is closed.
+    let row = "CLIENT REPLY OFF, a SET, then a kill";
+    let mut rig = Rig::start(&[]).await;
+    let mut c = rig.client().await;
+    let old = client_id(row, &mut c).await;
+    c.send(&["CLIENT", "REPLY", "OFF"]).await;
+    c.send(&["SET", "before", "1"]).await;
+    rig.wait_connection(row, "that ran the SET under REPLY OFF", |l| {
+        l.get("id") == Some(&old.to_string()) && l.get("cmd").map(String::as_str) == Some("set")
+    })
+    .await;
+    rig.kill(row, old).await;
+    expect_closed(row, &mut c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

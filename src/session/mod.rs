@@ -284,6 +284,9 @@ struct Session<C> {
     /// A slice ended empty before the client's timeout, or the proxy interrupted the wait:
     /// re-issue it.
     reissue: Option<Box<Blocking>>,
+    /// Commands ran with their replies suppressed (CLIENT REPLY OFF/SKIP) and no reply has
+    /// come since: if the connection is lost now, they may not have run.
+    unconfirmed: bool,
     /// The upstream connection's `CLIENT ID`, learnt before its first blocking command.
     upstream_id: Option<NonZeroU64>,
     /// The proxy's `CLIENT UNBLOCK` of this connection, in flight (see `unblock.rs`).
@@ -330,6 +333,7 @@ impl<C: ClientStream> Session<C> {
             reauth_permit: None,
             blocked: false,
             reissue: None,
+            unconfirmed: false,
             upstream_id: None,
             interrupt: None,
             held_reply: None,

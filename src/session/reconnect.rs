@@ -86,6 +86,11 @@ impl<C: ClientStream> Session<C> {
         if self.queue.state_changes_in_flight() > 0 {
             return OnLoss::Close("a state change is in flight");
         }
+        if self.unconfirmed {
+            return OnLoss::Close(
+                "commands sent under CLIENT REPLY OFF/SKIP may not have run on the lost connection",
+            );
+        }
         if !self.blocked && self.reissue.is_none() && self.queue.only_reauths() {
             return OnLoss::Replace;
         }
@@ -143,6 +148,7 @@ impl<C: ClientStream> Session<C> {
         self.upstream_lost = false;
         self.upstream_id = None;
         self.interrupt = None;
+        self.unconfirmed = false;
         self.queue.clear();
         self.reauth_permit = None;
         self.ubuf.clear();

@@ -158,6 +158,11 @@ impl<C: ClientStream> Session<C> {
                 return;
             };
             let n = self.expected_frames(kind, count, nargs);
+            if n < count && !matches!(kind, Kind::Empty | Kind::ClientReply(_)) {
+                // Run without a reply (CLIENT REPLY OFF/SKIP): nothing will confirm it ran
+                // until a later reply arrives.
+                self.unconfirmed = true;
+            }
             self.queue.resolve_head(n);
             if !self.queue.pop_finished_command() {
                 return;
@@ -292,6 +297,8 @@ impl<C: ClientStream> Session<C> {
             None
         };
         let is_error = resp::is_error_reply(bytes);
+        // A reply: everything sent before the command it answers has run.
+        self.unconfirmed = false;
         let Some(head) = self.queue.head() else {
             tracing::debug!(
                 session = self.id,
