@@ -128,7 +128,13 @@ impl<C: ClientStream> Session<C> {
                     break;
                 }
             }
+            let channels = match &action {
+                Action::Forward(_, n) | Action::Rewrite(_, n, _) => n.saturating_sub(1),
+                _ => 0,
+            };
+            // (A SUBSCRIBE without a channel fails on its arity and subscribes nothing.)
             if matches!(kind, Kind::Subscribe(_))
+                && channels > 0
                 && self.sent.client_proto == 2
                 && self.sent.upstream_proto == 2
             {
@@ -431,6 +437,10 @@ impl<C: ClientStream> Session<C> {
     pub(super) fn local_reply(&mut self, reply: Cow<'static, [u8]>, at_exec: bool) {
         if !self.sent.txn.in_multi() {
             self.queue.push(Pending::Local(reply));
+            // The command never reaches the server, so a CLIENT REPLY SKIP sent before it
+            // would silence the next forwarded command instead: an empty command consumes it
+            // there, as this one did here.
+            self.consume_server_skip();
             return;
         }
         let locals = self.txn_locals.get_or_insert_with(Default::default);
@@ -474,7 +484,20 @@ impl<C: ClientStream> Session<C> {
             .push_command(kind, nargs, state_change, opened_multi);
     }
 
+    /// Sends an empty command (`*0`: no reply, but redis-server's resetClient runs) when the
+    /// last command forwarded was `CLIENT REPLY SKIP`, so that the skip is used up before a
+    /// frame the proxy itself sends or answers.
+    pub(super) fn consume_server_skip(&mut self) {
+        if self.sent.skip_next {
+            self.to_upstream.push(Segment::Static(b"*0\r\n"));
+            self.enqueue_command(Kind::Empty, 0);
+        }
+    }
+
     pub(super) fn inject_hello(&mut self, version: u8) {
+        // The injected HELLO's reply must come: a pending SKIP is used up first (the command
+        // behind, a SUBSCRIBE, is confirmed whatever the reply mode).
+        self.consume_server_skip();
         let v = [b'0' + version];
         self.to_upstream
             .push(Segment::Owned(resp::encode_command(&[&b"HELLO"[..], &v])));

@@ -181,11 +181,16 @@ impl<C: ClientStream> Session<C> {
             return self.apply_reply_mode(count);
         }
         match kind {
-            // SUBSCRIBE without a channel: one error.
-            Kind::Subscribe(_) if nargs <= 1 => 1,
-            // Confirmations are sent whatever the reply mode (checked on redis-server 7.0).
-            Kind::Subscribe(_) => nargs - 1,
+            // SUBSCRIBE without a channel: one error (silenced as any reply).
+            Kind::Subscribe(_) if nargs <= 1 => self.apply_reply_mode(1),
+            // Confirmations are sent whatever the reply mode (checked on redis-server 7.0),
+            // and the command uses up a CLIENT REPLY SKIP all the same.
+            Kind::Subscribe(_) => {
+                self.apply_reply_mode(1);
+                nargs - 1
+            }
             Kind::Unsubscribe(k) => {
+                self.apply_reply_mode(1);
                 if nargs > 1 {
                     nargs - 1
                 } else {
