@@ -10,9 +10,10 @@ import statistics
 import sys
 from collections import defaultdict
 
-# proxy-t1: the proxy with --threads 1 (bench/run.sh --threads-variant); proxy-unix: the
-# proxy with its client on a Unix socket (--unix-variant).
-TARGETS = ["direct", "proxy", "proxy-t1", "proxy-unix", "stunnel", "haproxy"]
+# proxy-cold: the proxy with --warm-connections 0 (connect case only); proxy-t1: the proxy
+# with --threads 1 (bench/run.sh --threads-variant); proxy-unix: the proxy with its client on
+# a Unix socket (--unix-variant).
+TARGETS = ["direct", "proxy", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel", "haproxy"]
 # (case, test) -> minimum ratio the proxy must reach.
 RATIO_TARGETS = {"c50-P16": 0.90, "c50-P1": 0.65, "c1-P1": 0.85}
 MEM_TARGET_KB = 12.0

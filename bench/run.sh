@@ -215,6 +215,17 @@ start_proxy() {
     PIDS+=("$PROXY_PID")
     wait_port "$PROXY_PORT" "$PROXY_PID" entra-redis-proxy
 }
+# The proxy without warm connections (the connect case only): every client waits for TCP, TLS
+# and AUTH to the cache, as before warm connections.
+start_proxy-cold() {
+    PROXY_COLD_PORT=$(port)
+    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_COLD_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
+        --token-file-poll 10s --warm-connections 0 "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-cold.log" &
+    PROXY_COLD_PID=$!
+    PIDS+=("$PROXY_COLD_PID")
+    wait_port "$PROXY_COLD_PORT" "$PROXY_COLD_PID" "entra-redis-proxy --warm-connections 0"
+}
 start_proxy-t1() {
     PROXY_T1_PORT=$(port)
     RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_T1_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
@@ -297,6 +308,7 @@ target_args() {
     direct) T_PORT=$REDIS_PORT; T_PID=""; T_TLS=1 ;;
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
     proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
+    proxy-cold) T_PORT=$PROXY_COLD_PORT; T_PID=$PROXY_COLD_PID; T_TLS=0 ;;
     proxy-unix) T_PORT=""; T_PID=$PROXY_UNIX_PID; T_TLS=0 ;;
     stunnel) T_PORT=$STUNNEL_PORT; T_PID=$STUNNEL_PID; T_TLS=0 ;;
     haproxy) T_PORT=$HAPROXY_PORT; T_PID=$HAPROXY_PID; T_TLS=0 ;;
@@ -473,9 +485,14 @@ for spec in "${CASES[@]}"; do
 done
 
 wanted connect && log "case connect: $N_CONNECT sequential connect + AUTH + PING + close"
+CONNECT_TARGETS=("${TARGETS[@]}")
+if wanted connect && "$PROXY_BIN" --help 2>&1 | grep -q -- '--warm-connections'; then
+    start_proxy-cold
+    CONNECT_TARGETS+=(proxy-cold)
+fi
 for rep in $(seq 1 "$REPS"); do
     wanted connect || break
-    for t in "${TARGETS[@]}"; do
+    for t in "${CONNECT_TARGETS[@]}"; do
         [ "$t" = proxy-unix ] && continue
         target_args "$t"
         before=$(cpu_ticks "$T_PID")
@@ -489,6 +506,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 stop_pid "$PROXY_PID"
+[ -n "${PROXY_COLD_PID:-}" ] && stop_pid "$PROXY_COLD_PID"
 [ "$THREADS_VARIANT" = 1 ] && stop_pid "$PROXY_T1_PID"
 [ "$UNIX_VARIANT" = 1 ] && stop_pid "$PROXY_UNIX_PID"
 stop_pid "$STUNNEL_PID"

@@ -8,6 +8,7 @@
 //! - [`token`]: access tokens, the [`token::TokenSource`] trait, the token file and Entra
 //!   credentials, and the [`token::TokenManager`] that refreshes and publishes tokens.
 //! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
+//! - [`warm`]: warm upstream connections kept ready (and re-authenticated) for new clients.
 //! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
 //! - [`listener`]: binding TCP and Unix listeners, the accept loop (a permit before each
 //!   accept, a pause when accepting fails), one session spawned per client.
@@ -34,3 +35,4 @@ pub mod server;
 pub mod session;
 pub mod token;
 pub mod upstream;
+pub mod warm;

@@ -41,6 +41,9 @@ pub struct MetricsRegistry {
     upstream_connect_errors_total: IntCounterVec,
     upstream_reconnects_total: IntCounterVec,
     upstream_losses_total: IntCounterVec,
+    warm_connections: IntGaugeVec,
+    warm_connection_uses_total: IntCounterVec,
+    warm_connections_discarded_total: IntCounterVec,
     commands_total: IntCounterVec,
     bytes_total: IntCounterVec,
     cluster_nodes: IntGaugeVec,
@@ -87,6 +90,12 @@ pub struct Metrics {
     /// Upstream connections lost under a session, by what the session did: replaced (state
     /// restored), reissued (a blocked command sent again), closed (the client closed).
     upstream_losses: [IntCounter; 3],
+    /// Warm connections ready for the next client (`warm_connections`).
+    pub warm_connections: IntGauge,
+    /// New sessions that took a warm connection (`[0]`, hit) or had to connect (`[1]`, miss).
+    warm_uses: [IntCounter; 2],
+    /// Warm connections found closed, or that failed a re-AUTH or a PING, and were dropped.
+    pub warm_connections_discarded_total: IntCounter,
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
     /// `bytes_total{direction="client_to_upstream"}` (hot path).
@@ -217,6 +226,20 @@ impl MetricsRegistry {
                 "Upstream connections lost under a session, by outcome: replaced (state restored), reissued (a blocked command sent again on a new connection), closed (the client's connection closed so that it sees the loss).",
                 &["outcome"],
             ),
+            warm_connections: int_gauge(
+                "warm_connections",
+                "Warm upstream connections (connected, authenticated) ready for new clients.",
+            ),
+            warm_connection_uses_total: counter(
+                "warm_connection_uses_total",
+                "New client sessions by result: hit (took a warm connection) or miss (connected then).",
+                &["result"],
+            ),
+            warm_connections_discarded_total: counter(
+                "warm_connections_discarded_total",
+                "Warm connections dropped because the cache had closed them, or a re-AUTH or PING failed.",
+                &[],
+            ),
             commands_total: counter("commands_total", "Commands forwarded to the cache.", &[]),
             bytes_total: counter(
                 "bytes_total",
@@ -260,6 +283,9 @@ impl MetricsRegistry {
             Box::new(r.upstream_connect_errors_total.clone()),
             Box::new(r.upstream_reconnects_total.clone()),
             Box::new(r.upstream_losses_total.clone()),
+            Box::new(r.warm_connections.clone()),
+            Box::new(r.warm_connection_uses_total.clone()),
+            Box::new(r.warm_connections_discarded_total.clone()),
             Box::new(r.commands_total.clone()),
             Box::new(r.bytes_total.clone()),
             Box::new(r.cluster_nodes.clone()),
@@ -313,6 +339,12 @@ impl MetricsRegistry {
             upstream_reconnects_total: self.upstream_reconnects_total.with_label_values(&[n]),
             upstream_losses: ["replaced", "reissued", "closed"]
                 .map(|o| self.upstream_losses_total.with_label_values(&[n, o])),
+            warm_connections: self.warm_connections.with_label_values(&[n]),
+            warm_uses: ["hit", "miss"]
+                .map(|r| self.warm_connection_uses_total.with_label_values(&[n, r])),
+            warm_connections_discarded_total: self
+                .warm_connections_discarded_total
+                .with_label_values(&[n]),
             commands_total: self.commands_total.with_label_values(&[n]),
             bytes_client_to_upstream: self
                 .bytes_total
@@ -349,6 +381,11 @@ impl Metrics {
     /// Records the loss of an upstream connection and what the session did about it.
     pub fn upstream_lost(&self, outcome: UpstreamLoss) {
         self.upstream_losses[outcome as usize].inc();
+    }
+
+    /// Records whether a new session found a warm connection.
+    pub fn warm_use(&self, hit: bool) {
+        self.warm_uses[usize::from(!hit)].inc();
     }
 
     /// Records a token acquisition.

@@ -36,6 +36,7 @@ use crate::resp::Limits;
 use crate::session::{self, SessionContext};
 use crate::token::{self, TokenManager, TokenManagerHandle};
 use crate::upstream::UpstreamConnector;
+use crate::warm::WarmPool;
 
 // Defined next to `ConfigError` (the listeners report it too); `server::ConfigProblem` stays
 // a name for it.
@@ -446,7 +447,19 @@ impl Proxy {
                 client_password: p.client_password,
                 cluster: None,
                 reconnect_subscribers: p.settings.reconnect_subscribers,
+                warm: None,
             };
+            if p.settings.warm_connections > 0 {
+                let pool = Arc::new(WarmPool::new(
+                    p.settings.warm_connections,
+                    p.connector.clone(),
+                    p.metrics.clone(),
+                ));
+                tasks.push(tokio::spawn(
+                    pool.clone().run(ctx.tokens.clone(), shutdown.clone()),
+                ));
+                ctx.warm = Some(pool);
+            }
             if p.settings.cluster {
                 let local_ip = p
                     .listeners

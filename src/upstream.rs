@@ -253,6 +253,57 @@ impl UpstreamConnector {
         result
     }
 
+    /// Authenticates an open, idle connection again with `token` (a warm connection when a
+    /// new token arrives). The connection must have nothing else in flight.
+    pub async fn reauthenticate(
+        &self,
+        stream: &mut UpstreamStream,
+        token: &AccessToken,
+    ) -> Result<(), UpstreamError> {
+        tokio::time::timeout(self.auth_timeout, authenticate(stream, token, &self.addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                step: "AUTH",
+                addr: self.addr.clone(),
+                after: self.auth_timeout,
+            })?
+    }
+
+    /// Checks an open, idle connection with `PING` (a warm connection kept alive).
+    pub async fn ping(&self, stream: &mut UpstreamStream) -> Result<(), UpstreamError> {
+        let addr = &self.addr;
+        let proto = |detail: String| UpstreamError::Protocol {
+            addr: addr.clone(),
+            detail,
+        };
+        let exchange = async {
+            stream
+                .write_all(b"*1\r\n$4\r\nPING\r\n")
+                .await
+                .map_err(|e| proto(e.to_string()))?;
+            stream.flush().await.map_err(|e| proto(e.to_string()))?;
+            let mut buf = [0u8; 7];
+            stream
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| proto(e.to_string()))?;
+            if &buf != b"+PONG\r\n" {
+                return Err(proto(format!(
+                    "unexpected reply to PING: {}",
+                    String::from_utf8_lossy(&buf).trim()
+                )));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.auth_timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                step: "PING",
+                addr: addr.clone(),
+                after: self.auth_timeout,
+            })?
+    }
+
     /// The outcome of the most recent connection attempt; `None` before the first.
     pub fn last_attempt(&self) -> Option<ConnectAttempt> {
         self.last_attempt

@@ -638,3 +638,59 @@ async fn a_new_node_gets_a_listener_and_redirects_to_it_work() {
     let mut there = proxy_client(target.parse().unwrap()).await;
     assert_eq!(there.cmd(&["GET", &key]).await, Reply::bulk("fresh"));
 }
+
+/// Warm connections in cluster mode: each node listener keeps its own, to its own node, so a
+/// client that follows a redirect to a node listener is served at once by that node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_listener_keeps_warm_connections_to_its_own_node() {
+    let cluster = TlsCluster::start(3, 0).await;
+    let rotator = ClusterRotator::new(&cluster).await;
+    let seed = cluster.addr(0);
+    let mut args = cluster_proxy_args(&cluster, &seed, &rotator.file.path);
+    let at = args.iter().position(|a| a == "--warm-connections").unwrap();
+    args[at + 1] = "1".into();
+    let proxy = Proxy::start(&args, "info").await;
+    let listeners = wait_for_listeners(&proxy, &cluster).await;
+    let metrics = admin_address(&proxy);
+    // One for the seed listener and one per node listener.
+    let want = (1 + listeners.len()) as f64;
+    let mut m = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        m = scrape_metrics(metrics).await;
+        if metric_value(
+            &m,
+            "entra_redis_proxy_warm_connections{upstream=\"default\"}",
+        ) == want
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric_value(
+            &m,
+            "entra_redis_proxy_warm_connections{upstream=\"default\"}"
+        ),
+        want,
+        "{m}"
+    );
+    for (node, local) in &listeners {
+        let index = cluster.index_of_addr(node).expect("a cluster node");
+        let mut c = proxy_client(*local).await;
+        assert_eq!(
+            c.cmd(&["CLUSTER", "MYID"]).await,
+            Reply::bulk(cluster.node_id(index)),
+            "the listener for {node}"
+        );
+    }
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "entra_redis_proxy_warm_connection_uses_total{result=\"hit\",upstream=\"default\"}"
+        ),
+        listeners.len() as f64,
+        "{m}"
+    );
+}

@@ -958,8 +958,12 @@ fn normalise(stream: &[u8]) -> Vec<u8> {
     sort_unsubscribe_runs(&normalise_ids(stream))
 }
 
-/// One unsubscribe confirmation: `*3`/`>3`, the kind, the name (`None`: `$-1`/`_`), the count.
-fn unsubscribe_confirmation(buf: &[u8]) -> Option<(usize, &[u8], Option<&[u8]>, i64)> {
+/// One unsubscribe confirmation: its length, its kind (the encoded `unsubscribe`,
+/// `punsubscribe` or `sunsubscribe`), the name (`None`: `$-1`/`_`) and the count.
+type Confirmation<'a> = (usize, &'a [u8], Option<&'a [u8]>, i64);
+
+/// The unsubscribe confirmation (`*3`/`>3`) at the start of `buf`, if one is there.
+fn unsubscribe_confirmation(buf: &[u8]) -> Option<Confirmation<'_>> {
     let head = buf.get(..4)?;
     if head != b"*3\r\n" && head != b">3\r\n" {
         return None;

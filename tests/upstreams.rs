@@ -55,9 +55,10 @@ async fn two_caches_with_their_own_identities_at_once() {
     let mut rot_b = Rotator::new(&b).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
-    // A third upstream reuses the first identity: it must share its token manager.
+    // A third upstream reuses the first identity: it must share its token manager. (No warm
+    // connections: the test counts each session's own connection and re-AUTHs.)
     let text = format!(
-        "token_file_poll = \"50ms\"\nadmin_listen = \"127.0.0.1:0\"\n\n{}{}{}",
+        "token_file_poll = \"50ms\"\nadmin_listen = \"127.0.0.1:0\"\nwarm_connections = 0\n\n{}{}{}",
         entry("sessions", free_port(), &a, &rot_a.file.path),
         entry("orders", free_port(), &b, &rot_b.file.path),
         entry("sessions-again", free_port(), &a, &rot_a.file.path),

@@ -145,6 +145,15 @@ impl ClusterMap {
         // CLIENT UNBLOCK must reach the node the blocked connection is on.
         ctx.unblocker = Arc::new(crate::session::Unblocker::new(ctx.connector.clone()));
         ctx.cluster = Some(me as Arc<dyn ReplyRewriter>);
+        // Warm connections must be to this node: a pool of its own.
+        ctx.warm = self.base.warm.as_ref().map(|seed| {
+            let pool = Arc::new(seed.for_connector(ctx.connector.clone()));
+            st.tasks.push(tokio::spawn(
+                pool.clone()
+                    .run(self.base.tokens.clone(), self.shutdown.clone()),
+            ));
+            pool
+        });
         let task = tokio::spawn(accept_loop(
             Listener::Tcp(listener),
             Arc::new(ctx),

@@ -46,6 +46,10 @@ pub struct Cli {
     /// Re-AUTHs in flight at once across all sessions after a token refresh [default: 64].
     #[arg(long, value_name = "N")]
     pub reauth_concurrency: Option<usize>,
+    /// Upstream connections kept connected and authenticated for new clients, per upstream
+    /// (per node in cluster mode); 0 = none [default: 2].
+    #[arg(long, value_name = "N")]
+    pub warm_connections: Option<usize>,
     /// Runtime threads: 0 = one per CPU, 1 = a single-threaded runtime [default: 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -193,6 +197,7 @@ impl Cli {
         }
         set(&mut s.allow_non_loopback, self.allow_non_loopback);
         set(&mut s.max_connections, self.max_connections);
+        set(&mut s.warm_connections, self.warm_connections);
         set(&mut s.reauth_concurrency, self.reauth_concurrency);
         set(&mut s.threads, self.threads);
         set(&mut s.upstream, self.upstream);

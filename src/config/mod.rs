@@ -92,6 +92,10 @@ pub struct Settings {
     /// Re-AUTHs in flight at once across all sessions when a token is refreshed.
     #[serde(deserialize_with = "count::deserialize")]
     pub reauth_concurrency: usize,
+    /// Upstream connections kept connected and authenticated, ready for new clients (per
+    /// upstream, per node in cluster mode); 0 = none.
+    #[serde(deserialize_with = "count::deserialize")]
+    pub warm_connections: usize,
     /// Runtime threads: 0 = one per CPU, 1 = everything on one thread.
     #[serde(deserialize_with = "count::deserialize")]
     pub threads: usize,
@@ -275,6 +279,10 @@ const UPSTREAM_KEYS: &[&str] = &[
 /// The name of the upstream configured by the top-level keys alone.
 pub const DEFAULT_UPSTREAM_NAME: &str = "default";
 
+/// Warm connections kept ready by default: enough for a burst of a few new clients without a
+/// handshake, few enough not to matter against the cache's connection limit.
+pub const DEFAULT_WARM_CONNECTIONS: usize = 2;
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -282,6 +290,7 @@ impl Default for Settings {
             allow_non_loopback: false,
             max_connections: 10_000,
             reauth_concurrency: 64,
+            warm_connections: DEFAULT_WARM_CONNECTIONS,
             threads: 0,
             upstream: String::new(),
             tls_server_name: None,

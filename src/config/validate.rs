@@ -10,6 +10,9 @@ use super::{
     DEFAULT_UPSTREAM_NAME, DEFAULT_UPSTREAM_PORT, UPSTREAM_KEYS,
 };
 
+/// The most warm connections one upstream may keep (a typo should not take the cache's limit).
+const MAX_WARM_CONNECTIONS: usize = 1000;
+
 impl Settings {
     /// Checks every rule; the first broken one is returned, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -310,6 +313,15 @@ impl Settings {
             if value == 0 {
                 return Err(invalid(key, "= 0 must be greater than zero".into()));
             }
+        }
+        if self.warm_connections > MAX_WARM_CONNECTIONS {
+            return Err(invalid(
+                "warm_connections",
+                format!(
+                    "= {} is more than {MAX_WARM_CONNECTIONS}: every warm connection counts against the cache's connection limit; a few are enough",
+                    self.warm_connections
+                ),
+            ));
         }
         if self.cluster {
             self.cluster_port_range()?;

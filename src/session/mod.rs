@@ -104,6 +104,8 @@ pub struct SessionContext {
     /// After an upstream loss, resubscribe subscribers and MONITOR silently instead of
     /// closing their clients (`reconnect_subscribers`).
     pub reconnect_subscribers: bool,
+    /// Connections kept ready for new sessions (`warm_connections`); `None`: connect each time.
+    pub warm: Option<Arc<crate::warm::WarmPool>>,
 }
 
 /// Runs one client session until either side closes or `shutdown` turns true (then the
@@ -137,6 +139,10 @@ where
     C: ClientStream,
 {
     let mut client = client;
+    if let Some((upstream, token)) = ctx.warm.as_ref().and_then(|w| w.take()) {
+        tracing::debug!(session = id, user = %token.username(), "session started (warm connection)");
+        return Some(Session::new(client, upstream, ctx, token, id));
+    }
     let token = match ctx.tokens.wait_for_token(ctx.startup_wait).await {
         Some(t) => t,
         None => {

@@ -596,7 +596,8 @@ pub fn proxy_args(server: &RedisServer, token_file: &Path) -> Vec<String> {
 
 /// Arguments for a proxy in front of the TLS cache at `upstream` (certificate for
 /// `localhost`, issued by the CA in `ca_file`), reading its token from `token_file`, with no
-/// admin listener.
+/// admin listener and no warm connections (tests find a session's upstream connection on the
+/// server by its user; tests/warm.rs covers warm connections).
 pub fn proxy_args_to(upstream: &str, ca_file: &Path, token_file: &Path) -> Vec<String> {
     [
         "--listen",
@@ -615,6 +616,8 @@ pub fn proxy_args_to(upstream: &str, ca_file: &Path, token_file: &Path) -> Vec<S
         "50ms",
         "--admin-listen",
         "",
+        "--warm-connections",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
