@@ -1357,6 +1357,91 @@ async fn client_certificate_pfx_without_password_and_legacy_pfx() {
     }
 }
 
+/// Every form `openssl pkcs12 -export` writes is read: the OpenSSL 3 default (PBES2,
+/// AES-256, SHA-256 MAC) is covered above; here legacy RC2-40/3DES with a SHA-1 MAC, 3DES
+/// alone, unencrypted bags, no MAC, AES-128 with a SHA-512 MAC, and a file that also holds
+/// an unrelated CA certificate (the key's own certificate is the one used).
+#[tokio::test]
+async fn client_certificate_pfx_every_encryption_openssl_writes() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let dir = mock.dir.path();
+    let (pem, der, public_key) = rsa_certificate_with_public_key(dir);
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("extra-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_arg = ca_file.display().to_string();
+
+    let password = "v4riant pass";
+    let pw_file = dir.join("variants-password");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    let mut settings = mock.settings(CredentialKind::ClientCertificate);
+    settings.tenant_id = Some("tenant-v".into());
+    settings.client_id = Some("app-v".into());
+    settings.certificate_password_file = Some(pw_file.clone());
+    let variants: Vec<(&str, Vec<&str>)> = vec![
+        ("legacy", vec!["-legacy"]),
+        (
+            "3des",
+            vec![
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+            ],
+        ),
+        ("plain-bags", vec!["-keypbe", "NONE", "-certpbe", "NONE"]),
+        ("no-mac", vec!["-nomac"]),
+        (
+            "aes128-sha512",
+            vec![
+                "-keypbe",
+                "AES-128-CBC",
+                "-certpbe",
+                "AES-128-CBC",
+                "-macalg",
+                "sha512",
+            ],
+        ),
+        ("with-ca", vec!["-certfile", ca_arg.as_str()]),
+    ];
+    for (name, extra) in &variants {
+        let pfx = export_pfx(
+            &pem,
+            &dir.join(format!("{name}.pfx")),
+            Some(password),
+            extra,
+        )
+        .unwrap_or_else(|| panic!("openssl pkcs12 -export {extra:?}"));
+        settings.certificate_file = Some(pfx);
+        let source = build_source(&settings).unwrap_or_else(|e| panic!("{name}: {e}"));
+        fetch_checked(source.as_ref(), &mock).await;
+    }
+    let reqs = mock.requests().await;
+    assert_eq!(reqs.len(), variants.len());
+    for r in &reqs {
+        assert_assertion_signed_by(r["assertion"].as_str().unwrap(), &der, &public_key, "app-v");
+    }
+
+    // A wrong password on a legacy file (its SHA-1 MAC fails): said so, the password nowhere.
+    std::fs::write(&pw_file, "not-the-password\n").unwrap();
+    settings.certificate_file = Some(dir.join("legacy.pfx"));
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("does not open it") && err.contains("variants-password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-password") && !err.contains(password),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn client_certificate_pfx_without_a_usable_key_says_why() {
     let _env = env_guard().await;

@@ -20,10 +20,12 @@
 //!
 //! Layout: this file holds the token sources ([`AzureSource`], [`ChainSource`]) and what one
 //! acquisition does; `builders` turns the settings into them at start-up ([`build`]);
-//! `certificate` signs the client assertion of `client-certificate`.
+//! `certificate` signs the client assertion of `client-certificate`, reading PFX files with
+//! `pfx`; `proxy` is the outbound HTTPS proxy of the token endpoint.
 
 mod builders;
 mod certificate;
+mod pfx;
 mod proxy;
 
 use std::fmt;
