@@ -881,6 +881,15 @@ struct EndToEnd {
 }
 
 async fn end_to_end(lifetime: &str, extra_proxy_args: &[&str]) -> EndToEnd {
+    end_to_end_with_env(lifetime, extra_proxy_args, &[]).await
+}
+
+/// [`end_to_end`] with `envs` set on the proxy process.
+async fn end_to_end_with_env(
+    lifetime: &str,
+    extra_proxy_args: &[&str],
+    envs: &[(&str, &str)],
+) -> EndToEnd {
     let server = support::RedisServer::start().await;
     let mut admin = server.admin().await;
     let mock_admin_password = support::random_id();
@@ -928,7 +937,7 @@ async fn end_to_end(lifetime: &str, extra_proxy_args: &[&str]) -> EndToEnd {
         args.push(value.into());
     }
     args.extend(extra_proxy_args.iter().map(|a| a.to_string()));
-    let proxy = support::Proxy::start(&args, "info,entra_redis_proxy=debug").await;
+    let proxy = support::Proxy::start_with_env(&args, "info,entra_redis_proxy=debug", envs).await;
     EndToEnd {
         server,
         mock,
@@ -1348,6 +1357,91 @@ async fn client_certificate_pfx_without_password_and_legacy_pfx() {
     }
 }
 
+/// Every form `openssl pkcs12 -export` writes is read: the OpenSSL 3 default (PBES2,
+/// AES-256, SHA-256 MAC) is covered above; here legacy RC2-40/3DES with a SHA-1 MAC, 3DES
+/// alone, unencrypted bags, no MAC, AES-128 with a SHA-512 MAC, and a file that also holds
+/// an unrelated CA certificate (the key's own certificate is the one used).
+#[tokio::test]
+async fn client_certificate_pfx_every_encryption_openssl_writes() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let dir = mock.dir.path();
+    let (pem, der, public_key) = rsa_certificate_with_public_key(dir);
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join("extra-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_arg = ca_file.display().to_string();
+
+    let password = "v4riant pass";
+    let pw_file = dir.join("variants-password");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    let mut settings = mock.settings(CredentialKind::ClientCertificate);
+    settings.tenant_id = Some("tenant-v".into());
+    settings.client_id = Some("app-v".into());
+    settings.certificate_password_file = Some(pw_file.clone());
+    let variants: Vec<(&str, Vec<&str>)> = vec![
+        ("legacy", vec!["-legacy"]),
+        (
+            "3des",
+            vec![
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+            ],
+        ),
+        ("plain-bags", vec!["-keypbe", "NONE", "-certpbe", "NONE"]),
+        ("no-mac", vec!["-nomac"]),
+        (
+            "aes128-sha512",
+            vec![
+                "-keypbe",
+                "AES-128-CBC",
+                "-certpbe",
+                "AES-128-CBC",
+                "-macalg",
+                "sha512",
+            ],
+        ),
+        ("with-ca", vec!["-certfile", ca_arg.as_str()]),
+    ];
+    for (name, extra) in &variants {
+        let pfx = export_pfx(
+            &pem,
+            &dir.join(format!("{name}.pfx")),
+            Some(password),
+            extra,
+        )
+        .unwrap_or_else(|| panic!("openssl pkcs12 -export {extra:?}"));
+        settings.certificate_file = Some(pfx);
+        let source = build_source(&settings).unwrap_or_else(|e| panic!("{name}: {e}"));
+        fetch_checked(source.as_ref(), &mock).await;
+    }
+    let reqs = mock.requests().await;
+    assert_eq!(reqs.len(), variants.len());
+    for r in &reqs {
+        assert_assertion_signed_by(r["assertion"].as_str().unwrap(), &der, &public_key, "app-v");
+    }
+
+    // A wrong password on a legacy file (its SHA-1 MAC fails): said so, the password nowhere.
+    std::fs::write(&pw_file, "not-the-password\n").unwrap();
+    settings.certificate_file = Some(dir.join("legacy.pfx"));
+    let err = startup_error(&settings);
+    assert!(
+        err.contains("does not open it") && err.contains("variants-password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-password") && !err.contains(password),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn client_certificate_pfx_without_a_usable_key_says_why() {
     let _env = env_guard().await;
@@ -1385,4 +1479,214 @@ async fn client_certificate_pfx_without_a_usable_key_says_why() {
         err.contains("ec.pfx") && err.contains("not RSA") && err.contains("only RSA"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbound HTTPS proxy. Its variables are process-wide, so they are set on the spawned
+// binary (the daemon, or `doctor`), never in this process.
+
+/// Runs `entra-redis-proxy doctor` with `credential_args` against a closed upstream port (only
+/// the token step matters) and `envs` on top of this process's environment, from which the
+/// identity and proxy variables are removed. Returns the `token` step's line and the line
+/// after it (its remedy, if any).
+fn doctor_token(mock: &Mock, credential_args: &[&str], envs: &[(&str, String)]) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let mut args = support::proxy_args_to(&upstream, &mock.ca(), Path::new("/unused"));
+    let at = args.iter().position(|a| a == "--credential").unwrap();
+    args.drain(at..at + 4); // --credential token-file --token-file PATH
+    let authority = mock.authority();
+    let ca = mock.ca().display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"));
+    cmd.arg("doctor")
+        .args(&args)
+        .args(["--authority-host", &authority, "--identity-ca-file", &ca])
+        .args(credential_args);
+    for v in AZURE_VARS
+        .iter()
+        .chain(support::connect_proxy::PROXY_VARIABLES.iter())
+        .chain(["RUST_LOG"].iter())
+    {
+        cmd.env_remove(v);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut lines = stdout.lines();
+    let is_token_step = |l: &&str| {
+        let mut words = l.split_whitespace().skip(1);
+        match words.next() {
+            Some(w) if w.starts_with('[') => words.next() == Some("token"),
+            w => w == Some("token"),
+        }
+    };
+    let Some(token) = lines.find(is_token_step) else {
+        panic!("no token step in doctor's output:\n{stdout}\n{stderr}");
+    };
+    format!("{token}\n{}", lines.next().unwrap_or_default())
+}
+
+/// The `Proxy-Authorization` value for `user:password`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn the_daemon_reaches_the_token_endpoint_through_the_https_proxy() {
+    let _env = env_guard().await;
+    let connect = support::connect_proxy::ConnectProxy::start(support::connect_proxy::Mode::Tunnel);
+    let proxy_password = "proxy-pass-4417";
+    let proxy_url = format!("http://proxyuser:{proxy_password}@{}", connect.addr);
+    // The server must outlive the test: `..` would drop it at once.
+    let EndToEnd {
+        server: _server,
+        mock,
+        proxy,
+        ..
+    } = end_to_end_with_env("60s", &[], &[("HTTPS_PROXY", proxy_url.as_str())]).await;
+    let mut client = proxy.client().await;
+    let reply = client.cmd(&["ACL", "WHOAMI"]).await;
+    let oid = reply.text().unwrap_or_else(|| panic!("WHOAMI: {reply:?}"));
+    assert!(
+        mock.issued().await.iter().any(|i| i["oid"] == oid.as_str()),
+        "authenticated as a token's oid"
+    );
+    // The token request went through the proxy (loopback is not exempt by default), with the
+    // proxy's credentials; the mock's control requests from this test did not.
+    assert!(
+        connect.connects_to(&mock.addr) >= 1,
+        "the proxy saw no CONNECT to the mock: {:?}",
+        connect.seen()
+    );
+    for seen in connect.seen() {
+        assert_eq!(seen.method, "CONNECT");
+        assert_eq!(seen.target, mock.addr);
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some(basic("proxyuser", proxy_password).as_str())
+        );
+    }
+    let logs = proxy.raw_logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("outbound HTTPS proxy"))
+        .unwrap_or_else(|| panic!("no proxy line in the log:\n{}", proxy.logs()));
+    assert!(line.contains(&connect.addr.to_string()), "{line}");
+    assert!(line.contains("HTTPS_PROXY"), "{line}");
+    assert!(
+        !logs.contains(proxy_password),
+        "the proxy's password reached the log"
+    );
+}
+
+#[tokio::test]
+async fn workload_identity_goes_through_the_proxy_unless_no_proxy_exempts_the_host() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let connect = support::connect_proxy::ConnectProxy::start(support::connect_proxy::Mode::Tunnel);
+    let file = mock.dir.path().join("federated-token");
+    std::fs::write(
+        &file,
+        jwt::unsigned_jwt(&json!({"sub": "system:serviceaccount:app:redis"})),
+    )
+    .unwrap();
+    let proxy_url = format!("http://{}", connect.addr);
+    let mut envs = vec![
+        ("AZURE_TENANT_ID", "tenant-w".to_owned()),
+        ("AZURE_CLIENT_ID", "app-w".to_owned()),
+        ("AZURE_FEDERATED_TOKEN_FILE", file.display().to_string()),
+        ("https_proxy", proxy_url.clone()),
+    ];
+    let line = doctor_token(&mock, &["--credential", "workload-identity"], &envs);
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(
+        line.contains(&format!("through the proxy {proxy_url} (https_proxy)")),
+        "doctor names the proxy in use: {line}"
+    );
+    assert_eq!(connect.connects_to(&mock.addr), 1, "{:?}", connect.seen());
+    assert_eq!(mock.requests().await.len(), 1);
+
+    // NO_PROXY naming the mock's host: the proxy sees nothing, the token still comes.
+    envs.push(("NO_PROXY", "example.invalid, 127.0.0.1".to_owned()));
+    let line = doctor_token(&mock, &["--credential", "workload-identity"], &envs);
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(!line.contains("through the proxy"), "{line}");
+    assert_eq!(connect.seen().len(), 1, "{:?}", connect.seen());
+    assert_eq!(mock.requests().await.len(), 2);
+}
+
+#[tokio::test]
+async fn managed_identity_is_never_proxied() {
+    let _env = env_guard().await;
+    let mock = Mock::start("unused", &[]);
+    let connect = support::connect_proxy::ConnectProxy::start(support::connect_proxy::Mode::Tunnel);
+    let proxy_url = format!("http://{}", connect.addr);
+    // Every variable a client library might read points at the proxy (which answers plain
+    // HTTP proxy requests 502): the managed identity endpoint must still be reached directly.
+    let mut envs = vec![
+        (
+            "IDENTITY_ENDPOINT",
+            format!("http://{}/msi/token", mock.addr),
+        ),
+        ("IDENTITY_HEADER", mock.identity_header.clone()),
+    ];
+    for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "http_proxy"] {
+        envs.push((var, proxy_url.clone()));
+    }
+    let line = doctor_token(&mock, &["--credential", "managed-identity"], &envs);
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(!line.contains("through the proxy"), "{line}");
+    assert!(connect.seen().is_empty(), "{:?}", connect.seen());
+    let reqs = mock.requests().await;
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0]["via"], "msi");
+}
+
+#[tokio::test]
+async fn a_refusing_proxy_is_a_clear_error_that_names_it_without_its_credentials() {
+    let _env = env_guard().await;
+    let mock = Mock::start("refused-secret", &[]);
+    let connect = support::connect_proxy::ConnectProxy::start(support::connect_proxy::Mode::Refuse);
+    let secret_file = write_secret(mock.dir.path(), "refused-secret");
+    let proxy_password = "hidden-proxy-pass-99";
+    let envs = [(
+        "HTTPS_PROXY",
+        format!("http://ops:{proxy_password}@{}", connect.addr),
+    )];
+    let line = doctor_token(
+        &mock,
+        &[
+            "--credential",
+            "client-secret",
+            "--tenant-id",
+            "tenant-r",
+            "--client-id",
+            "app-r",
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+        &envs,
+    );
+    assert!(line.starts_with("FAIL"), "{line}");
+    for needle in [
+        format!("http://{} (HTTPS_PROXY)", connect.addr),
+        "outbound proxy".to_owned(),
+        "NO_PROXY".to_owned(),
+    ] {
+        assert!(line.contains(&needle), "{needle}: {line}");
+    }
+    assert!(
+        !line.contains(proxy_password) && !line.contains("ops:"),
+        "{line}"
+    );
+    assert!(connect.connects_to(&mock.addr) >= 1, "{:?}", connect.seen());
+    assert!(mock.requests().await.is_empty());
 }

@@ -190,6 +190,9 @@ fn token_remedy(s: &Settings, error: &str) -> Option<String> {
     if lower.contains("cannot read token file") {
         return Some("the token file is missing or unreadable: the agent that writes it has not run, or writes elsewhere; check token_file and the agent".into());
     }
+    if lower.contains("through the outbound proxy") {
+        return Some("the outbound proxy (HTTPS_PROXY / ALL_PROXY) refused the tunnel or does not answer: check that it is up and allows CONNECT to the authority host on port 443, or list the host in NO_PROXY if it is reachable directly".into());
+    }
     if lower.contains("aadsts7000215") {
         return Some(
             "the client secret is wrong or expired: put the current secret in client_secret_file"

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod connect_proxy;
 mod restart;
 
 use std::fmt;
@@ -628,14 +629,25 @@ impl Proxy {
     /// Starts the proxy with `args` (plus `--log-format json`) at log level `rust_log`, and
     /// waits for its `listening` log line.
     pub async fn start(args: &[String], rust_log: &str) -> Proxy {
+        Proxy::start_with_env(args, rust_log, &[]).await
+    }
+
+    /// [`Proxy::start`] with `envs` set on the proxy process (after removing the outbound
+    /// proxy variables it would otherwise inherit from the test process).
+    pub async fn start_with_env(args: &[String], rust_log: &str, envs: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"));
+        for var in connect_proxy::PROXY_VARIABLES {
+            cmd.env_remove(var);
+        }
+        let child = cmd
             .args(args)
             .args(["--log-format", "json"])
             .env("RUST_LOG", rust_log)
             .env_remove("RUST_LOG_STYLE")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

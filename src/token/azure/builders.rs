@@ -10,6 +10,7 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::UserAssignedId;
 
+use super::proxy::OutboundProxy;
 use super::{env, AzureSource, ChainSource, Recipe, SecretInput, PUBLIC_AUTHORITY_HOST};
 use crate::config::{CredentialKind, Settings};
 use crate::token::{Secret, TokenError, TokenSource};
@@ -83,8 +84,14 @@ pub fn build(settings: &Settings) -> Result<Arc<dyn TokenSource>, TokenError> {
 struct Shared {
     /// The token scope.
     scope: String,
-    /// Transport with `identity_ca_file`, no library retries, the authority host.
+    /// Transport with `identity_ca_file` (through the outbound proxy, if any), no library
+    /// retries, the authority host.
     client_options: ClientOptions,
+    /// The same without any proxy: for the managed identity endpoint, never proxied.
+    direct_options: ClientOptions,
+    /// `scheme://host:port (VARIABLE)` of the outbound proxy when the authority host goes
+    /// through it; no credentials.
+    proxied_by: Option<String>,
     /// The authority host actually used (for the client assertion's audience).
     authority: String,
 }
@@ -113,39 +120,90 @@ impl Shared {
             }
             None => None,
         };
-        let client_options = ClientOptions {
-            // Our manager owns retries and timeouts; the library's would hide failures for
-            // more than a minute.
-            retry: RetryOptions::none(),
-            transport: Some(transport(settings.identity_ca_file.as_deref())?),
-            cloud,
-            ..Default::default()
+        let authority = authority
+            .unwrap_or_else(|| PUBLIC_AUTHORITY_HOST.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let proxy = OutboundProxy::from_env()?;
+        let proxied_by = proxy
+            .as_ref()
+            .filter(|p| p.applies_to(&authority))
+            .map(|p| format!("{} ({})", p.shown(), p.from()));
+        log_proxy_once(proxy.as_ref(), &authority);
+        let options = |proxy: Option<&OutboundProxy>| -> Result<ClientOptions, TokenError> {
+            Ok(ClientOptions {
+                // Our manager owns retries and timeouts; the library's would hide failures
+                // for more than a minute.
+                retry: RetryOptions::none(),
+                transport: Some(transport(settings.identity_ca_file.as_deref(), proxy)?),
+                cloud: cloud.clone(),
+                ..Default::default()
+            })
         };
         Ok(Shared {
             scope,
-            client_options,
-            authority: authority
-                .unwrap_or_else(|| PUBLIC_AUTHORITY_HOST.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
+            client_options: options(proxy.as_ref())?,
+            direct_options: options(None)?,
+            proxied_by,
+            authority,
         })
     }
 
     fn source(&self, recipe: Recipe, description: String) -> AzureSource {
+        // The managed identity endpoint is on the host or link-local: never proxied. The
+        // Azure CLI is a process of its own that reads the proxy variables itself.
+        let (client_options, proxied_by) = match recipe {
+            Recipe::ManagedIdentity { .. } => (self.direct_options.clone(), None),
+            Recipe::AzureCli { .. } => (self.direct_options.clone(), None),
+            _ => (self.client_options.clone(), self.proxied_by.clone()),
+        };
+        let description = match &proxied_by {
+            Some(p) => match description.strip_suffix(')') {
+                Some(open) => format!("{open}, through the proxy {p})"),
+                None => format!("{description} (through the proxy {p})"),
+            },
+            None => description,
+        };
         AzureSource {
             recipe,
             scope: self.scope.clone(),
-            client_options: self.client_options.clone(),
+            client_options,
+            proxied_by,
             description,
         }
     }
 }
 
-/// The HTTP client for identity endpoints: system roots plus `identity_ca_file`, no redirects.
-fn transport(ca_file: Option<&Path>) -> Result<Transport, TokenError> {
+/// Logs, once per process, which outbound proxy identity endpoints use (host and port only:
+/// the URL's credentials are a secret).
+fn log_proxy_once(proxy: Option<&OutboundProxy>, authority: &str) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    let Some(proxy) = proxy else { return };
+    LOGGED.call_once(|| {
+        tracing::info!(
+            proxy = %proxy.host_port(),
+            from = proxy.from(),
+            no_proxy = proxy.no_proxy(),
+            authority_proxied = proxy.applies_to(authority),
+            "identity endpoints are reached through an outbound HTTPS proxy (never the managed identity endpoint)"
+        );
+    });
+}
+
+/// The HTTP client for identity endpoints: system roots plus `identity_ca_file`, no
+/// redirects, and `proxy` for HTTPS targets or no proxy at all (the environment is read once,
+/// by [`OutboundProxy`], not by the client).
+fn transport(
+    ca_file: Option<&Path>,
+    proxy: Option<&OutboundProxy>,
+) -> Result<Transport, TokenError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
+    builder = match proxy {
+        Some(p) => builder.proxy(p.reqwest_proxy()?),
+        None => builder.no_proxy(),
+    };
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|source| TokenError::Read {
             what: "identity CA file (identity_ca_file, --identity-ca-file)",

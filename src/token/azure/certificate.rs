@@ -115,53 +115,70 @@ fn key_and_certificate_from_pem(
     Ok((key, cert.to_vec()))
 }
 
-/// The RSA key and the leaf certificate (DER) of a PFX/PKCS#12 file opened with `password`.
-/// Errors never carry the password or key material.
+/// The RSA key and the leaf certificate (DER) of a PFX/PKCS#12 file opened with `password`:
+/// the first private key, and the certificate whose public key is that key's. Errors never
+/// carry the password or key material; the decrypted key is wiped once the signing key is
+/// built from it.
 fn key_and_certificate_from_pfx(
     data: &[u8],
     password: &str,
     password_file: Option<&Path>,
     bad: &dyn Fn(&str) -> TokenError,
 ) -> Result<(aws_lc_rs::signature::RsaKeyPair, Vec<u8>), TokenError> {
-    use p12_keystore::{error::Error as P12Error, KeyStore, Pkcs12ImportPolicy};
+    use super::pfx::{self, PfxError};
+    use aws_lc_rs::signature::KeyPair;
     let tried = match password_file {
         Some(p) => format!("the password in {}", p.display()),
         None => "the empty password (no certificate_password_file is set)".to_owned(),
     };
-    let store = KeyStore::from_pkcs12(data, password, Pkcs12ImportPolicy::Strict).map_err(
-        |e| match e {
-            P12Error::MacError(_) | P12Error::UnpadError | P12Error::Pkcs5Error(_) => bad(&format!(
-                "cannot open the PFX: {tried} does not open it; {PASSWORD_FIX}"
-            )),
-            P12Error::UnsupportedEncryptionScheme | P12Error::UnsupportedMacAlgorithm => {
-                bad(&format!(
-                    "cannot open the PFX: it is protected with an unsupported algorithm ({e}); re-export it with `openssl pkcs12 -export` (AES-256, SHA-256)"
-                ))
-            }
-            e => bad(&format!(
-                "cannot open the PFX ({e}): not a valid PFX/PKCS#12 file, or {tried} does not open it; {PASSWORD_FIX}; `openssl pkcs12 -info -noout -in FILE` shows whether the file and password are right"
-            )),
-        },
-    )?;
-    let (_, chain) = store.private_key_chain().ok_or_else(|| {
+    let contents = pfx::read(data, password).map_err(|e| match e {
+        PfxError::WrongPassword => bad(&format!(
+            "cannot open the PFX: {tried} does not open it; {PASSWORD_FIX}"
+        )),
+        PfxError::Unsupported(what) => bad(&format!(
+            "cannot open the PFX: it uses an unsupported algorithm or form ({what}); re-export it with `openssl pkcs12 -export` (AES-256, SHA-256)"
+        )),
+        PfxError::Malformed(why) => bad(&format!(
+            "cannot open the PFX ({why}): not a valid PFX/PKCS#12 file; `openssl pkcs12 -info -noout -in FILE` shows whether the file and password are right"
+        )),
+    })?;
+    // `contents.keys` are zeroizing buffers: dropped (wiped) when this function returns.
+    let key_der = contents.keys.first().ok_or_else(|| {
         bad("the PFX holds no private key with its certificate; export it with the key (`openssl pkcs12 -export -inkey KEY -in CERT`)")
     })?;
-    let cert = chain
-        .certs()
-        .first()
-        .ok_or_else(|| bad("the PFX holds no certificate for its private key"))?;
-    let key = chain.key();
-    let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(key.as_der()).map_err(|_| {
-        if key.oid().to_string() == RSA_ENCRYPTION_OID {
-            bad("the private key in the PFX is not a usable RSA key")
-        } else {
-            bad(&format!(
-                "the private key in the PFX is not RSA (algorithm {}); only RSA keys are supported (Entra signs assertions with RS256)",
-                key.oid()
-            ))
+    let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(key_der).map_err(|_| {
+        match pkcs8_algorithm(key_der) {
+            Some(oid) if oid != RSA_ENCRYPTION_OID => bad(&format!(
+                "the private key in the PFX is not RSA (algorithm {oid}); only RSA keys are supported (Entra signs assertions with RS256)"
+            )),
+            _ => bad("the private key in the PFX is not a usable RSA key"),
         }
     })?;
-    Ok((key, cert.as_der().to_vec()))
+    let public = key.public_key().as_ref().to_vec();
+    let cert = contents
+        .certificates
+        .into_iter()
+        .find(|der| certificate_public_key(der).as_deref() == Some(public.as_slice()))
+        .ok_or_else(|| bad("the PFX holds no certificate for its private key"))?;
+    Ok((key, cert))
+}
+
+/// The algorithm OID (dotted) of a PKCS#8 `PrivateKeyInfo`.
+fn pkcs8_algorithm(der: &[u8]) -> Option<String> {
+    use der::{Decode, Reader};
+    let info = der::asn1::AnyRef::from_der(der).ok()?;
+    let mut reader = der::SliceReader::new(info.value()).ok()?;
+    let _version: u8 = reader.decode().ok()?;
+    let algorithm = der::asn1::AnyRef::decode(&mut reader).ok()?;
+    let mut reader = der::SliceReader::new(algorithm.value()).ok()?;
+    let oid: der::asn1::ObjectIdentifier = reader.decode().ok()?;
+    Some(oid.to_string())
+}
+
+/// The subject public key (for RSA, the PKCS#1 `RSAPublicKey`) of an X.509 certificate.
+fn certificate_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
 }
 
 impl CertificateAssertion {

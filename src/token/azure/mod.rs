@@ -20,10 +20,13 @@
 //!
 //! Layout: this file holds the token sources ([`AzureSource`], [`ChainSource`]) and what one
 //! acquisition does; `builders` turns the settings into them at start-up ([`build`]);
-//! `certificate` signs the client assertion of `client-certificate`.
+//! `certificate` signs the client assertion of `client-certificate`, reading PFX files with
+//! `pfx`; `proxy` is the outbound HTTPS proxy of the token endpoint.
 
 mod builders;
 mod certificate;
+mod pfx;
+mod proxy;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -130,6 +133,9 @@ pub struct AzureSource {
     scope: String,
     /// Options shared by every credential built: transport, retries, cloud.
     client_options: ClientOptions,
+    /// `scheme://host:port (VARIABLE)` of the outbound proxy the token endpoint is reached
+    /// through, for errors; no credentials.
+    proxied_by: Option<String>,
     /// For logs and errors; no secrets.
     description: String,
 }
@@ -241,11 +247,15 @@ impl AzureSource {
             .map_err(|e| {
                 // azure_identity's message can lack the HTTP status (a 500 with a body that
                 // is not JSON reads as a JSON error): say what the endpoint answered.
-                let seen = match observer.get() {
-                    Some((status, url)) => {
+                let seen = match (observer.get(), &self.proxied_by) {
+                    (Some((status, url)), _) => {
                         format!(" (the identity endpoint {url} answered HTTP {status})")
                     }
-                    None => String::new(),
+                    // No HTTP answer: the proxy may have refused the tunnel or be down.
+                    (None, Some(proxy)) => format!(
+                        " (no answer through the outbound proxy {proxy}: check that the proxy is up and allows CONNECT to the authority host, or exempt the host with NO_PROXY)"
+                    ),
+                    (None, None) => String::new(),
                 };
                 // One line: azure_identity appends its troubleshooting link on a new line.
                 let e = e.to_string().replace('\n', " ");
