@@ -2,6 +2,7 @@
 //! Azure Managed Redis with Microsoft Entra ID authentication.
 //!
 //! Layout (one concern per module):
+//! - [`addr`]: [`addr::HostPort`], the one `HOST:PORT` parser and formatter.
 //! - [`config`]: the typed configuration (defaults < file < environment < flags) and its validation.
 //! - [`logging`]: tracing-subscriber set-up (text or JSON).
 //! - [`resp`]: allocation-free RESP2/RESP3/inline frame scanners; pure, no I/O.
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod admin;
 pub mod cluster;
 pub mod config;

@@ -337,12 +337,13 @@ impl Proxy {
                 Some(path) => Some(read_client_password(path)?),
                 None => None,
             };
-            let (host, port) = split_host_port(&s.upstream, 6380)?;
-            let server_name = s.tls_server_name.clone().unwrap_or(host.clone());
+            let upstream = s
+                .upstream_host_port()
+                .map_err(|e| ConfigProblem(e.to_string()))?;
+            let server_name = s.tls_name();
             let connector = Arc::new(
                 UpstreamConnector::new(
-                    &host,
-                    port,
+                    &upstream,
                     &server_name,
                     s.ca_file.as_deref(),
                     (s.connect_timeout, s.tls_timeout, s.auth_timeout),
@@ -574,31 +575,6 @@ impl Drop for Proxy {
         for c in &self.clusters {
             c.stop();
         }
-    }
-}
-
-/// Splits `host[:port]` (IPv6 in brackets) with a default port.
-fn split_host_port(s: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
-    let bad = || ConfigProblem(format!("`upstream` = `{s}` is not HOST[:PORT]"));
-    if s.is_empty() {
-        return Err(ConfigProblem(
-            "`upstream` is required: the cache's host name (--upstream HOST[:PORT])".into(),
-        )
-        .into());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => default_port,
-            None => return Err(bad().into()),
-        };
-        return Ok((host.to_owned(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
-        Some(_) => Ok((s.to_owned(), default_port)),
-        None => Ok((s.to_owned(), default_port)),
     }
 }
 

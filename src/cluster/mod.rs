@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::addr::HostPort;
 use crate::listener::{accept_loop, Listener};
 use crate::resp::{self, ReplyScanner};
 use crate::session::{ReplyRewriter, SessionContext};
@@ -101,7 +102,7 @@ impl ClusterMap {
         let mut v: Vec<_> = st
             .nodes
             .iter()
-            .map(|((e, p), l)| (join_host_port(e, *p), *l))
+            .map(|((e, p), l)| (HostPort::display(e, *p).to_string(), *l))
             .collect();
         v.sort();
         v
@@ -131,7 +132,7 @@ impl ClusterMap {
         let Some(std_listener) = std_listener else {
             tracing::error!(
                 upstream = %self.base.upstream,
-                node = %join_host_port(endpoint, port),
+                node = %HostPort::display(endpoint, port),
                 ports = ?self.ports,
                 "no free local port for a cluster node: widen cluster_ports; clients cannot reach this node"
             );
@@ -154,7 +155,7 @@ impl ClusterMap {
         st.tasks.push(task);
         tracing::info!(
             upstream = %self.base.upstream,
-            node = %join_host_port(endpoint, port),
+            node = %HostPort::display(endpoint, port),
             address = %local,
             "cluster node listening"
         );
@@ -216,7 +217,7 @@ impl NodeMap for ClusterMap {
         if st.nodes.len() >= MAX_NODES {
             tracing::error!(
                 upstream = %self.base.upstream,
-                node = %join_host_port(endpoint, port),
+                node = %HostPort::display(endpoint, port),
                 "the cluster names more than {MAX_NODES} nodes; no listener for this one"
             );
             return None;
@@ -225,15 +226,6 @@ impl NodeMap for ClusterMap {
         st.nodes.insert(key, local);
         self.base.metrics.cluster_nodes.set(st.nodes.len() as i64);
         Some(local)
-    }
-}
-
-/// `host:port`, IPv6 in brackets.
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 

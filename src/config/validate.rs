@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
-use super::parse::{resolve_host_port, split_host_port};
+use crate::addr::{HostPort, DEFAULT_UPSTREAM_PORT};
+
 use super::{
     duration, ConfigError, CredentialKind, ListenAddr, RefreshPolicy, Settings,
-    DEFAULT_UPSTREAM_NAME, DEFAULT_UPSTREAM_PORT, UPSTREAM_KEYS,
+    DEFAULT_UPSTREAM_NAME, UPSTREAM_KEYS,
 };
 
 impl Settings {
@@ -373,7 +374,7 @@ impl Settings {
     }
 
     /// The cache's host (without IPv6 brackets) and port (6380 when not given).
-    pub fn upstream_host_port(&self) -> Result<(String, u16), ConfigError> {
+    pub fn upstream_host_port(&self) -> Result<HostPort, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "upstream".into(),
             problem,
@@ -390,7 +391,7 @@ impl Settings {
                 "= {up:?} must be HOST[:PORT] without a scheme or path"
             )));
         }
-        split_host_port(up, Some(DEFAULT_UPSTREAM_PORT))
+        HostPort::parse(up, Some(DEFAULT_UPSTREAM_PORT))
             .map_err(|why| invalid(format!("= {up:?} is not HOST[:PORT] ({why})")))
     }
 
@@ -401,7 +402,7 @@ impl Settings {
             return name.clone();
         }
         match self.upstream_host_port() {
-            Ok((host, _)) => host,
+            Ok(hp) => hp.host().to_owned(),
             Err(_) => self.upstream.trim().to_owned(),
         }
     }
@@ -420,4 +421,11 @@ impl Settings {
             ..RefreshPolicy::default()
         }
     }
+}
+
+/// Resolves `HOST:PORT` (port required; 0 means any free port) to its addresses.
+fn resolve_host_port(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    HostPort::parse(s, None)
+        .map_err(|e| e.to_string())?
+        .resolve()
 }

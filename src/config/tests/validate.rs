@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::addr::HostPort;
 
 #[test]
 fn upstream_entries_take_top_level_defaults() {
@@ -139,19 +140,19 @@ fn upstream_is_required_and_parsed() {
     };
     assert_eq!(
         up("c.example").upstream_host_port().unwrap(),
-        ("c.example".into(), 6380)
+        HostPort::new("c.example", 6380)
     );
     assert_eq!(
         up("c.example:10000").upstream_host_port().unwrap(),
-        ("c.example".into(), 10000)
+        HostPort::new("c.example", 10000)
     );
     assert_eq!(
         up("[::1]").upstream_host_port().unwrap(),
-        ("::1".into(), 6380)
+        HostPort::new("::1", 6380)
     );
     assert_eq!(
         up("[::1]:7000").upstream_host_port().unwrap(),
-        ("::1".into(), 7000)
+        HostPort::new("::1", 7000)
     );
     for bad in [
         "::1",
