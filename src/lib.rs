@@ -14,6 +14,7 @@
 //!   accept, a pause when accepting fails), one session spawned per client.
 //! - [`server`]: the running proxy: listeners bound for each upstream, token managers, the
 //!   connection limit, the admin endpoint, SIGTERM/SIGINT shutdown.
+//! - [`startup`]: [`startup::StartupError`], why the proxy could not start, with its exit code.
 //! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
 //!   rewritten to them ([`cluster::rewrite`], pure).
 //! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
@@ -34,5 +35,6 @@ pub mod mock_identity;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod token;
 pub mod upstream;

@@ -11,7 +11,7 @@
 //! - `cli`: the command line ([`Cli`]); `load`: layering file, environment and flags;
 //! - `validate`: the rules of [`Settings::validate`] and the per-upstream derivations;
 //! - `print`: `--print-config` ([`Settings::redacted_toml`]);
-//! - `error`: [`ConfigError`] and [`ConfigProblem`]; `parse`: [`count`] and [`duration`]
+//! - `error`: [`ConfigError`]; `parse`: [`count`] and [`duration`]
 //!   values (`HOST:PORT` is [`crate::addr::HostPort`]).
 
 mod cli;
@@ -33,7 +33,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 pub use cli::Cli;
-pub use error::{ConfigError, ConfigProblem};
+pub use error::ConfigError;
 pub use load::{load_from, load_from_env, Loaded};
 pub use parse::{count, duration};
 

@@ -204,6 +204,22 @@ impl Settings {
         }
     }
 
+    /// `socket_mode` as a file mode: octal such as `"0660"` or `"660"`, at most `0777`.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        let digits = self.socket_mode.trim();
+        let digits = digits.strip_prefix("0o").unwrap_or(digits);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+            _ => Err(ConfigError::Invalid {
+                key: "socket_mode".into(),
+                problem: format!(
+                    "= `{}` is not an octal file mode such as 0660 (at most 0777)",
+                    self.socket_mode
+                ),
+            }),
+        }
+    }
+
     /// The checks of one upstream's settings.
     fn validate_one(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
@@ -212,6 +228,7 @@ impl Settings {
         };
         self.upstream_host_port()?;
         self.listen_addrs()?;
+        self.socket_mode()?;
 
         for (key, value) in [
             ("tls_server_name", self.tls_server_name.as_deref()),

@@ -350,3 +350,30 @@ fn refresh_policy_carries_the_settings() {
     assert_eq!(p.timeout, Duration::from_secs(9));
     assert_eq!(p.username.as_deref(), Some("app"));
 }
+
+#[test]
+fn socket_modes() {
+    let mode = |m: &str| {
+        Settings {
+            socket_mode: m.into(),
+            ..valid()
+        }
+        .socket_mode()
+    };
+    assert_eq!(mode("0660").unwrap(), 0o660);
+    assert_eq!(mode("600").unwrap(), 0o600);
+    assert_eq!(mode("0o777").unwrap(), 0o777);
+    for bad in ["", "0888", "rw-rw----", "01777", "-1"] {
+        let e = mode(bad).unwrap_err().to_string();
+        assert!(e.starts_with("`socket_mode` = "), "{bad}: {e}");
+        assert!(e.contains("--socket-mode"), "{bad}: {e}");
+        let e = err_text(
+            Settings {
+                socket_mode: bad.into(),
+                ..valid()
+            }
+            .validate(),
+        );
+        assert!(e.contains("socket_mode"), "{bad}: {e}");
+    }
+}
