@@ -89,12 +89,13 @@ impl ListenError {
     }
 }
 
-/// Binds a TCP listener on `spec` (`HOST:PORT`).
-pub(crate) async fn bind_tcp(spec: &str) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(spec)
+/// Binds a TCP listener on `addr` (a `listen` entry, resolved when the configuration was
+/// checked).
+pub(crate) async fn bind_tcp(addr: std::net::SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
         .await
         .map_err(|source| ListenError::Tcp {
-            addr: spec.to_owned(),
+            addr: addr.to_string(),
             source,
         })
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::admin::{self, AdminState, UpstreamHealth};
 use crate::cluster::ClusterMap;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ListenAddr, Settings};
 use crate::listener::{accept_loop, bind_tcp, bind_unix, Listener, SocketFile};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resp::Limits;
@@ -340,19 +340,22 @@ impl Proxy {
                 })?,
             );
             let mut listeners = Vec::new();
-            for spec in &s.listen {
-                if let Some(path) = spec.strip_prefix("unix:") {
-                    let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
-                    tracing::info!(upstream = %name, address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
-                    unix_paths.push(file.path().to_owned());
-                    socket_files.push(file);
-                    listeners.push(Listener::Unix(listener));
-                } else {
-                    let listener = bind_tcp(spec).await?;
-                    let addr = local_addr(&listener)?;
-                    tracing::info!(upstream = %name, address = %addr, "listening");
-                    addrs.push(addr);
-                    listeners.push(Listener::Tcp(listener));
+            for listen in s.listen_addrs()? {
+                match listen {
+                    ListenAddr::Unix(path) => {
+                        let (listener, file) = bind_unix(&path, socket_mode)?;
+                        tracing::info!(upstream = %name, address = %format!("unix:{}", path.display()), mode = %format!("{socket_mode:04o}"), "listening");
+                        unix_paths.push(file.path().to_owned());
+                        socket_files.push(file);
+                        listeners.push(Listener::Unix(listener));
+                    }
+                    ListenAddr::Tcp(addr) => {
+                        let listener = bind_tcp(addr).await?;
+                        let addr = local_addr(&listener)?;
+                        tracing::info!(upstream = %name, address = %addr, "listening");
+                        addrs.push(addr);
+                        listeners.push(Listener::Tcp(listener));
+                    }
                 }
             }
             tracing::info!(upstream = %name, cache = %connector.addr(), tls_server_name = %server_name, cluster = s.cluster, "upstream");
@@ -365,12 +368,13 @@ impl Proxy {
                 listeners,
             });
         }
-        let admin_listener = if settings.admin_listen.trim().is_empty() {
-            None
-        } else {
-            let l = admin::bind(settings.admin_listen.trim()).await?;
-            tracing::info!(address = %local_addr(&l)?, "admin listening");
-            Some(l)
+        let admin_listener = match settings.admin_addr()? {
+            None => None,
+            Some(addr) => {
+                let l = admin::bind(addr).await?;
+                tracing::info!(address = %local_addr(&l)?, "admin listening");
+                Some(l)
+            }
         };
         let admin_addr = admin_listener.as_ref().map(local_addr).transpose()?;
 

@@ -338,18 +338,24 @@ impl Settings {
                 "= 0s must be greater than zero".into(),
             ));
         }
-        if !self.admin_listen.is_empty() {
-            resolve_host_port(&self.admin_listen).map_err(|why| {
-                invalid(
-                    "admin_listen",
-                    format!(
-                        "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
-                        self.admin_listen
-                    ),
-                )
-            })?;
-        }
+        self.admin_addr()?;
         Ok(())
+    }
+
+    /// The admin listener's address (a host name is resolved, its first address used), or
+    /// `None` when `admin_listen` is `""` (the admin endpoint is off).
+    pub fn admin_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.admin_listen.is_empty() {
+            return Ok(None);
+        }
+        let addrs = resolve_host_port(&self.admin_listen).map_err(|why| ConfigError::Invalid {
+            key: "admin_listen".into(),
+            problem: format!(
+                "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
+                self.admin_listen
+            ),
+        })?;
+        Ok(addrs.into_iter().next())
     }
 
     /// The parsed `listen` entries, refusing a non-loopback TCP address unless

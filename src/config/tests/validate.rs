@@ -329,6 +329,28 @@ fn empty_optional_values_and_other_fields_are_refused() {
     assert!(err_text(s.validate()).starts_with("`admin_listen`"));
     s.admin_listen = String::new();
     s.validate().unwrap();
+    assert_eq!(
+        s.admin_addr().unwrap(),
+        None,
+        "\"\" turns the admin endpoint off"
+    );
+    s.admin_listen = "[::1]:0".into();
+    assert_eq!(s.admin_addr().unwrap(), Some("[::1]:0".parse().unwrap()));
+}
+
+#[test]
+fn listen_entries_are_typed_once() {
+    let s = Settings {
+        listen: vec!["127.0.0.1:0".into(), "unix:/run/p.sock".into()],
+        ..valid()
+    };
+    assert_eq!(
+        s.listen_addrs().unwrap(),
+        vec![
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+            ListenAddr::Unix("/run/p.sock".into())
+        ]
+    );
 }
 
 #[test]
