@@ -273,12 +273,13 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-/// Binds the admin listener. `addr` is `HOST:PORT`; port 0 picks a free port.
-pub async fn bind(addr: &str) -> Result<TcpListener, AdminError> {
+/// Binds the admin listener on `addr` (`admin_listen`, resolved when the configuration was
+/// checked); port 0 picks a free port.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AdminError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| AdminError::Bind {
-            addr: addr.to_owned(),
+            addr: addr.to_string(),
             source,
         })
 }

@@ -2,6 +2,7 @@
 //! Azure Managed Redis with Microsoft Entra ID authentication.
 //!
 //! Layout (one concern per module):
+//! - [`addr`]: [`addr::HostPort`], the one `HOST:PORT` parser and formatter.
 //! - [`config`]: the typed configuration (defaults < file < environment < flags) and its validation.
 //! - [`logging`]: tracing-subscriber set-up (text or JSON).
 //! - [`resp`]: allocation-free RESP2/RESP3/inline frame scanners; pure, no I/O.
@@ -14,6 +15,7 @@
 //!   accept, a pause when accepting fails), one session spawned per client.
 //! - [`server`]: the running proxy: listeners bound for each upstream, token managers, the
 //!   connection limit, the admin endpoint, SIGTERM/SIGINT shutdown.
+//! - [`startup`]: [`startup::StartupError`], why the proxy could not start, with its exit code.
 //! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
 //!   rewritten to them ([`cluster::rewrite`], pure).
 //! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod admin;
 pub mod cluster;
 pub mod config;
@@ -33,6 +36,7 @@ pub mod mock_identity;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod token;
 pub mod upstream;
 pub mod warm;

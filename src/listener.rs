@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::ConfigProblem;
 use crate::session::{self, SessionContext};
 
 /// A bound listener of either kind.
@@ -44,11 +43,61 @@ impl Listener {
     }
 }
 
-/// Binds a TCP listener on `spec` (`HOST:PORT`).
-pub(crate) async fn bind_tcp(spec: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(spec)
+/// Why a client listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The TCP address could not be bound (taken, not local, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Tcp {
+        /// The `listen` entry.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process answers on the socket file.
+    #[error("cannot listen on unix:{}: another process is listening there", path.display())]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Something that is not a socket is at the path (it is never removed): the
+    /// configuration must name another path.
+    #[error("cannot listen on unix:{}: the path exists and is not a socket", path.display())]
+    NotASocket {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Creating the socket, removing a stale one or setting its mode failed.
+    #[error("{what} unix:{}: {source}", path.display())]
+    Unix {
+        /// What failed ("cannot listen on", "cannot remove stale socket").
+        what: String,
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ListenError {
+    /// True when the configuration must change (a path that is not a socket), as opposed to
+    /// a run-time condition (a port already taken).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, ListenError::NotASocket { .. })
+    }
+}
+
+/// Binds a TCP listener on `addr` (a `listen` entry, resolved when the configuration was
+/// checked).
+pub(crate) async fn bind_tcp(addr: std::net::SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {spec}: {e}"))
+        .map_err(|source| ListenError::Tcp {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// A socket file this process created; removed on drop if it is still the same file.
@@ -79,35 +128,41 @@ impl Drop for SocketFile {
 
 /// Binds a Unix socket listener at `path` with file mode `mode`. A stale socket file (no
 /// process answers on it) is removed first; anything else at `path` is an error.
-pub(crate) fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<(UnixListener, SocketFile)> {
-    let shown = path.display();
+pub(crate) fn bind_unix(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), ListenError> {
+    let unix = |what: &str| {
+        let what = what.to_owned();
+        move |source| ListenError::Unix {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                anyhow::bail!("cannot listen on unix:{shown}: another process is listening there");
+                return Err(ListenError::InUse {
+                    path: path.to_owned(),
+                });
             }
-            std::fs::remove_file(path)
-                .map_err(|e| anyhow::anyhow!("cannot remove stale socket unix:{shown}: {e}"))?;
-            tracing::info!(path = %shown, "removed a stale socket file");
+            std::fs::remove_file(path).map_err(unix("cannot remove stale socket"))?;
+            tracing::info!(path = %path.display(), "removed a stale socket file");
         }
         Ok(_) => {
-            return Err(ConfigProblem(format!(
-                "cannot listen on unix:{shown}: the path exists and is not a socket"
-            ))
-            .into())
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+            })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("cannot listen on unix:{shown}: {e}"),
+        Err(e) => return Err(unix("cannot listen on")(e)),
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot listen on unix:{shown}: {e}"))?;
-    let meta = std::fs::symlink_metadata(path)?;
+    let listener = UnixListener::bind(path).map_err(unix("cannot listen on"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(unix("cannot listen on"))?;
     let file = SocketFile {
         path: path.to_owned(),
         id: (meta.dev(), meta.ino()),
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| anyhow::anyhow!("cannot set mode {mode:04o} on unix:{shown}: {e}"))?;
+        .map_err(unix(&format!("cannot set mode {mode:04o} on")))?;
     Ok((listener, file))
 }
 
@@ -187,7 +242,8 @@ mod tests {
         let path = dir.path().join("not-a-socket");
         std::fs::write(&path, "data").unwrap();
         let err = bind_unix(&path, 0o600).unwrap_err();
-        assert!(err.downcast_ref::<ConfigProblem>().is_some(), "{err}");
+        assert!(matches!(err, ListenError::NotASocket { .. }), "{err}");
+        assert!(err.is_configuration());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 }

@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use entra_redis_proxy::config::{self, ConfigError, EXIT_USAGE};
+use entra_redis_proxy::startup::StartupError;
 use entra_redis_proxy::{doctor, logging, server};
 
 fn main() -> ExitCode {
@@ -38,20 +39,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // A problem only the server can detect in the configuration (say, a CA file that
         // does not parse) is still a configuration error for the operator: exit 64.
-        Err(e) if e.downcast_ref::<server::ConfigProblem>().is_some() => {
-            eprintln!("entra-redis-proxy: configuration error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+        Err(e) if e.is_configuration() => {
+            eprintln!("entra-redis-proxy: configuration error: {e}");
+            ExitCode::from(e.exit_code())
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "entra-redis-proxy stopped");
-            ExitCode::FAILURE
+            tracing::error!(error = %e, "entra-redis-proxy stopped");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
 /// Builds the runtime (`threads`: 0 one worker per CPU, 1 single-threaded, N workers) and
 /// runs the server until it stops.
-fn run(settings: config::Settings) -> anyhow::Result<()> {
+fn run(settings: config::Settings) -> Result<(), StartupError> {
     let mut builder = match settings.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
@@ -65,7 +66,11 @@ fn run(settings: config::Settings) -> anyhow::Result<()> {
     let runtime = builder
         .enable_all()
         .thread_name("entra-redis-proxy")
-        .build()?;
+        .build()
+        .map_err(|source| StartupError::Process {
+            what: "cannot start the runtime",
+            source,
+        })?;
     runtime.block_on(server::run(settings))
 }
 

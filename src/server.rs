@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::admin::{self, AdminState, UpstreamHealth};
 use crate::cluster::ClusterMap;
-use crate::config::Settings;
+use crate::config::{ConfigError, ListenAddr, Settings};
 use crate::listener::{accept_loop, bind_tcp, bind_unix, Listener, SocketFile};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resp::Limits;
@@ -38,9 +38,7 @@ use crate::token::{self, TokenManager, TokenManagerHandle};
 use crate::upstream::UpstreamConnector;
 use crate::warm::WarmPool;
 
-// Defined next to `ConfigError` (the listeners report it too); `server::ConfigProblem` stays
-// a name for it.
-pub use crate::config::ConfigProblem;
+pub use crate::startup::StartupError;
 
 /// Upstream reconnections started per second at most, across sessions.
 const RECONNECTS_PER_SECOND: u32 = 200;
@@ -62,9 +60,12 @@ const QUIET_POLL: Duration = Duration::from_millis(50);
 /// Runs the proxy until SIGTERM or SIGINT, then stops it as the module documentation says.
 /// `Ok` after a clean stop and also when the grace period ran out (the remaining sessions are
 /// then cut, and logged).
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(settings: Settings) -> Result<(), StartupError> {
     // Handlers first: a signal during start-up must not kill the process half-way.
-    let mut signals = Signals::new()?;
+    let mut signals = Signals::new().map_err(|source| StartupError::Process {
+        what: "cannot install the SIGTERM/SIGINT handlers",
+        source,
+    })?;
     raise_open_files_limit(
         settings.max_connections,
         settings.max_connections != Settings::default().max_connections,
@@ -238,9 +239,9 @@ fn open_files_needed(max_connections: usize) -> u64 {
 
 /// Reads the local client password (one line; a trailing newline is not part of it). Warns
 /// when the file is readable by others.
-fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProblem> {
+fn read_client_password(path: &Path) -> Result<crate::token::Secret, StartupError> {
     let problem = |why: String| {
-        ConfigProblem(format!(
+        StartupError::Input(format!(
             "`client_password_file` {}: {why} (set client_password_file / --client-password-file to a readable file holding the password)",
             path.display()
         ))
@@ -253,18 +254,6 @@ fn read_client_password(path: &Path) -> Result<crate::token::Secret, ConfigProbl
     }
     crate::token::warn_if_readable_by_others(path, "client password file");
     Ok(crate::token::Secret::new(password))
-}
-
-/// Parses `socket_mode`: an octal file mode such as `"0660"` or `"660"`, at most `0777`.
-pub fn parse_socket_mode(s: &str) -> Result<u32, ConfigProblem> {
-    let digits = s.trim();
-    let digits = digits.strip_prefix("0o").unwrap_or(digits);
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
-        _ => Err(ConfigProblem(format!(
-            "`socket_mode` = `{s}` is not an octal file mode such as 0660 (at most 0777)"
-        ))),
-    }
 }
 
 /// A running proxy: token manager, listeners, the admin endpoint and sessions.
@@ -315,11 +304,9 @@ impl Proxy {
     pub async fn start(
         settings: Settings,
         shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<Proxy> {
-        let socket_mode = parse_socket_mode(&settings.socket_mode)?;
-        let upstreams = settings
-            .resolved_upstreams()
-            .map_err(|e| ConfigProblem(e.to_string()))?;
+    ) -> Result<Proxy, StartupError> {
+        let socket_mode = settings.socket_mode()?;
+        let upstreams = settings.resolved_upstreams()?;
         let registry = MetricsRegistry::new();
         // aws-lc seeds its entropy pool on first use (a large one-time cost): pay it now, not
         // in the first client's TLS handshake.
@@ -338,33 +325,38 @@ impl Proxy {
                 Some(path) => Some(read_client_password(path)?),
                 None => None,
             };
-            let (host, port) = split_host_port(&s.upstream, 6380)?;
-            let server_name = s.tls_server_name.clone().unwrap_or(host.clone());
+            let upstream = s.upstream_host_port()?;
+            let server_name = s.tls_name();
             let connector = Arc::new(
                 UpstreamConnector::new(
-                    &host,
-                    port,
+                    &upstream,
                     &server_name,
                     s.ca_file.as_deref(),
                     (s.connect_timeout, s.tls_timeout, s.auth_timeout),
                     metrics.clone(),
                 )
-                .map_err(|e| ConfigProblem(format!("upstream {name}: {e}")))?,
+                .map_err(|source| StartupError::Tls {
+                    upstream: name.clone(),
+                    source,
+                })?,
             );
             let mut listeners = Vec::new();
-            for spec in &s.listen {
-                if let Some(path) = spec.strip_prefix("unix:") {
-                    let (listener, file) = bind_unix(Path::new(path), socket_mode)?;
-                    tracing::info!(upstream = %name, address = %spec, mode = %format!("{socket_mode:04o}"), "listening");
-                    unix_paths.push(file.path().to_owned());
-                    socket_files.push(file);
-                    listeners.push(Listener::Unix(listener));
-                } else {
-                    let listener = bind_tcp(spec).await?;
-                    let addr = listener.local_addr()?;
-                    tracing::info!(upstream = %name, address = %addr, "listening");
-                    addrs.push(addr);
-                    listeners.push(Listener::Tcp(listener));
+            for listen in s.listen_addrs()? {
+                match listen {
+                    ListenAddr::Unix(path) => {
+                        let (listener, file) = bind_unix(&path, socket_mode)?;
+                        tracing::info!(upstream = %name, address = %format!("unix:{}", path.display()), mode = %format!("{socket_mode:04o}"), "listening");
+                        unix_paths.push(file.path().to_owned());
+                        socket_files.push(file);
+                        listeners.push(Listener::Unix(listener));
+                    }
+                    ListenAddr::Tcp(addr) => {
+                        let listener = bind_tcp(addr).await?;
+                        let addr = local_addr(&listener)?;
+                        tracing::info!(upstream = %name, address = %addr, "listening");
+                        addrs.push(addr);
+                        listeners.push(Listener::Tcp(listener));
+                    }
                 }
             }
             tracing::info!(upstream = %name, cache = %connector.addr(), tls_server_name = %server_name, cluster = s.cluster, "upstream");
@@ -377,17 +369,15 @@ impl Proxy {
                 listeners,
             });
         }
-        let admin_listener = if settings.admin_listen.trim().is_empty() {
-            None
-        } else {
-            let l = admin::bind(settings.admin_listen.trim()).await?;
-            tracing::info!(address = %l.local_addr()?, "admin listening");
-            Some(l)
+        let admin_listener = match settings.admin_addr()? {
+            None => None,
+            Some(addr) => {
+                let l = admin::bind(addr).await?;
+                tracing::info!(address = %local_addr(&l)?, "admin listening");
+                Some(l)
+            }
         };
-        let admin_addr = admin_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()?;
+        let admin_addr = admin_listener.as_ref().map(local_addr).transpose()?;
 
         // One token manager per identity and scope, shared by the upstreams that use it.
         let mut managers: Vec<(String, TokenManagerHandle)> = Vec::new();
@@ -399,7 +389,10 @@ impl Proxy {
                 continue;
             }
             let source =
-                token::build_source(&p.settings).map_err(|e| ConfigProblem(e.to_string()))?;
+                token::build_source(&p.settings).map_err(|source| StartupError::TokenSource {
+                    upstream: p.name.clone(),
+                    source,
+                })?;
             let users: Vec<Arc<Metrics>> = planned
                 .iter()
                 .filter(|q| q.settings.identity_key() == key)
@@ -469,15 +462,12 @@ impl Proxy {
                         Listener::Unix(_) => None,
                     })
                     .ok_or_else(|| {
-                        ConfigProblem(format!(
+                        ConfigError::Other(format!(
                             "upstream {}: cluster = true needs a TCP listener",
                             p.name
                         ))
                     })?;
-                let ports = p
-                    .settings
-                    .cluster_port_range()
-                    .map_err(|e| ConfigProblem(e.to_string()))?;
+                let ports = p.settings.cluster_port_range()?;
                 let map = ClusterMap::new(
                     ctx.clone(),
                     local_ip,
@@ -579,6 +569,16 @@ impl Proxy {
     }
 }
 
+/// The address a listener is bound to (the port the system chose for port 0).
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartupError::Process {
+            what: "cannot read a listener's local address",
+            source,
+        })
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -586,47 +586,6 @@ impl Drop for Proxy {
         }
         for c in &self.clusters {
             c.stop();
-        }
-    }
-}
-
-/// Splits `host[:port]` (IPv6 in brackets) with a default port.
-fn split_host_port(s: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
-    let bad = || ConfigProblem(format!("`upstream` = `{s}` is not HOST[:PORT]"));
-    if s.is_empty() {
-        return Err(ConfigProblem(
-            "`upstream` is required: the cache's host name (--upstream HOST[:PORT])".into(),
-        )
-        .into());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => default_port,
-            None => return Err(bad().into()),
-        };
-        return Ok((host.to_owned(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
-        Some(_) => Ok((s.to_owned(), default_port)),
-        None => Ok((s.to_owned(), default_port)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_modes() {
-        assert_eq!(parse_socket_mode("0660").unwrap(), 0o660);
-        assert_eq!(parse_socket_mode("600").unwrap(), 0o600);
-        assert_eq!(parse_socket_mode("0o777").unwrap(), 0o777);
-        for bad in ["", "0888", "rw-rw----", "01777", "-1"] {
-            let e = parse_socket_mode(bad).unwrap_err().to_string();
-            assert!(e.contains("socket_mode"), "{bad}: {e}");
         }
     }
 }

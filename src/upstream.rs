@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::addr::HostPort;
 use crate::metrics::Metrics;
 use crate::resp::{self, ReplyScanner};
 use crate::token::AccessToken;
@@ -141,8 +142,7 @@ impl UpstreamConnector {
     /// Builds a connector: system roots plus `ca_file`, certificate verified against
     /// `server_name`.
     pub fn new(
-        host: &str,
-        port: u16,
+        upstream: &HostPort,
         server_name: &str,
         ca_file: Option<&Path>,
         timeouts: (Duration, Duration, Duration),
@@ -174,14 +174,9 @@ impl UpstreamConnector {
         .with_no_client_auth();
         let server_name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| TlsConfigError::ServerName(server_name.to_owned()))?;
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         Ok(UpstreamConnector {
-            addr,
-            host: host.to_owned(),
+            addr: upstream.to_string(),
+            host: upstream.host().to_owned(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
             connect_timeout: timeouts.0,
@@ -197,11 +192,7 @@ impl UpstreamConnector {
     /// same timeouts and metrics.
     pub fn for_node(&self, host: &str, port: u16) -> UpstreamConnector {
         UpstreamConnector {
-            addr: if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            },
+            addr: HostPort::display(host, port).to_string(),
             host: host.to_owned(),
             server_name: self.server_name.clone(),
             tls: self.tls.clone(),

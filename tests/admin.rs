@@ -441,9 +441,11 @@ async fn a_bad_socket_mode_fails_start_up_as_a_config_problem() {
     };
     let (_stop, stop_rx) = watch::channel(false);
     let err = Proxy::start(s, stop_rx).await.err().expect("refused");
-    assert!(err
-        .downcast_ref::<entra_redis_proxy::server::ConfigProblem>()
-        .is_some());
+    assert!(
+        matches!(err, entra_redis_proxy::startup::StartupError::Config(_)),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 64);
     assert!(err.to_string().contains("socket_mode"), "{err}");
 }
 

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::addr::HostPort;
 use crate::listener::{accept_loop, Listener};
 use crate::resp::{self, ReplyScanner};
 use crate::session::{ReplyRewriter, SessionContext};
@@ -101,7 +102,7 @@ impl ClusterMap {
         let mut v: Vec<_> = st
             .nodes
             .iter()
-            .map(|((e, p), l)| (join_host_port(e, *p), *l))
+            .map(|((e, p), l)| (HostPort::display(e, *p).to_string(), *l))
             .collect();
         v.sort();
         v
@@ -131,7 +132,7 @@ impl ClusterMap {
         let Some(std_listener) = std_listener else {
             tracing::error!(
                 upstream = %self.base.upstream,
-                node = %join_host_port(endpoint, port),
+                node = %HostPort::display(endpoint, port),
                 ports = ?self.ports,
                 "no free local port for a cluster node: widen cluster_ports; clients cannot reach this node"
             );
@@ -163,7 +164,7 @@ impl ClusterMap {
         st.tasks.push(task);
         tracing::info!(
             upstream = %self.base.upstream,
-            node = %join_host_port(endpoint, port),
+            node = %HostPort::display(endpoint, port),
             address = %local,
             "cluster node listening"
         );
@@ -225,7 +226,7 @@ impl NodeMap for ClusterMap {
         if st.nodes.len() >= MAX_NODES {
             tracing::error!(
                 upstream = %self.base.upstream,
-                node = %join_host_port(endpoint, port),
+                node = %HostPort::display(endpoint, port),
                 "the cluster names more than {MAX_NODES} nodes; no listener for this one"
             );
             return None;
@@ -234,15 +235,6 @@ impl NodeMap for ClusterMap {
         st.nodes.insert(key, local);
         self.base.metrics.cluster_nodes.set(st.nodes.len() as i64);
         Some(local)
-    }
-}
-
-/// `host:port`, IPv6 in brackets.
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 
@@ -278,18 +270,42 @@ pub async fn discover(map: Arc<ClusterMap>, every: Duration) {
 /// One topology read: CLUSTER NODES on the seed address (every node, with or without slots,
 /// replicas still syncing included; also on Redis 6, which has no CLUSTER SHARDS), its
 /// addresses given listeners. Returns the node count.
+/// Why a topology read failed; discovery logs it and tries again at the next interval.
+#[derive(Debug, thiserror::Error)]
+enum TopologyError {
+    /// No authenticated connection to the seed address.
+    #[error(transparent)]
+    Connect(#[from] crate::upstream::UpstreamError),
+    /// Writing the command or reading its reply failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The reply is not a well-formed RESP frame.
+    #[error(transparent)]
+    Protocol(#[from] resp::ProtocolError),
+    /// The cache closed the connection before the whole reply arrived.
+    #[error("the cache closed the connection")]
+    Closed,
+    /// The cache answered CLUSTER NODES with an error.
+    #[error(
+        "CLUSTER NODES was refused: {0} (is the cache clustered with the OSS cluster policy?)"
+    )]
+    Refused(String),
+    /// The node addresses could not be read from the reply.
+    #[error(transparent)]
+    Rewrite(#[from] RewriteError),
+}
+
 async fn read_topology(
     map: &ClusterMap,
     token: &crate::token::AccessToken,
-) -> anyhow::Result<usize> {
+) -> Result<usize, TopologyError> {
     let mut stream = map.base.connector.connect(token).await?;
     let reply = command(&mut stream, &["CLUSTER", "NODES"]).await?;
     let _ = stream.shutdown().await;
     if resp::is_error_reply(&reply) {
-        anyhow::bail!(
-            "CLUSTER NODES was refused: {} (is the cache clustered with the OSS cluster policy?)",
-            resp::error_text(&reply).unwrap_or("?")
-        );
+        return Err(TopologyError::Refused(
+            resp::error_text(&reply).unwrap_or("?").to_owned(),
+        ));
     }
     struct Counting<'a>(&'a ClusterMap, Mutex<usize>);
     impl NodeMap for Counting<'_> {
@@ -308,7 +324,7 @@ async fn read_topology(
 async fn command(
     stream: &mut crate::upstream::UpstreamStream,
     args: &[&str],
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>, TopologyError> {
     stream.write_all(&resp::encode_command(args)).await?;
     stream.flush().await?;
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -318,7 +334,7 @@ async fn command(
             return Ok(buf[..len].to_vec());
         }
         if stream.read_buf(&mut buf).await? == 0 {
-            anyhow::bail!("the cache closed the connection");
+            return Err(TopologyError::Closed);
         }
     }
 }

@@ -35,6 +35,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
+use crate::addr::{parse_port, split_redis_addr};
 use crate::resp::value::{
     encode, parse, peel, peel_mut, push_blob, string_bytes, DecodeError, Reader, Value,
 };
@@ -217,7 +218,7 @@ fn rewrite_redirect_text(text: &[u8], map: &dyn NodeMap) -> Result<Option<Vec<u8
         return malformed("redirect with a bad slot");
     }
     let (host, port) =
-        split_host_port(addr).ok_or(RewriteError::Malformed("redirect with a bad address"))?;
+        split_redis_addr(addr).ok_or(RewriteError::Malformed("redirect with a bad address"))?;
     if host == "?" {
         return Ok(None);
     }
@@ -228,23 +229,6 @@ fn rewrite_redirect_text(text: &[u8], map: &dyn NodeMap) -> Result<Option<Vec<u8
     out.push(b' ');
     push_addr(&mut out, local);
     Ok(Some(out))
-}
-
-/// Splits `host:port` at the last colon (an IPv6 address has colons of its own).
-fn split_host_port(addr: &[u8]) -> Option<(&str, u16)> {
-    let colon = memchr::memrchr(b':', addr)?;
-    let host = std::str::from_utf8(&addr[..colon]).ok()?;
-    if host.bytes().any(|c| c == b' ' || c.is_ascii_control()) {
-        return None;
-    }
-    Some((host, parse_port(&addr[colon + 1..])?))
-}
-
-fn parse_port(s: &[u8]) -> Option<u16> {
-    if s.is_empty() || s.len() > 5 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// Asks `map` for each name with each port, in order; the first answer wins. `names` must not
@@ -566,7 +550,7 @@ fn rewrite_node_line(line: &[u8], out: &mut Vec<u8>, map: &dyn NodeMap) -> Resul
         None => (addr_part, false),
     };
     let (ip, port) =
-        split_host_port(ip_port).ok_or(RewriteError::Malformed("CLUSTER NODES: bad address"))?;
+        split_redis_addr(ip_port).ok_or(RewriteError::Malformed("CLUSTER NODES: bad address"))?;
     let hostname = std::str::from_utf8(hostname).or(malformed("CLUSTER NODES: bad host name"))?;
     out.extend_from_slice(id);
     out.push(b' ');

@@ -78,12 +78,6 @@ pub enum ConfigError {
     },
 }
 
-/// A start-up problem caused by the configuration that only start-up can find (a CA file
-/// that does not parse, a listen path that is not a socket); the process exits with code 64.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigProblem(pub String);
-
 /// "refresh_ratio in the config file, ENTRA_REDIS_PROXY_REFRESH_RATIO, or --refresh-ratio".
 fn how_to_set(key: &str) -> String {
     if key == "upstreams" || key.starts_with("upstreams[") {

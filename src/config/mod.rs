@@ -11,8 +11,8 @@
 //! - `cli`: the command line ([`Cli`]); `load`: layering file, environment and flags;
 //! - `validate`: the rules of [`Settings::validate`] and the per-upstream derivations;
 //! - `print`: `--print-config` ([`Settings::redacted_toml`]);
-//! - `error`: [`ConfigError`] and [`ConfigProblem`]; `parse`: `HOST:PORT`, [`count`] and
-//!   [`duration`] values.
+//! - `error`: [`ConfigError`]; `parse`: [`count`] and [`duration`]
+//!   values (`HOST:PORT` is [`crate::addr::HostPort`]).
 
 mod cli;
 mod error;
@@ -33,15 +33,14 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 pub use cli::Cli;
-pub use error::{ConfigError, ConfigProblem};
+pub use error::ConfigError;
 pub use load::{load_from, load_from_env, Loaded};
 pub use parse::{count, duration};
 
 /// Prefix of the environment variables that configure the proxy (`ENTRA_REDIS_PROXY_UPSTREAM`).
 pub const ENV_PREFIX: &str = "ENTRA_REDIS_PROXY";
 
-/// Port of the cache when `upstream` names none (Azure's TLS port).
-pub const DEFAULT_UPSTREAM_PORT: u16 = 6380;
+pub use crate::addr::DEFAULT_UPSTREAM_PORT;
 
 /// Exit code for a configuration or usage error (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: u8 = 64;

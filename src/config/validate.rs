@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
-use super::parse::{resolve_host_port, split_host_port};
+use crate::addr::{HostPort, DEFAULT_UPSTREAM_PORT};
+
 use super::{
     duration, ConfigError, CredentialKind, ListenAddr, RefreshPolicy, Settings,
-    DEFAULT_UPSTREAM_NAME, DEFAULT_UPSTREAM_PORT, UPSTREAM_KEYS,
+    DEFAULT_UPSTREAM_NAME, UPSTREAM_KEYS,
 };
 
 /// The most warm connections one upstream may keep (a typo should not take the cache's limit).
@@ -206,6 +207,22 @@ impl Settings {
         }
     }
 
+    /// `socket_mode` as a file mode: octal such as `"0660"` or `"660"`, at most `0777`.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        let digits = self.socket_mode.trim();
+        let digits = digits.strip_prefix("0o").unwrap_or(digits);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+            _ => Err(ConfigError::Invalid {
+                key: "socket_mode".into(),
+                problem: format!(
+                    "= `{}` is not an octal file mode such as 0660 (at most 0777)",
+                    self.socket_mode
+                ),
+            }),
+        }
+    }
+
     /// The checks of one upstream's settings.
     fn validate_one(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
@@ -214,6 +231,7 @@ impl Settings {
         };
         self.upstream_host_port()?;
         self.listen_addrs()?;
+        self.socket_mode()?;
 
         for (key, value) in [
             ("tls_server_name", self.tls_server_name.as_deref()),
@@ -332,18 +350,24 @@ impl Settings {
                 "= 0s must be greater than zero".into(),
             ));
         }
-        if !self.admin_listen.is_empty() {
-            resolve_host_port(&self.admin_listen).map_err(|why| {
-                invalid(
-                    "admin_listen",
-                    format!(
-                        "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
-                        self.admin_listen
-                    ),
-                )
-            })?;
-        }
+        self.admin_addr()?;
         Ok(())
+    }
+
+    /// The admin listener's address (a host name is resolved, its first address used), or
+    /// `None` when `admin_listen` is `""` (the admin endpoint is off).
+    pub fn admin_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.admin_listen.is_empty() {
+            return Ok(None);
+        }
+        let addrs = resolve_host_port(&self.admin_listen).map_err(|why| ConfigError::Invalid {
+            key: "admin_listen".into(),
+            problem: format!(
+                "= {:?} is not HOST:PORT ({why}); use \"\" to disable the admin listener",
+                self.admin_listen
+            ),
+        })?;
+        Ok(addrs.into_iter().next())
     }
 
     /// The parsed `listen` entries, refusing a non-loopback TCP address unless
@@ -385,7 +409,7 @@ impl Settings {
     }
 
     /// The cache's host (without IPv6 brackets) and port (6380 when not given).
-    pub fn upstream_host_port(&self) -> Result<(String, u16), ConfigError> {
+    pub fn upstream_host_port(&self) -> Result<HostPort, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "upstream".into(),
             problem,
@@ -402,7 +426,7 @@ impl Settings {
                 "= {up:?} must be HOST[:PORT] without a scheme or path"
             )));
         }
-        split_host_port(up, Some(DEFAULT_UPSTREAM_PORT))
+        HostPort::parse(up, Some(DEFAULT_UPSTREAM_PORT))
             .map_err(|why| invalid(format!("= {up:?} is not HOST[:PORT] ({why})")))
     }
 
@@ -413,7 +437,7 @@ impl Settings {
             return name.clone();
         }
         match self.upstream_host_port() {
-            Ok((host, _)) => host,
+            Ok(hp) => hp.host().to_owned(),
             Err(_) => self.upstream.trim().to_owned(),
         }
     }
@@ -432,4 +456,11 @@ impl Settings {
             ..RefreshPolicy::default()
         }
     }
+}
+
+/// Resolves `HOST:PORT` (port required; 0 means any free port) to its addresses.
+fn resolve_host_port(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    HostPort::parse(s, None)
+        .map_err(|e| e.to_string())?
+        .resolve()
 }

@@ -54,13 +54,12 @@ pub async fn run(settings: &Settings, offset: time::UtcOffset) -> Report {
     let mut planned = Vec::new();
     for (name, s) in upstreams {
         let prefix = |e: String| format!("upstream {name}: {e}");
-        let (host, port) = match s.upstream_host_port() {
+        let upstream = match s.upstream_host_port() {
             Ok(hp) => hp,
             Err(e) => return Report::config_failure(prefix(e.to_string())),
         };
         let connector = match UpstreamConnector::new(
-            &host,
-            port,
+            &upstream,
             &s.tls_name(),
             s.ca_file.as_deref(),
             (s.connect_timeout, s.tls_timeout, s.auth_timeout),

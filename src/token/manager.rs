@@ -393,7 +393,7 @@ mod tests {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
                 if n < self.fail_first {
-                    return Err(TokenError::Credential("endpoint down".into()));
+                    return Err(TokenError::Provider("endpoint down".into()));
                 }
                 let exp = SystemTime::now() + self.life;
                 let secret = jwt::unsigned_jwt(&serde_json::json!({

@@ -146,7 +146,9 @@ impl fmt::Debug for AccessToken {
 /// The current token as every session sees it: `None` until the first token arrives.
 pub type CurrentToken = Option<Arc<AccessToken>>;
 
-/// Why a token could not be obtained. Messages name the source and the cause, never a secret.
+/// Why one acquisition failed. The token manager keeps the current token and retries with
+/// backoff, forever; a misconfiguration found before the first acquisition is a
+/// [`CredentialError`] instead. Messages name the source and the cause, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The source's input (file, secret, certificate) could not be read.
@@ -166,12 +168,39 @@ pub enum TokenError {
     /// The token has no `oid` claim and no username is configured.
     #[error("the token has no `oid` claim; set `username` (--username) to the AUTH user name")]
     NoUsername,
-    /// The identity provider or credential failed.
+    /// The identity provider failed (an HTTP error, a refused request, an unusable answer):
+    /// retried with backoff, forever.
     #[error("{0}")]
-    Credential(String),
+    Provider(String),
     /// The acquisition took longer than the configured timeout.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+}
+
+/// Why a token source cannot be built from the configuration (a missing tenant id, an
+/// unreadable client secret file, an unusable certificate): found at start-up, before any
+/// acquisition, and fatal (the process exits 64). Messages name the input and where it can be
+/// set, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A required input is missing, or a value is not allowed.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// An input file (a CA, a secret) could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// What was being read ("identity CA file").
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credential could not be built from its inputs when checked once at start-up (the
+    /// same step runs again at each acquisition, where its failure is a [`TokenError`]).
+    #[error(transparent)]
+    Unusable(TokenError),
 }
 
 /// A boxed future, so that [`TokenSource`] stays object-safe.
@@ -197,16 +226,16 @@ pub trait TokenSource: Send + Sync + 'static {
 
 /// Builds the token source the configuration names: the token file, or an Entra ID
 /// credential ([`azure`]). Misconfiguration (a missing tenant, an unreadable secret file, an
-/// unusable certificate) is an error that names the input and where it can come from; the
-/// server exits 64 on it.
+/// unusable certificate) is a [`CredentialError`] that names the input and where it can come
+/// from; the server exits 64 on it.
 pub fn build_source(
     settings: &crate::config::Settings,
-) -> Result<Arc<dyn TokenSource>, TokenError> {
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     use crate::config::CredentialKind;
     match settings.credential {
         CredentialKind::TokenFile => {
             let path = settings.token_file.clone().ok_or_else(|| {
-                TokenError::Credential(
+                CredentialError::Misconfigured(
                     "credential `token-file` needs `token_file` (--token-file PATH)".into(),
                 )
             })?;

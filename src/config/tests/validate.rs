@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::addr::HostPort;
 
 #[test]
 fn upstream_entries_take_top_level_defaults() {
@@ -139,19 +140,19 @@ fn upstream_is_required_and_parsed() {
     };
     assert_eq!(
         up("c.example").upstream_host_port().unwrap(),
-        ("c.example".into(), 6380)
+        HostPort::new("c.example", 6380)
     );
     assert_eq!(
         up("c.example:10000").upstream_host_port().unwrap(),
-        ("c.example".into(), 10000)
+        HostPort::new("c.example", 10000)
     );
     assert_eq!(
         up("[::1]").upstream_host_port().unwrap(),
-        ("::1".into(), 6380)
+        HostPort::new("::1", 6380)
     );
     assert_eq!(
         up("[::1]:7000").upstream_host_port().unwrap(),
-        ("::1".into(), 7000)
+        HostPort::new("::1", 7000)
     );
     for bad in [
         "::1",
@@ -328,6 +329,28 @@ fn empty_optional_values_and_other_fields_are_refused() {
     assert!(err_text(s.validate()).starts_with("`admin_listen`"));
     s.admin_listen = String::new();
     s.validate().unwrap();
+    assert_eq!(
+        s.admin_addr().unwrap(),
+        None,
+        "\"\" turns the admin endpoint off"
+    );
+    s.admin_listen = "[::1]:0".into();
+    assert_eq!(s.admin_addr().unwrap(), Some("[::1]:0".parse().unwrap()));
+}
+
+#[test]
+fn listen_entries_are_typed_once() {
+    let s = Settings {
+        listen: vec!["127.0.0.1:0".into(), "unix:/run/p.sock".into()],
+        ..valid()
+    };
+    assert_eq!(
+        s.listen_addrs().unwrap(),
+        vec![
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+            ListenAddr::Unix("/run/p.sock".into())
+        ]
+    );
 }
 
 #[test]
@@ -348,4 +371,31 @@ fn refresh_policy_carries_the_settings() {
     assert_eq!(p.retry_max, Duration::from_secs(30));
     assert_eq!(p.timeout, Duration::from_secs(9));
     assert_eq!(p.username.as_deref(), Some("app"));
+}
+
+#[test]
+fn socket_modes() {
+    let mode = |m: &str| {
+        Settings {
+            socket_mode: m.into(),
+            ..valid()
+        }
+        .socket_mode()
+    };
+    assert_eq!(mode("0660").unwrap(), 0o660);
+    assert_eq!(mode("600").unwrap(), 0o600);
+    assert_eq!(mode("0o777").unwrap(), 0o777);
+    for bad in ["", "0888", "rw-rw----", "01777", "-1"] {
+        let e = mode(bad).unwrap_err().to_string();
+        assert!(e.starts_with("`socket_mode` = "), "{bad}: {e}");
+        assert!(e.contains("--socket-mode"), "{bad}: {e}");
+        let e = err_text(
+            Settings {
+                socket_mode: bad.into(),
+                ..valid()
+            }
+            .validate(),
+        );
+        assert!(e.contains("socket_mode"), "{bad}: {e}");
+    }
 }

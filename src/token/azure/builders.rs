@@ -13,7 +13,7 @@ use azure_identity::UserAssignedId;
 use super::proxy::OutboundProxy;
 use super::{env, AzureSource, ChainSource, Recipe, SecretInput, PUBLIC_AUTHORITY_HOST};
 use crate::config::{CredentialKind, Settings};
-use crate::token::{Secret, TokenError, TokenSource};
+use crate::token::{CredentialError, Secret, TokenSource};
 
 /// How long the `default` chain waits for the Azure Instance Metadata Service before moving
 /// on: off Azure the address usually just drops packets.
@@ -53,15 +53,15 @@ fn where_from(key: &str, azure_env: Option<&str>) -> String {
 }
 
 /// The start-up error for an input that is missing.
-fn missing(kind: &str, what: &str, key: &str, azure_env: Option<&str>) -> TokenError {
-    TokenError::Credential(format!(
+fn missing(kind: &str, what: &str, key: &str, azure_env: Option<&str>) -> CredentialError {
+    CredentialError::Misconfigured(format!(
         "credential `{kind}` needs {what}: set {}",
         where_from(key, azure_env)
     ))
 }
 
 /// Builds the token source for an Entra credential kind (everything but `token-file`).
-pub fn build(settings: &Settings) -> Result<Arc<dyn TokenSource>, TokenError> {
+pub fn build(settings: &Settings) -> Result<Arc<dyn TokenSource>, CredentialError> {
     let shared = Shared::new(settings)?;
     let source: Arc<dyn TokenSource> = match settings.credential {
         CredentialKind::ClientSecret => Arc::new(client_secret(settings, &shared)?),
@@ -71,7 +71,7 @@ pub fn build(settings: &Settings) -> Result<Arc<dyn TokenSource>, TokenError> {
         CredentialKind::AzureCli => Arc::new(azure_cli(settings, &shared)?),
         CredentialKind::Default => Arc::new(default_chain(settings, &shared)?),
         CredentialKind::TokenFile => {
-            return Err(TokenError::Credential(
+            return Err(CredentialError::Misconfigured(
                 "token-file is not an Entra credential".into(),
             ))
         }
@@ -97,10 +97,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(settings: &Settings) -> Result<Self, TokenError> {
+    fn new(settings: &Settings) -> Result<Self, CredentialError> {
         let scope = settings.scope.trim().to_owned();
         if scope.is_empty() {
-            return Err(TokenError::Credential(format!(
+            return Err(CredentialError::Misconfigured(format!(
                 "the token scope is empty: set {}",
                 where_from("scope", None)
             )));
@@ -109,7 +109,7 @@ impl Shared {
         let cloud = match &authority {
             Some(host) => {
                 if !host.starts_with("https://") {
-                    return Err(TokenError::Credential(format!(
+                    return Err(CredentialError::Misconfigured(format!(
                         "the authority host `{host}` must start with https:// (from {})",
                         where_from("authority_host", Some(env::AUTHORITY_HOST))
                     )));
@@ -130,7 +130,7 @@ impl Shared {
             .filter(|p| p.applies_to(&authority))
             .map(|p| format!("{} ({})", p.shown(), p.from()));
         log_proxy_once(proxy.as_ref(), &authority);
-        let options = |proxy: Option<&OutboundProxy>| -> Result<ClientOptions, TokenError> {
+        let options = |proxy: Option<&OutboundProxy>| -> Result<ClientOptions, CredentialError> {
             Ok(ClientOptions {
                 // Our manager owns retries and timeouts; the library's would hide failures
                 // for more than a minute.
@@ -196,7 +196,7 @@ fn log_proxy_once(proxy: Option<&OutboundProxy>, authority: &str) {
 fn transport(
     ca_file: Option<&Path>,
     proxy: Option<&OutboundProxy>,
-) -> Result<Transport, TokenError> {
+) -> Result<Transport, CredentialError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
@@ -205,19 +205,19 @@ fn transport(
         None => builder.no_proxy(),
     };
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TokenError::Read {
+        let pem = std::fs::read(path).map_err(|source| CredentialError::Read {
             what: "identity CA file (identity_ca_file, --identity-ca-file)",
             path: path.display().to_string(),
             source,
         })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            TokenError::Credential(format!(
+            CredentialError::Misconfigured(format!(
                 "identity CA file {} is not PEM: {e}",
                 path.display()
             ))
         })?;
         if certs.is_empty() {
-            return Err(TokenError::Credential(format!(
+            return Err(CredentialError::Misconfigured(format!(
                 "identity CA file {} holds no certificate",
                 path.display()
             )));
@@ -225,25 +225,29 @@ fn transport(
         builder = builder.tls_certs_merge(certs);
     }
     let client = builder.build().map_err(|e| {
-        TokenError::Credential(format!("cannot build the HTTP client for Entra ID: {e}"))
+        CredentialError::Misconfigured(format!("cannot build the HTTP client for Entra ID: {e}"))
     })?;
     Ok(Transport::new(Arc::new(client)))
 }
 
 /// Checks a recipe at start-up by constructing its credential once (no network).
-fn check(source: AzureSource) -> Result<AzureSource, TokenError> {
+fn check(source: AzureSource) -> Result<AzureSource, CredentialError> {
     // A thread with its own small runtime: build_source may run inside the server's
     // runtime, where blocking on (or dropping) another runtime is forbidden.
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
-                .map_err(|e| TokenError::Credential(format!("cannot check the credential: {e}")))?;
-            rt.block_on(source.credential(None)).map(drop)
+                .map_err(|e| {
+                    CredentialError::Misconfigured(format!("cannot check the credential: {e}"))
+                })?;
+            rt.block_on(source.credential(None))
+                .map(drop)
+                .map_err(CredentialError::Unusable)
         })
         .join()
         .unwrap_or_else(|_| {
-            Err(TokenError::Credential(
+            Err(CredentialError::Misconfigured(
                 "checking the credential panicked".into(),
             ))
         })
@@ -252,7 +256,7 @@ fn check(source: AzureSource) -> Result<AzureSource, TokenError> {
 }
 
 /// Tenant and client id for a service principal kind, from settings or environment.
-fn tenant_and_client(settings: &Settings, kind: &str) -> Result<(String, String), TokenError> {
+fn tenant_and_client(settings: &Settings, kind: &str) -> Result<(String, String), CredentialError> {
     let tenant = setting_or_env(&settings.tenant_id, env::TENANT_ID)
         .ok_or_else(|| missing(kind, "a tenant id", "tenant_id", Some(env::TENANT_ID)))?;
     let client = setting_or_env(&settings.client_id, env::CLIENT_ID).ok_or_else(|| {
@@ -266,14 +270,14 @@ fn tenant_and_client(settings: &Settings, kind: &str) -> Result<(String, String)
     Ok((tenant, client))
 }
 
-fn client_secret(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenError> {
+fn client_secret(settings: &Settings, shared: &Shared) -> Result<AzureSource, CredentialError> {
     let kind = "client-secret";
     let (tenant, client_id) = tenant_and_client(settings, kind)?;
     let secret = match (&settings.client_secret_file, env_var(env::CLIENT_SECRET)) {
         (Some(path), _) => SecretInput::File(path.clone()),
         (None, Some(value)) => SecretInput::Env(Secret::new(value)),
         (None, None) => {
-            return Err(TokenError::Credential(format!(
+            return Err(CredentialError::Misconfigured(format!(
                 "credential `{kind}` needs a client secret: set {} (a file holding the secret; never the secret itself on a command line), or the environment variable {}",
                 where_from("client_secret_file", None),
                 env::CLIENT_SECRET
@@ -295,7 +299,10 @@ fn client_secret(settings: &Settings, shared: &Shared) -> Result<AzureSource, To
     ))
 }
 
-fn client_certificate(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenError> {
+fn client_certificate(
+    settings: &Settings,
+    shared: &Shared,
+) -> Result<AzureSource, CredentialError> {
     let kind = "client-certificate";
     let (tenant, client_id) = tenant_and_client(settings, kind)?;
     let certificate = settings
@@ -332,13 +339,13 @@ fn client_certificate(settings: &Settings, shared: &Shared) -> Result<AzureSourc
     ))
 }
 
-fn workload_identity(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenError> {
+fn workload_identity(settings: &Settings, shared: &Shared) -> Result<AzureSource, CredentialError> {
     let kind = "workload-identity";
     let (tenant, client_id) = tenant_and_client(settings, kind)?;
     let token_file = env_var(env::FEDERATED_TOKEN_FILE)
         .map(PathBuf::from)
         .ok_or_else(|| {
-            TokenError::Credential(format!(
+            CredentialError::Misconfigured(format!(
                 "credential `{kind}` needs the environment variable {} (the projected service-account token; AKS sets it when the pod uses workload identity)",
                 env::FEDERATED_TOKEN_FILE
             ))
@@ -358,7 +365,7 @@ fn workload_identity(settings: &Settings, shared: &Shared) -> Result<AzureSource
 }
 
 /// The user-assigned identity the settings name, if any (at most one of the three).
-fn user_assigned_id(settings: &Settings) -> Result<Option<UserAssignedId>, TokenError> {
+fn user_assigned_id(settings: &Settings) -> Result<Option<UserAssignedId>, CredentialError> {
     let given: Vec<UserAssignedId> = [
         settings.client_id.clone().map(UserAssignedId::ClientId),
         settings.object_id.clone().map(UserAssignedId::ObjectId),
@@ -368,7 +375,7 @@ fn user_assigned_id(settings: &Settings) -> Result<Option<UserAssignedId>, Token
     .flatten()
     .collect();
     if given.len() > 1 {
-        return Err(TokenError::Credential(
+        return Err(CredentialError::Misconfigured(
             "credential `managed-identity`: set only one of client_id (--client-id), object_id (--object-id), resource_id (--resource-id) to choose a user-assigned identity".into(),
         ));
     }
@@ -396,13 +403,13 @@ fn describe_managed(id: &Option<UserAssignedId>) -> String {
     }
 }
 
-fn managed_identity(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenError> {
+fn managed_identity(settings: &Settings, shared: &Shared) -> Result<AzureSource, CredentialError> {
     let id = user_assigned_id(settings)?;
     let description = describe_managed(&id);
     check(shared.source(Recipe::ManagedIdentity { id }, description))
 }
 
-fn azure_cli(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenError> {
+fn azure_cli(settings: &Settings, shared: &Shared) -> Result<AzureSource, CredentialError> {
     let tenant = settings.tenant_id.clone();
     let description = match &tenant {
         Some(t) => format!("azure-cli (tenant {t})"),
@@ -411,7 +418,7 @@ fn azure_cli(settings: &Settings, shared: &Shared) -> Result<AzureSource, TokenE
     check(shared.source(Recipe::AzureCli { tenant }, description))
 }
 
-fn default_chain(settings: &Settings, shared: &Shared) -> Result<ChainSource, TokenError> {
+fn default_chain(settings: &Settings, shared: &Shared) -> Result<ChainSource, CredentialError> {
     let mut members = Vec::new();
     let tenant = setting_or_env(&settings.tenant_id, env::TENANT_ID);
     let client = setting_or_env(&settings.client_id, env::CLIENT_ID);

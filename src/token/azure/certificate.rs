@@ -197,9 +197,8 @@ impl CertificateAssertion {
                 source,
             }
         })?);
-        let bad = |why: &str| {
-            TokenError::Credential(format!("certificate file {}: {why}", path.display()))
-        };
+        let bad =
+            |why: &str| TokenError::Provider(format!("certificate file {}: {why}", path.display()));
         let (key, cert) = if is_pem(&data) {
             key_and_certificate_from_pem(&data, &bad)?
         } else if is_pfx(path, &data) {
@@ -254,7 +253,7 @@ impl CertificateAssertion {
                 signing_input.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| TokenError::Credential("signing the client assertion failed".into()))?;
+            .map_err(|_| TokenError::Provider("signing the client assertion failed".into()))?;
         Ok(format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(&signature)

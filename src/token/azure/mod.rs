@@ -162,7 +162,7 @@ impl AzureSource {
         let fail = |e: azure_core::Error| {
             // One line: azure_identity appends its troubleshooting link on a new line.
             let e = e.to_string().replace('\n', " ");
-            TokenError::Credential(format!("{}: {e}", self.description))
+            TokenError::Provider(format!("{}: {e}", self.description))
         };
         Ok(match &self.recipe {
             Recipe::ClientSecret {
@@ -259,7 +259,7 @@ impl AzureSource {
                 };
                 // One line: azure_identity appends its troubleshooting link on a new line.
                 let e = e.to_string().replace('\n', " ");
-                TokenError::Credential(format!("{}: {e}{seen}", self.description))
+                TokenError::Provider(format!("{}: {e}{seen}", self.description))
             })?;
         let secret = Secret::new(token.token.secret().to_owned());
         let reported = UNIX_EPOCH
@@ -356,7 +356,7 @@ impl ChainSource {
                 }
             }
         }
-        Err(TokenError::Credential(format!(
+        Err(TokenError::Provider(format!(
             "no credential of the default chain obtained a token: {}",
             errors.join("; ")
         )))
@@ -389,7 +389,7 @@ async fn read_secret_file(path: &Path) -> Result<Secret, TokenError> {
     super::warn_if_readable_by_others(path, "client secret file");
     let secret = raw.trim();
     if secret.is_empty() {
-        return Err(TokenError::Credential(format!(
+        return Err(TokenError::Provider(format!(
             "the client secret file {} is empty",
             path.display()
         )));

@@ -15,7 +15,7 @@ use std::fmt;
 
 use hyper_util::client::proxy::matcher::Matcher;
 
-use crate::token::TokenError;
+use crate::token::CredentialError;
 
 /// The variables naming the proxy, in the order they are read.
 const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
@@ -47,12 +47,12 @@ impl fmt::Debug for OutboundProxy {
 
 impl OutboundProxy {
     /// The proxy the process environment names, if any.
-    pub(super) fn from_env() -> Result<Option<Self>, TokenError> {
+    pub(super) fn from_env() -> Result<Option<Self>, CredentialError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// The proxy named by the variables `get` returns (empty counts as unset).
-    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, TokenError> {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, CredentialError> {
         let first = |names: &[&'static str]| {
             names.iter().find_map(|&n| {
                 get(n)
@@ -71,7 +71,7 @@ impl OutboundProxy {
         } else {
             format!("http://{raw}")
         };
-        let bad = |why: &str| TokenError::Credential(format!("{from}: {why}"));
+        let bad = |why: &str| CredentialError::Misconfigured(format!("{from}: {why}"));
         let url = reqwest::Url::parse(&with_scheme).map_err(|_| {
             // The parser's message may quote the input, credentials and all: say only what
             // is expected.
@@ -131,9 +131,9 @@ impl OutboundProxy {
 
     /// The proxy for reqwest: HTTPS targets only, `NO_PROXY` honoured, credentials from the
     /// URL sent as `Proxy-Authorization: Basic`.
-    pub(super) fn reqwest_proxy(&self) -> Result<reqwest::Proxy, TokenError> {
+    pub(super) fn reqwest_proxy(&self) -> Result<reqwest::Proxy, CredentialError> {
         let proxy = reqwest::Proxy::https(self.url.as_str()).map_err(|_| {
-            TokenError::Credential(format!(
+            CredentialError::Misconfigured(format!(
                 "{}: the proxy {} is not usable by the HTTP client",
                 self.from,
                 self.shown()
