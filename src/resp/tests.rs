@@ -277,10 +277,7 @@ type StreamedCommands = (Vec<(Vec<u8>, usize)>, Option<ProtocolError>, usize);
 /// Feeds client commands in chunks, streaming arguments after the name as the session does;
 /// returns each command as the bytes passed on, with its argument count, and the most bytes
 /// held.
-fn stream_commands(
-    data: &[u8],
-    mut chunk: impl FnMut() -> usize,
-) -> StreamedCommands {
+fn stream_commands(data: &[u8], mut chunk: impl FnMut() -> usize) -> StreamedCommands {
     let limits = Limits::default();
     let mut s = CommandScanner::default();
     let (mut buf, mut cmd, mut out) = (Vec::new(), Vec::new(), Vec::new());
@@ -368,4 +365,53 @@ fn a_command_over_the_bulk_limit_is_refused_while_streaming() {
         s.scan(&rest, &limits).unwrap_err(),
         ProtocolError("invalid bulk length".into())
     );
+}
+
+/// The `stream_scanner` fuzz target's check, on generated inputs: RESP-like fragments (so that
+/// frames are often valid and large against the small limits) in random chunk splits.
+#[test]
+fn streamed_scans_match_whole_scans_on_generated_inputs() {
+    use super::stream_check::{streamed, whole};
+    let pieces: &[&[u8]] = &[
+        b"*3\r\n",
+        b"*2\r\n",
+        b"%1\r\n",
+        b"~2\r\n",
+        b">3\r\n",
+        b"$3\r\nSET\r\n",
+        b"$1\r\nk\r\n",
+        b"$40\r\n",
+        b"$64\r\n",
+        b"$65\r\n",
+        b"$-1\r\n",
+        b"+OK\r\n",
+        b":12\r\n",
+        b"-ERR x\r\n",
+        b"=20\r\ntxt:",
+        b"PING\r\n",
+        b"\r\n",
+        b"0123456789",
+        b"x",
+        b"*1\r\n$4\r\nPING\r\n",
+    ];
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    for _ in 0..20_000 {
+        let mut data = Vec::new();
+        for _ in 0..rng.below(12) {
+            data.extend_from_slice(pieces[rng.below(pieces.len())]);
+        }
+        let splits: Vec<u8> = (0..rng.below(8)).map(|_| rng.below(256) as u8).collect();
+        assert_eq!(
+            whole::<ReplyScanner>(&data),
+            streamed::<ReplyScanner>(&data, &splits),
+            "replies {:?} split {splits:?}",
+            String::from_utf8_lossy(&data)
+        );
+        assert_eq!(
+            whole::<CommandScanner>(&data),
+            streamed::<CommandScanner>(&data, &splits),
+            "commands {:?} split {splits:?}",
+            String::from_utf8_lossy(&data)
+        );
+    }
 }
