@@ -9,6 +9,9 @@ Subcommands:
                       prints `count p50_ms p99_ms connects_per_s`
   idle                open N connections, send AUTH+PING on each, wait for the replies, then
                       read VmRSS of --pid before/after; prints `n rss_before_kb rss_after_kb`
+  bigrss              --count clients at once each SET then GET a --size-byte value, the GET
+                      reply checked byte for byte; samples VmRSS of --pid every 10 ms;
+                      prints `clients size rss_before_kb rss_peak_kb seconds`
 """
 import argparse
 import base64
@@ -19,6 +22,7 @@ import socket
 import ssl
 import statistics
 import sys
+import threading
 import time
 
 
@@ -126,6 +130,83 @@ def cmd_idle(args):
     return 0
 
 
+def recv_exact(s, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return bytes(out)
+
+
+def big_client(args, i, value, errors):
+    try:
+        s = open_conn(args, timeout=120)
+        s.sendall(resp("AUTH", args.user, args.password))
+        if recv_exact(s, 5) != b"+OK\r\n":
+            raise RuntimeError("AUTH refused")
+        key = "bench:big:%d" % i
+        s.sendall(resp("SET", key, value))
+        if recv_exact(s, 5) != b"+OK\r\n":
+            raise RuntimeError("SET refused")
+        s.sendall(resp("GET", key))
+        head = b"$%d\r\n" % len(value)
+        if recv_exact(s, len(head)) != head:
+            raise RuntimeError("GET: wrong header")
+        # Compared piece by piece: the helper itself holds one value, not one per client.
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        off = 0
+        while off < len(value):
+            n = s.recv_into(view[:min(len(buf), len(value) - off)])
+            if n == 0:
+                raise ConnectionError("closed in the GET reply")
+            if view[:n] != value[off:off + n]:
+                raise RuntimeError("GET: bytes differ at %d" % off)
+            off += n
+        if recv_exact(s, 2) != b"\r\n":
+            raise RuntimeError("GET: no CRLF after the value")
+        s.sendall(resp("DEL", key))
+        recv_exact(s, 4)
+        s.close()
+    except Exception as e:  # reported by the caller
+        errors.append("client %d: %s" % (i, e))
+
+
+def cmd_bigrss(args):
+    pattern = bytes(range(256))
+    value = memoryview((pattern * (args.size // 256 + 1))[:args.size])
+    before = rss_kb(args.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kb(args.pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    errors = []
+    t0 = time.monotonic()
+    clients = [threading.Thread(target=big_client, args=(args, i, value, errors))
+               for i in range(args.count)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    elapsed = time.monotonic() - t0
+    done.set()
+    sampler.join()
+    if errors:
+        print("bigrss: %d of %d clients failed: %s" % (len(errors), args.count, errors[:3]),
+              file=sys.stderr)
+        return 1
+    print("%d %d %d %d %.2f" % (args.count, args.size, before, peak[0], elapsed))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -133,7 +214,7 @@ def main():
     j = sub.add_parser("jwt")
     j.add_argument("oid")
     j.add_argument("seconds", type=int)
-    for name in ("probe", "connect", "idle"):
+    for name in ("probe", "connect", "idle", "bigrss"):
         q = sub.add_parser(name)
         q.add_argument("--host", default="127.0.0.1")
         q.add_argument("--port", type=int, required=True)
@@ -146,6 +227,7 @@ def main():
         q.add_argument("--pid", type=int)
         q.add_argument("--batch", type=int, default=200)
         q.add_argument("--settle", type=float, default=1.0)
+        q.add_argument("--size", type=int, default=16 * 1024 * 1024)
     args = p.parse_args()
     if args.cmd == "freeport":
         s = socket.socket()
@@ -162,7 +244,8 @@ def main():
         args.password = f.read().strip()
     if args.tls:
         args.ctx = ssl.create_default_context(cafile=args.cacert)
-    return {"probe": cmd_probe, "connect": cmd_connect, "idle": cmd_idle}[args.cmd](args)
+    return {"probe": cmd_probe, "connect": cmd_connect, "idle": cmd_idle,
+            "bigrss": cmd_bigrss}[args.cmd](args)
 
 
 if __name__ == "__main__":

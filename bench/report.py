@@ -24,7 +24,7 @@ def fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
-def main(results, idle, hz):
+def main(results, idle, hz, bigrss=None):
     rows = defaultdict(dict)  # (case, test, target) -> rep -> fields
     order = []
     with open(results) as f:
@@ -101,6 +101,26 @@ def main(results, idle, hz):
                 mem.setdefault(target, []).append(per)
                 out.append("| %s | %s | %s | %s | %.1f |" % (target, n, before, after, per))
         out.append("")
+    big = {}
+    if bigrss and os.path.exists(bigrss) and os.path.getsize(bigrss) > 0:
+        out.append("Large values: RSS peak growth of a fresh sidecar while the values move "
+                   "(median over repetitions; each GET reply checked byte for byte):")
+        out.append("")
+        out.append("| target | clients | value (MiB) | RSS before (KiB) | peak growth (MiB, median) | runs | seconds (median) |")
+        out.append("|---|---:|---:|---:|---:|---|---:|")
+        rows = {}
+        with open(bigrss) as f:
+            for line in f:
+                target, _rep, nc, size, before, peak, secs = line.split()
+                rows.setdefault((target, int(nc), int(size)), []).append(
+                    (int(before), (int(peak) - int(before)) / 1024, float(secs)))
+        for (target, nc, size), runs in rows.items():
+            growth = statistics.median(r[1] for r in runs)
+            big[(target, nc)] = growth
+            out.append("| %s | %d | %.0f | %d | %.1f | %s | %.2f |" % (
+                target, nc, size / 1048576, runs[0][0], growth,
+                ", ".join("%.1f" % r[1] for r in runs), statistics.median(r[2] for r in runs)))
+        out.append("")
     out.append("Targets for the proxy (ratios vs direct TLS in the same run):")
     for case, goal in RATIO_TARGETS.items():
         for test in ("SET", "GET"):
@@ -113,6 +133,12 @@ def main(results, idle, hz):
         worst = max(mem["proxy"])
         out.append("- idle memory per connection: %.1f kB worst (target <= %.0f kB): %s" % (
             worst, MEM_TARGET_KB, "met" if worst <= MEM_TARGET_KB else "NOT met"))
+    for (target, nc), growth in big.items():
+        if target != "proxy":
+            continue
+        goal = 8 if nc == 1 else 64
+        out.append("- large values, %d client(s): proxy RSS peak growth %.1f MiB (target < %d MiB): %s"
+                   % (nc, growth, goal, "met" if growth < goal else "NOT met"))
     for test in ("SET", "GET"):
         c = summary.get(("c50-P16", test, "proxy"), (None, None, None))[1]
         verdict = "n/a" if c is None else ("met" if c <= CPU_TARGET_US else "NOT met")
@@ -123,4 +149,5 @@ def main(results, idle, hz):
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None,
-         float(sys.argv[3]) if len(sys.argv) > 3 else 100.0)
+         float(sys.argv[3]) if len(sys.argv) > 3 else 100.0,
+         sys.argv[4] if len(sys.argv) > 4 else None)

@@ -14,9 +14,12 @@
 #              as target proxy-t1, beside the default (one worker per CPU)
 #   --unix-variant  also measure the proxy with the client on a Unix socket (target
 #              proxy-unix; throughput cases only)
-# Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE.
-# CASES_ONLY="c50-P16 c1-P1 ..." runs only the named cases (connect and idle included only
-# when named).
+# Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE;
+# the large-value memory case (`bigrss`: RSS peak of a fresh sidecar while 1 client moves one
+# BIGRSS_ONE-byte value, then while BIGRSS_CLIENTS clients move BIGRSS_SIZE-byte values at once)
+# with BIGRSS_ONE, BIGRSS_CLIENTS, BIGRSS_SIZE.
+# CASES_ONLY="c50-P16 c1-P1 ..." runs only the named cases (connect, bigrss and idle included
+# only when named).
 #
 # Everything listens on 127.0.0.1 only. The machine has 2 cores: redis-server runs on CPU 1;
 # the load generator and the sidecar under test share CPU 0, so every figure is a ratio
@@ -53,9 +56,11 @@ if [ "$SMOKE" = 1 ]; then
     REPS=1
     : "${N_P16:=20000}" "${N_P1:=2000}" "${N_C1:=500}" "${N_BIG:=3}" "${N_CONNECT:=20}"
     : "${IDLE_SMALL:=1000}" "${IDLE_LARGE:=0}"
+    : "${BIGRSS_ONE:=$((4 * 1024 * 1024))}" "${BIGRSS_CLIENTS:=10}" "${BIGRSS_SIZE:=$((1024 * 1024))}"
 else
     : "${N_P16:=600000}" "${N_P1:=100000}" "${N_C1:=30000}" "${N_BIG:=30}" "${N_CONNECT:=1000}"
     : "${IDLE_SMALL:=1000}" "${IDLE_LARGE:=10000}"
+    : "${BIGRSS_ONE:=$((64 * 1024 * 1024))}" "${BIGRSS_CLIENTS:=100}" "${BIGRSS_SIZE:=$((16 * 1024 * 1024))}"
 fi
 BIG=$((16 * 1024 * 1024))
 OID="bench-oid-00000000"
@@ -513,6 +518,27 @@ stop_pid "$STUNNEL_PID"
 stop_pid "$HAPROXY_PID"
 fi
 
+# ------------------------------------------------------------------ large-value memory
+# A fresh sidecar per measurement; RSS peak minus RSS before, while the values move.
+BIGRSS="$WORK/bigrss.tsv"
+: >"$BIGRSS"
+if [ "$IDLE_ONLY" = 0 ] && wanted bigrss; then
+    for rep in $(seq 1 "$REPS"); do
+        for t in proxy stunnel haproxy; do
+            for spec in "1 $BIGRSS_ONE" "$BIGRSS_CLIENTS $BIGRSS_SIZE"; do
+                read -r nc size <<<"$spec"
+                "start_$t"
+                target_args "$t"
+                log "bigrss: $nc client(s) x $size bytes through $t (rep $rep)"
+                out=$(lg_target bigrss "$t" --count "$nc" --size "$size" --pid "$T_PID") ||
+                    die "$t failed the large-value memory test"
+                printf '%s\t%s\t%s\n' "$t" "$rep" "$out" >>"$BIGRSS"
+                stop_pid "$T_PID"
+            done
+        done
+    done
+fi
+
 # ------------------------------------------------------------------ idle memory
 IDLE="$WORK/idle.tsv"
 : >"$IDLE"
@@ -533,7 +559,7 @@ done
 
 # ------------------------------------------------------------------ report
 echo
-python3 "$BENCH/report.py" "$RESULTS" "$IDLE" "$(getconf CLK_TCK)" | tee "$WORK/table.md"
+python3 "$BENCH/report.py" "$RESULTS" "$IDLE" "$(getconf CLK_TCK)" "$BIGRSS" | tee "$WORK/table.md"
 if [ -n "$OUT" ]; then
     cp "$WORK/table.md" "$OUT"
 fi

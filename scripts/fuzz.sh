@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target for SECONDS seconds each (default 60); fails on the first crash.
+# Runs every cargo-fuzz target (command_scanner, reply_scanner, stream_scanner, inline_args,
+# cluster_rewrite: whatever `cargo fuzz list` shows) for SECONDS seconds each (default 60);
+# fails on the first crash.
 #
 #   scripts/fuzz.sh [SECONDS]
 #

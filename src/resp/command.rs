@@ -30,6 +30,9 @@ pub struct CommandScanner {
     nargs: usize,
     /// The command name's position.
     name: Range<usize>,
+    /// Bytes of an argument's payload (its CRLF included) still to come after `pos`, which is
+    /// then the end of the bytes seen so far: a large value is passed over, not held whole.
+    skip: usize,
 }
 
 impl CommandScanner {
@@ -43,8 +46,19 @@ impl CommandScanner {
         if buf.is_empty() {
             return Ok(None);
         }
-        if buf[0] != b'*' {
+        if self.args_left.is_none() && buf[0] != b'*' {
             return self.scan_inline(buf, limits);
+        }
+        if self.skip > 0 {
+            // Inside an argument's payload whose header was read: count, do not look.
+            let avail = buf.len() - self.pos;
+            if avail < self.skip {
+                self.skip -= avail;
+                self.pos = buf.len();
+                return Ok(None);
+            }
+            self.pos += self.skip;
+            self.skip = 0;
         }
         if self.args_left.is_none() {
             let Some((n, next)) = read_int_line(buf, 1, "invalid multibulk length")? else {
@@ -77,6 +91,14 @@ impl CommandScanner {
             }
             let end = data + len as usize + 2;
             if end > buf.len() {
+                if left == self.nargs {
+                    // The name is read whole (classification needs it).
+                    return Ok(None);
+                }
+                // The payload so far is scanned; the rest is only counted.
+                self.skip = end - buf.len();
+                self.pos = buf.len();
+                self.args_left = Some(left - 1);
                 return Ok(None);
             }
             if left == self.nargs {
@@ -93,6 +115,35 @@ impl CommandScanner {
         };
         *self = CommandScanner::default();
         Ok(Some(cmd))
+    }
+
+    /// After `scan` returned `Ok(None)`: how many bytes at the start of the buffer belong to
+    /// the incomplete command and are scanned (may be forwarded, then [`Self::rebase`]).
+    pub fn scanned(&self) -> usize {
+        if self.args_left.is_some() {
+            self.pos
+        } else {
+            0
+        }
+    }
+
+    /// The incomplete multibulk command's argument count and name position, once its name has
+    /// been read whole (and before any [`Self::rebase`]).
+    pub fn head(&self) -> Option<(usize, Range<usize>)> {
+        match self.args_left {
+            Some(left) if left < self.nargs && !self.name.is_empty() => {
+                Some((self.nargs, self.name.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The caller dropped the first `n` bytes of the incomplete command (`n <= scanned()`).
+    /// The name's position is forgotten: the command was classified from its head.
+    pub fn rebase(&mut self, n: usize) {
+        debug_assert!(n <= self.scanned(), "rebase past the scanned bytes");
+        self.pos -= n;
+        self.name = 0..0;
     }
 
     fn scan_inline(

@@ -21,6 +21,8 @@ mod reply;
 pub mod value;
 
 #[cfg(test)]
+mod stream_check;
+#[cfg(test)]
 mod tests;
 
 pub use command::{CommandScanner, ScannedCommand};

@@ -13,15 +13,31 @@ pub struct ReplyScanner {
     pending: u64,
     /// How far a search for the end of an incomplete line got, so it is not searched again.
     line_searched: usize,
+    /// Bytes of a bulk payload (its CRLF included) still to come after `pos`, which is then
+    /// the end of the bytes seen so far: a large value is passed over, not held whole.
+    skip: u64,
 }
 
 impl ReplyScanner {
-    /// Scans the frame at the start of `buf`; `Ok(Some(len))` when complete.
+    /// Scans the frame at the start of `buf`; `Ok(Some(len))` when complete. `Ok(None)`: more
+    /// bytes are needed; call again with the same frame start (or, after [`Self::rebase`], the
+    /// start moved on) and more bytes appended.
     pub fn scan(&mut self, buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
-        if self.pending == 0 {
+        if self.pending == 0 && self.skip == 0 {
             self.pos = 0;
             self.pending = 1;
             self.line_searched = 0;
+        }
+        if self.skip > 0 {
+            // Inside a bulk payload whose header was read: count its bytes, look at none.
+            let avail = (buf.len() - self.pos) as u64;
+            if avail < self.skip {
+                self.skip -= avail;
+                self.pos = buf.len();
+                return Ok(None);
+            }
+            self.pos += self.skip as usize;
+            self.skip = 0;
         }
         while self.pending > 0 {
             let start = self.pos;
@@ -66,6 +82,11 @@ impl ReplyScanner {
                         }
                         let end = data + len as usize + 2;
                         if end > buf.len() {
+                            // The payload so far is scanned; the rest is only counted.
+                            self.skip = (end - buf.len()) as u64;
+                            self.pos = buf.len();
+                            self.pending -= 1;
+                            self.line_searched = 0;
                             return Ok(None);
                         }
                         self.pos = end;
@@ -101,6 +122,28 @@ impl ReplyScanner {
             self.line_searched = 0;
         }
         Ok(Some(self.pos))
+    }
+}
+
+impl ReplyScanner {
+    /// After `scan` returned `Ok(None)`: how many bytes at the start of the buffer belong to
+    /// the incomplete frame and are scanned. They may be forwarded and dropped (then call
+    /// [`Self::rebase`]); what follows them is the rest of the same frame.
+    pub fn scanned(&self) -> usize {
+        self.pos
+    }
+
+    /// True while a frame is incomplete (between an `Ok(None)` and the `Ok(Some(_))`).
+    pub fn in_frame(&self) -> bool {
+        self.pending > 0 || self.skip > 0
+    }
+
+    /// The caller dropped the first `n` bytes of the incomplete frame (`n <= scanned()`): the
+    /// next `scan` gets a buffer that starts `n` bytes later in the frame.
+    pub fn rebase(&mut self, n: usize) {
+        debug_assert!(n <= self.pos, "rebase past the scanned bytes");
+        self.pos -= n;
+        self.line_searched = self.line_searched.saturating_sub(n);
     }
 }
 

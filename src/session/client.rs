@@ -15,6 +15,7 @@ use super::command::{
 use super::io::{Segment, READ_CHUNK};
 use super::queue::Pending;
 use super::replication::Replication;
+use super::stream::STREAM_THRESHOLD;
 use super::{write_error, ClientStream, Session, SessionEnd};
 use crate::resp::{self, ProtocolError};
 use crate::token::Secret;
@@ -71,11 +72,26 @@ impl<C: ClientStream> Session<C> {
         let mut pos = 0;
         let mut run_start = 0;
         let mut commands = 0u64;
+        // Where the scanned part of a streaming command ends (past `pos`).
+        let mut streamed = 0;
         self.to_upstream.clear();
         loop {
             let scanned = match self.cscan.scan(&self.cbuf[pos..], &limits) {
                 Ok(Some(c)) => c,
-                Ok(None) => break,
+                Ok(None) => {
+                    // A large command passes through in pieces (`stream.rs`).
+                    if self.cstreaming {
+                        streamed = self.cscan.scanned();
+                    } else if self.cbuf.len() - pos >= STREAM_THRESHOLD {
+                        if let Some((nargs, name)) = self.cscan.head() {
+                            if self.start_command_stream(pos, nargs, name) {
+                                commands += 1;
+                                streamed = self.cscan.scanned();
+                            }
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
                     // Forward what came before the bad bytes, then answer and close.
                     self.flush_run(run_start, pos);
@@ -84,6 +100,12 @@ impl<C: ClientStream> Session<C> {
                     return Err(Box::pin(self.client_protocol_error(e)).await);
                 }
             };
+            if self.cstreaming {
+                // The end of a streaming command, queued when it started: part of the run.
+                self.cstreaming = false;
+                pos += scanned.len;
+                continue;
+            }
             let frame = pos..pos + scanned.len;
             pos += scanned.len;
             commands += 1;
@@ -250,10 +272,11 @@ impl<C: ClientStream> Session<C> {
                 _ => {}
             }
         }
-        self.flush_run(run_start, pos);
+        self.flush_run(run_start, pos + streamed);
         self.ctx.metrics.commands_total.inc_by(commands);
         self.write_upstream_plan().await?;
-        self.cbuf.advance(pos);
+        self.cbuf.advance(pos + streamed);
+        self.cscan.rebase(streamed);
         if self.cbuf.is_empty() && self.cbuf.capacity() > 4 * READ_CHUNK {
             self.cbuf = BytesMut::new();
         }

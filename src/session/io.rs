@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Client bytes read ahead while a blocking command holds the session.
@@ -46,8 +46,8 @@ pub(super) enum ReadOutcome {
 /// A read that returns less than the room offered has emptied the source for now (for the
 /// TLS stream: rustls handed over all it had decrypted), so the loop stops there without a
 /// probing read; a full read means there may be more. The TLS stream must never be left
-/// holding decrypted bytes (they would not make the socket readable again): it gets no
-/// budget (`usize::MAX`).
+/// holding decrypted bytes (they would not make the socket readable again): when a read of
+/// it returns the whole budget, the caller reads again (`Session::drain_upstream`).
 pub(super) fn read_available<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
@@ -61,8 +61,12 @@ pub(super) fn read_available<R: AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let room = buf.capacity() - buf.len();
-        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), &mut cx, buf) {
+        let room = (buf.capacity() - buf.len()).min(budget - total);
+        match tokio_util::io::poll_read_buf(
+            Pin::new(&mut *io),
+            &mut cx,
+            &mut (&mut *buf).limit(room),
+        ) {
             Poll::Ready(Ok(0)) => {
                 return Ok(if total == 0 {
                     ReadOutcome::Eof

@@ -37,6 +37,7 @@ mod replies;
 mod resp2_subscriber;
 mod state;
 mod stateless;
+mod stream;
 mod subscriptions;
 mod txn;
 mod unblock;
@@ -240,6 +241,12 @@ struct Session<C> {
     cscan: CommandScanner,
     /// Where the cache's next frame ends (resumable across reads).
     uscan: ReplyScanner,
+    /// The reply frame at the start of `ubuf` is streaming to the client: it was routed from
+    /// its first bytes and part of it has gone out (see `stream.rs`).
+    ustreaming: bool,
+    /// The command at the start of `cbuf` is streaming to the cache: it was queued from its
+    /// head and part of it has gone out; nothing else may be sent upstream until it ends.
+    cstreaming: bool,
     /// What each frame from the cache answers.
     queue: ReplyQueue,
     /// What to send to the cache next, in order (reused to avoid allocations).
@@ -320,6 +327,8 @@ impl<C: ClientStream> Session<C> {
             ubuf: BytesMut::new(),
             cscan: CommandScanner::default(),
             uscan: ReplyScanner::default(),
+            ustreaming: false,
+            cstreaming: false,
             queue: ReplyQueue::default(),
             to_upstream: Vec::new(),
             to_client: Vec::new(),
@@ -396,13 +405,12 @@ impl<C: ClientStream> Session<C> {
             let reauth_limiter = &self.ctx.reauth_limiter;
             tokio::select! {
                 r = std::future::poll_fn(|cx| self.upstream.get_ref().0.poll_read_ready(cx)), if !self.upstream_lost => {
-                    let read = r.and_then(|()| read_available(&mut self.upstream, &mut self.ubuf, usize::MAX));
+                    let read = match r {
+                        Ok(()) => self.drain_upstream().await?,
+                        Err(e) => Err(e),
+                    };
                     match read {
-                        Ok(ReadOutcome::Data(0)) => {}
-                        Ok(ReadOutcome::Data(n)) => {
-                            self.ctx.metrics.bytes_upstream_to_client.inc_by(n as u64);
-                            self.on_upstream_data().await?;
-                        }
+                        Ok(ReadOutcome::Data(_)) => {}
                         other => {
                             let end = match other {
                                 Err(e) => SessionEnd::UpstreamIo(e),
@@ -493,9 +501,33 @@ impl<C: ClientStream> Session<C> {
         Ok(())
     }
 
-    /// True while some command forwarded for the client still waits for its reply.
+    /// True while some command forwarded for the client still waits for its reply (or a
+    /// reply is streaming to it).
     fn client_replies_outstanding(&self) -> bool {
-        self.queue.owes_client()
+        self.queue.owes_client() || self.ustreaming
+    }
+
+    /// Reads and routes what the cache sent, at most [`stream::UPSTREAM_READ_BUDGET`] bytes
+    /// at a time so that a large reply streams through a small buffer, until the TLS stream
+    /// has nothing left (bytes it decrypted would not wake the loop again). `Ok(Data(_))`:
+    /// all read; `Ok(Eof)` or `Err`: the connection is lost.
+    async fn drain_upstream(&mut self) -> Result<std::io::Result<ReadOutcome>, SessionEnd> {
+        loop {
+            let budget = stream::UPSTREAM_READ_BUDGET;
+            match read_available(&mut self.upstream, &mut self.ubuf, budget) {
+                Ok(ReadOutcome::Data(n)) if n > 0 => {
+                    self.ctx.metrics.bytes_upstream_to_client.inc_by(n as u64);
+                    self.on_upstream_data().await?;
+                    if n < budget
+                        || self.upstream_lost
+                        || self.replication == Replication::Streaming
+                    {
+                        return Ok(Ok(ReadOutcome::Data(n)));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
     }
 }
 

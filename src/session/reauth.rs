@@ -60,6 +60,8 @@ impl<C: ClientStream> Session<C> {
         // A RESP2 subscriber cannot AUTH (RESP2 subscribers are served through RESP3).
         let resp2_subscriber = self.conn.proto == 2 && self.conn.subscribed();
         !self.upstream_lost
+            // Never inside a client command streaming to the cache (`stream.rs`).
+            && !self.cstreaming
             && self.queue.reauths_in_flight() == 0
             && self.queue.state_changes_in_flight() == 0
             && !self.sent.txn.in_multi()

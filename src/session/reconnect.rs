@@ -66,6 +66,9 @@ pub(super) enum OnLoss {
 impl<C: ClientStream> Session<C> {
     /// Decides what the loss of the upstream connection means for this session.
     pub(super) fn on_upstream_loss(&mut self) -> OnLoss {
+        if self.ustreaming || self.cstreaming {
+            return OnLoss::Close("a large frame was cut in the middle");
+        }
         if self.replication != Replication::None {
             return OnLoss::Close("a replication stream cannot be resumed on a new connection");
         }

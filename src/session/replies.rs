@@ -15,6 +15,7 @@ use super::io::{push_range, Segment, READ_CHUNK};
 use super::queue::Pending;
 use super::replication::Replication;
 use super::resp2_subscriber::{pong_to_resp2, push_for_resp2, subscribed_refusal_from_info};
+use super::stream::STREAM_THRESHOLD;
 use super::subscriptions::{is_monitor_line, is_resp2_message, pubsub_confirmation, Confirmation};
 use super::txn::EXECABORT;
 use super::{ClientStream, Session, SessionEnd};
@@ -55,24 +56,43 @@ impl<C: ClientStream> Session<C> {
         let max_bulk = self.ctx.limits.max_bulk;
         let mut pos = 0;
         let mut run_start = 0;
+        // Where the scanned part of a streaming frame ends (past `pos`).
+        let mut streamed = 0;
         self.to_client.clear();
         loop {
-            // Local replies that reach the head go out after what was routed before them.
-            push_range(&mut self.to_client, run_start, pos);
-            run_start = pos;
-            self.settle_head();
-            if self.replication_starts_at(pos) {
-                // The rest is the replication stream, piped raw from now on.
-                break;
+            if !self.ustreaming {
+                // Local replies that reach the head go out after what was routed before them.
+                push_range(&mut self.to_client, run_start, pos);
+                run_start = pos;
+                self.settle_head();
+                if self.replication_starts_at(pos) {
+                    // The rest is the replication stream, piped raw from now on.
+                    break;
+                }
             }
             let len = match self.uscan.scan(&self.ubuf[pos..], max_bulk) {
                 Ok(Some(len)) => len,
-                Ok(None) => break,
+                Ok(None) => {
+                    // A large frame passes through in pieces (`stream.rs`).
+                    if self.ustreaming
+                        || (self.ubuf.len() - pos >= STREAM_THRESHOLD
+                            && self.start_reply_stream(pos))
+                    {
+                        streamed = self.uscan.scanned();
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(session = self.id, error = %e, "the cache sent invalid RESP; closing");
                     return Err(SessionEnd::UpstreamProtocol(e));
                 }
             };
+            if self.ustreaming {
+                // The end of a streaming frame, routed when it started.
+                self.ustreaming = false;
+                pos += len;
+                continue;
+            }
             let frame = pos..pos + len;
             pos += len;
             let mut routed = self.route(frame.clone());
@@ -92,8 +112,10 @@ impl<C: ClientStream> Session<C> {
                 }
             }
         }
-        push_range(&mut self.to_client, run_start, pos);
-        self.settle_head();
+        push_range(&mut self.to_client, run_start, pos + streamed);
+        if !self.ustreaming {
+            self.settle_head();
+        }
         if !self.to_client.is_empty() {
             for seg in self.to_client.drain(..) {
                 let bytes: &[u8] = match &seg {
@@ -108,7 +130,8 @@ impl<C: ClientStream> Session<C> {
             }
             self.client.flush().await.map_err(SessionEnd::ClientIo)?;
         }
-        self.ubuf.advance(pos);
+        self.ubuf.advance(pos + streamed);
+        self.uscan.rebase(streamed);
         if self.ubuf.is_empty() && self.ubuf.capacity() > 4 * READ_CHUNK {
             self.ubuf = BytesMut::new();
         }
