@@ -65,8 +65,8 @@ fi
 echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 # The differential test draws its sequences from a random seed unless DIFF_SEED is set. A
 # divergence found at the end of the third session is still open (replay:
@@ -76,10 +76,10 @@ cargo clippy --all-targets -- -D warnings
 # explore.
 export DIFF_SEED="${DIFF_SEED:-16466490819661253195}"
 
-echo "==> cargo test --all-targets"
+echo "==> cargo test --workspace --all-targets"
 # Every test binary prints its "test result:" summary; --no-fail-fast runs them all, and cargo
 # still exits non-zero if any failed.
-cargo test --all-targets --no-fail-fast
+cargo test --workspace --all-targets --no-fail-fast
 
 # Benchmarks are not tests (nothing is timed here), but the script must keep working.
 echo "==> bench/run.sh --smoke"

@@ -15,7 +15,6 @@
 //!   connection limit, the admin endpoint, SIGTERM/SIGINT shutdown.
 //! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
 //!   rewritten to them ([`cluster::rewrite`], pure).
-//! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 //! - [`doctor`]: the `doctor` subcommand: every step of the path checked once, with remedies.
 #![forbid(unsafe_code)]
@@ -28,7 +27,6 @@ pub mod doctor;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod mock_identity;
 pub mod resp;
 pub mod server;
 pub mod session;

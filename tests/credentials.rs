@@ -102,7 +102,7 @@ impl Mock {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("mock-secret");
         std::fs::write(&secret_file, secret).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-identity"))
+        let mut child = Command::new(support::mock_identity_bin())
             .arg("--ca-out")
             .arg(dir.path().join("ca.pem"))
             .arg("--az-dir")

@@ -499,7 +499,7 @@ struct Mock {
 impl Mock {
     fn start() -> Mock {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-identity"))
+        let mut child = Command::new(support::mock_identity_bin())
             .arg("--ca-out")
             .arg(dir.path().join("ca.pem"))
             .stdout(Stdio::piped())

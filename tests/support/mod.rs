@@ -61,6 +61,19 @@ pub fn random_id() -> String {
     )
 }
 
+/// The `mock-identity` binary (the `mock-identity` crate of the workspace), built next to the
+/// proxy's binary. `cargo test --workspace` (scripts/test.sh) builds it; `cargo build -p
+/// mock-identity` does when only the proxy's tests are run.
+pub fn mock_identity_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_entra-redis-proxy")).with_file_name("mock-identity");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p mock-identity` first",
+        path.display()
+    );
+    path
+}
+
 /// Polls `cond` until it returns true or `timeout` passes; returns whether it became true.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where

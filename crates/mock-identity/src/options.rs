@@ -119,7 +119,7 @@ pub fn parse_args(args: &[String]) -> Result<MockConfig, String> {
         match a.as_str() {
             "--listen" => c.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--lifetime" => {
-                let d = crate::config::duration::parse(&value()?)?;
+                let d = parse_duration(&value()?)?;
                 c.lifetime = Duration::from_secs(d.as_secs_f64().ceil().max(1.0) as u64);
             }
             "--identity-header" => c.identity_header = value()?,
@@ -149,4 +149,32 @@ pub fn parse_args(args: &[String]) -> Result<MockConfig, String> {
         return Err("--ca-out only applies to the generated certificate".into());
     }
     Ok(c)
+}
+
+/// Parses `250ms`, `5s`, `1.5s`, `3m`, `1h`, or a bare number of seconds (the proxy's
+/// duration syntax; the mock keeps its own copy so that it depends on nothing of the proxy).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: 250ms, 5s, 3m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }

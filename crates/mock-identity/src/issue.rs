@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::state::Mock;
-use crate::token::jwt::unsigned_jwt;
 
 impl Mock {
     /// Issues a token, makes it valid in Redis (if configured) and schedules its deletion.
@@ -143,4 +142,14 @@ pub(super) fn random_guid() -> String {
         h(&b[8..10]),
         h(&b[10..16])
     )
+}
+
+/// An unsigned JWT (`alg: none`) carrying `claims`: what the proxy reads (`oid`, `exp`) without
+/// checking a signature, as it does with Entra's tokens (the cache checks them).
+pub(super) fn unsigned_jwt(claims: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
+    format!("{header}.{payload}.")
 }

@@ -1,8 +1,6 @@
 //! `mock-identity`: a local stand-in for Microsoft Entra ID, for tests and the README demo.
-//! See `mock-identity --help` ([`entra_redis_proxy::mock_identity::USAGE`]).
+//! See `mock-identity --help` ([`mock_identity::USAGE`]).
 #![forbid(unsafe_code)]
-
-use entra_redis_proxy::mock_identity;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
