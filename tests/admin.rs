@@ -5,7 +5,7 @@
 //! token-file states and failed connections; the others run a real TLS `redis-server` from the
 //! harness. Everything binds `127.0.0.1:0` or a socket in a temporary directory.
 
-mod support;
+use test_harness as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -4,7 +4,7 @@
 //! another client's traffic goes on untouched; the proxy's memory and file descriptors stay
 //! bounded.
 
-mod support;
+use test_harness as support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

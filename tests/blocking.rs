@@ -4,7 +4,7 @@
 //! `CLIENT UNBLOCK`, the proxy falls back to bounded waits and a foreign unblock still gets
 //! through.
 
-mod support;
+use test_harness as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! redis-py's `RedisCluster`) work through the proxy's local ports, never receive a cache-side
 //! address, and keep working through resharding, failover, a new node and token rotations.
 
-mod support;
+use test_harness as support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! adding a node, the Python cluster client, and the exact bytes of the cluster topology
 //! replies (what a cluster-aware proxy has to parse and rewrite).
 
-mod support;
+use test_harness as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

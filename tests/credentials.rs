@@ -18,7 +18,7 @@ use entra_redis_proxy::token::{
 };
 use serde_json::{json, Value};
 
-mod support;
+use test_harness as support;
 
 /// Serializes tests that touch the process environment.
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -19,7 +19,7 @@
 //! `DIFF_SEQUENCES` (default 200) and `DIFF_SEED` (default: random, printed) widen or replay a
 //! run; `DIFF_FIRST` starts a replay at the failing sequence.
 
-mod support;
+use test_harness as support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

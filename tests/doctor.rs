@@ -2,7 +2,7 @@
 //! identity endpoint: every failure the operator kit names, with its exit code, the step that
 //! fails and the remedy it prints.
 
-mod support;
+use test_harness as support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

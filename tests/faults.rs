@@ -3,7 +3,7 @@
 //! The daemon stays up, clients are told, and nothing the client was told succeeded is lost.
 //! (A fake upstream is used only where a real server cannot produce the fault.)
 
-mod support;
+use test_harness as support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

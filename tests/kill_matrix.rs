@@ -16,7 +16,7 @@
 //! closing the client is then the right answer. So after each kill the test waits for the
 //! proxy's log to mention the upstream connection (with a deadline) before it sends anything.
 
-mod support;
+use test_harness as support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

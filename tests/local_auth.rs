@@ -1,8 +1,8 @@
 //! Local client authentication (`client_password_file`) and the Unix socket listener, end to
 //! end against a real TLS redis-server.
 
-mod raw_conn;
-mod support;
+use test_harness as support;
+use test_harness::raw_conn;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The metrics move as they must while tokens rotate: refreshes, one re-AUTH per live
 //! session per rotation, nothing left pending, and connection gauges back to zero.
 
-mod support;
+use test_harness as support;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! `killed` on stdin while this test kills that connection from a direct admin connection, and
 //! ends with one `{"event":"summary",...}` line.
 
-mod support;
+use test_harness as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

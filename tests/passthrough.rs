@@ -2,7 +2,7 @@
 //! reply modes; client AUTH never replaces the Entra identity; protocol errors close only the
 //! offending client.
 
-mod support;
+use test_harness as support;
 
 use support::{Proxy, ProxyClient, RedisServer, Reply, Rotator};
 

@@ -5,7 +5,7 @@
 //!
 //! promtool comes from Debian's `prometheus` package; scripts/test.sh installs it.
 
-mod support;
+use test_harness as support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

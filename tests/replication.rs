@@ -2,8 +2,8 @@
 //! carries an RDB payload and the raw replication stream, which the session pipes unchanged.
 //! `redis-cli --rdb` and `--replica` through the proxy against a real TLS redis-server.
 
-mod raw_conn;
-mod support;
+use test_harness as support;
+use test_harness::raw_conn;
 
 use std::process::Stdio;
 use std::time::Duration;

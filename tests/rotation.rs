@@ -4,7 +4,7 @@
 //! `CLIENT ID`) through 20 rotations proves the proxy re-authenticated it, and a reply that
 //! matches its command proves the proxy swallowed its own AUTH replies.
 
-mod support;
+use test_harness as support;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Tokens never reach the logs, even at `RUST_LOG=trace`, through connections, client AUTH,
 //! RESET, Pub/Sub and several rotations.
 
-mod support;
+use test_harness as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `startup_wait`, then gets an error that names the credential and its last error, never a
 //! silent close. Once a token arrives, new clients are served.
 
-mod support;
+use test_harness as support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! re-AUTH and the latency of ordinary commands meanwhile (`bench/reauth-storm.sh` runs it
 //! with a release build and more sessions).
 
-mod support;
+use test_harness as support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! to the token file every `PERIOD`, and each token's ACL user is deleted when its `exp`
 //! passes — redis-server then closes every connection still authenticated with it.
 
-mod support;
+use test_harness as support;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

@@ -4,8 +4,8 @@
 //! through the proxy is a RESP2 subscriber served over RESP3, so its `invalidate` pushes must
 //! become the `message` redis-server sends a RESP2 target.
 
-mod raw_conn;
-mod support;
+use test_harness as support;
+use test_harness::raw_conn;
 
 use std::time::Duration;
 

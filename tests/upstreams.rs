@@ -2,7 +2,7 @@
 //! cache, CA and identity (token file), served at once; tokens rotate independently; the
 //! metrics are labelled by upstream; upstreams with the same identity share a token manager.
 
-mod support;
+use test_harness as support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -2,14 +2,12 @@
 //! proxy sends, byte for byte. Frames are cut by a small scanner that accepts RESP2 and RESP3
 //! at once (a RESP3 push may hold a RESP2 null, as redis-server's tracking sends it).
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{encode_command, Proxy, RedisServer, Token};
+use crate::{encode_command, Proxy, RedisServer, Token};
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}

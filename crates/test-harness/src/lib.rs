@@ -4,9 +4,14 @@
 //!
 //! Everything a test starts is killed when its handle is dropped, panics included. Waiting is
 //! always "poll a condition until a deadline", never a fixed sleep.
-#![allow(dead_code)]
+//!
+//! A crate of its own (a dev-dependency of the proxy's tests), so that none of it ships in the
+//! daemon. It starts the binaries the workspace builds (`entra-redis-proxy`, `mock-identity`),
+//! found next to the running test executable.
+#![warn(missing_docs)]
 
 pub mod cluster;
+pub mod raw_conn;
 mod restart;
 
 use std::fmt;
@@ -61,17 +66,40 @@ pub fn random_id() -> String {
     )
 }
 
-/// The `mock-identity` binary (the `mock-identity` crate of the workspace), built next to the
-/// proxy's binary. `cargo test --workspace` (scripts/test.sh) builds it; `cargo build -p
-/// mock-identity` does when only the proxy's tests are run.
-pub fn mock_identity_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_entra-redis-proxy")).with_file_name("mock-identity");
+/// The directory cargo puts the workspace's binaries in: the running test executable is in
+/// its `deps/` subdirectory.
+fn binaries_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe.parent().expect("the test executable's directory");
+    if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir).to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// The path of the workspace binary `name`, which must have been built (cargo builds a
+/// package's binaries for its integration tests; `cargo test --workspace`, as scripts/test.sh
+/// runs it, builds every package's).
+pub fn binary(name: &str) -> PathBuf {
+    let path = binaries_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p mock-identity` first",
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test.sh does), \
+         or `cargo build --workspace --bins` first",
         path.display()
     );
     path
+}
+
+/// The proxy's binary, `entra-redis-proxy`.
+pub fn proxy_bin() -> PathBuf {
+    binary("entra-redis-proxy")
+}
+
+/// The `mock-identity` binary (the workspace crate `crates/mock-identity`).
+pub fn mock_identity_bin() -> PathBuf {
+    binary("mock-identity")
 }
 
 /// Polls `cond` until it returns true or `timeout` passes; returns whether it became true.
@@ -99,7 +127,7 @@ where
 /// A test CA and a server certificate for `localhost` and 127.0.0.1, written to a temp dir.
 pub struct TlsMaterial {
     /// Holds the files below; removed on drop.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The CA certificate (PEM), given to redis-server and to the proxy (`--ca-file`).
     pub ca_file: PathBuf,
     /// The server certificate (PEM).
@@ -149,7 +177,7 @@ impl TlsMaterial {
         std::fs::write(&key_file, key.serialize_pem()).expect("write key");
         Arc::new(TlsMaterial {
             ca_der: ca.der().clone(),
-            dir,
+            _dir: dir,
             ca_file,
             cert_file,
             key_file,
@@ -446,7 +474,7 @@ impl Token {
             .expect("clock after 1970")
             .as_secs()
             + ttl.as_secs();
-        let unsigned = entra_redis_proxy::token::jwt::unsigned_jwt(&serde_json::json!({
+        let unsigned = unsigned_jwt(&serde_json::json!({
             "oid": oid,
             "exp": exp,
             "aud": "https://redis.azure.com",
@@ -597,7 +625,7 @@ pub struct Proxy {
     /// The admin (metrics/health) listener's address, when enabled.
     pub admin_addr: Option<SocketAddr>,
     /// Holds the log file.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The captured stderr.
     pub log_path: PathBuf,
 }
@@ -641,7 +669,7 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"))
+        let child = Command::new(proxy_bin())
             .args(args)
             .args(["--log-format", "json"])
             .env("RUST_LOG", rust_log)
@@ -655,7 +683,7 @@ impl Proxy {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: None,
-            dir,
+            _dir: dir,
             log_path,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1212,4 +1240,14 @@ pub fn metric_value(metrics: &str, sample: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no sample {sample} in:\n{metrics}"))
+}
+
+/// An unsigned JWT (`alg: none`) carrying `claims`, as the proxy reads tokens (it does not
+/// check signatures; the cache does).
+pub fn unsigned_jwt(claims: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
+    format!("{header}.{payload}.")
 }
