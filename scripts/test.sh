@@ -26,7 +26,7 @@ apt_install() {
 # The tests start a real TLS redis-server; redis-tools brings redis-cli.
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
-# promtool: tests/prometheus.rs checks and unit-tests the alert rules with it.
+# promtool: tests/it/prometheus.rs checks and unit-tests the alert rules with it.
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # openssl: the credential tests make PFX files with it.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
@@ -43,7 +43,7 @@ if ! python3 -c 'import redis' >/dev/null 2>&1; then
         python3 -m pip install -q --break-system-packages redis==6.4.0
 fi
 
-# Node.js clients: tests/node_clients.rs drives node-redis and ioredis, pinned in
+# Node.js clients: tests/it/node_clients.rs drives node-redis and ioredis, pinned in
 # tests/clients/package.json and its lock file (which names no registry host).
 command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v npm >/dev/null 2>&1 || apt_install npm
