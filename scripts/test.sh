@@ -68,6 +68,13 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The daemon without the `azure` feature (token file only; what the fuzz targets build):
+# lint it, and check that it refuses Entra credentials with the feature named.
+echo "==> cargo clippy --all-targets --no-default-features -- -D warnings"
+cargo clippy --all-targets --no-default-features -- -D warnings
+echo "==> cargo test --lib --no-default-features without_azure"
+cargo test --lib --no-default-features without_azure
+
 # The differential test draws its sequences from a random seed unless DIFF_SEED is set. A
 # divergence found at the end of the third session is still open (replay:
 # DIFF_SEED=4117476123771271398 DIFF_FIRST=32 DIFF_SEQUENCES=33: a reply frame goes missing

@@ -528,14 +528,22 @@ impl Mock {
         }
     }
 
+    /// POSTs `body` to the mock's `/control/{path}` over plain HTTP/1.1.
     async fn control(&self, path: &str, body: Value) {
-        let rsp = reqwest::Client::new()
-            .post(format!("http://{}/control/{path}", self.addr))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(rsp.status().is_success(), "{}", rsp.status());
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = body.to_string();
+        let mut s = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let request = format!(
+            "POST /control/{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.unwrap();
+        let status = response.lines().next().unwrap_or_default();
+        assert!(status.starts_with("HTTP/1.1 2"), "{status}");
     }
 }
 
