@@ -103,7 +103,7 @@ say "redis-server is up: TLS only on 127.0.0.1:$REDIS_PORT, user 'default' disab
 # The mock also plays Azure's side of expiry: each token it issues gets its own ACL user on the
 # cache (username = the token's oid), deleted when the token expires.
 say "building the mock identity endpoint"
-cargo build --quiet --bin mock-identity
+cargo build --quiet -p mock-identity
 CLIENT_SECRET="$(openssl rand -hex 16)"
 printf '%s' "$CLIENT_SECRET" >"$WORK/client-secret"
 chmod 600 "$WORK/client-secret"

@@ -26,7 +26,7 @@ apt_install() {
 # The tests start a real TLS redis-server; redis-tools brings redis-cli.
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
-# promtool: tests/prometheus.rs checks and unit-tests the alert rules with it.
+# promtool: tests/it/prometheus.rs checks and unit-tests the alert rules with it.
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 # openssl: the credential tests make PFX files with it.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
@@ -43,7 +43,7 @@ if ! python3 -c 'import redis' >/dev/null 2>&1; then
         python3 -m pip install -q --break-system-packages redis==6.4.0
 fi
 
-# Node.js clients: tests/node_clients.rs drives node-redis and ioredis, pinned in
+# Node.js clients: tests/it/node_clients.rs drives node-redis and ioredis, pinned in
 # tests/clients/package.json and its lock file (which names no registry host).
 command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v npm >/dev/null 2>&1 || apt_install npm
@@ -65,8 +65,15 @@ fi
 echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The daemon without the `azure` feature (token file only; what the fuzz targets build):
+# lint it, and check that it refuses Entra credentials with the feature named.
+echo "==> cargo clippy --all-targets --no-default-features -- -D warnings"
+cargo clippy --all-targets --no-default-features -- -D warnings
+echo "==> cargo test --lib --no-default-features without_azure"
+cargo test --lib --no-default-features without_azure
 
 # The differential test draws its sequences from a random seed unless DIFF_SEED is set. The
 # test command fixes one, so that a run is repeatable and a failure in CI replays exactly;
@@ -74,10 +81,10 @@ cargo clippy --all-targets -- -D warnings
 # that way before a change to the session lands (docs/session.md, "The differential test").
 export DIFF_SEED="${DIFF_SEED:-16466490819661253195}"
 
-echo "==> cargo test --all-targets"
+echo "==> cargo test --workspace --all-targets"
 # Every test binary prints its "test result:" summary; --no-fail-fast runs them all, and cargo
 # still exits non-zero if any failed.
-cargo test --all-targets --no-fail-fast
+cargo test --workspace --all-targets --no-fail-fast
 
 # Benchmarks are not tests (nothing is timed here), but the script must keep working.
 echo "==> bench/run.sh --smoke"

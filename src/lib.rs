@@ -18,7 +18,6 @@
 //! - [`startup`]: [`startup::StartupError`], why the proxy could not start, with its exit code.
 //! - [`cluster`]: cluster mode: a local listener per cluster node, node addresses in replies
 //!   rewritten to them ([`cluster::rewrite`], pure).
-//! - [`mock_identity`]: a mock Entra ID endpoint for tests and the demo (`mock-identity` binary).
 //! - [`metrics`] and [`admin`]: Prometheus metrics, health and readiness endpoints.
 //! - [`doctor`]: the `doctor` subcommand: every step of the path checked once, with remedies.
 #![forbid(unsafe_code)]
@@ -32,7 +31,6 @@ pub mod doctor;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod mock_identity;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -2,7 +2,7 @@
 //! cache's is not. The daemon stays up, sessions keep working, the log names the clock as the
 //! likely cause, and once the clock is right again the new token is taken.
 
-mod support;
+use test_harness as support;
 
 use std::time::Duration;
 

@@ -18,7 +18,7 @@ use entra_redis_proxy::token::{
 };
 use serde_json::{json, Value};
 
-mod support;
+use test_harness as support;
 
 /// Serializes tests that touch the process environment.
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -102,7 +102,7 @@ impl Mock {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("mock-secret");
         std::fs::write(&secret_file, secret).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-identity"))
+        let mut child = Command::new(support::mock_identity_bin())
             .arg("--ca-out")
             .arg(dir.path().join("ca.pem"))
             .arg("--az-dir")

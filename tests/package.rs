@@ -82,6 +82,7 @@ fn the_package_holds_what_it_should_and_builds_on_its_own() {
                 || f.starts_with("bench/")
                 || f.starts_with("fuzz/")
                 || f.starts_with("target/")
+                || f.starts_with("crates/")
                 || f.starts_with("scripts/")),
             "{f} should not be in the package"
         );

@@ -180,8 +180,7 @@ fn token_remedy(s: &Settings, error: &str) -> Option<String> {
             "the managed identity {which} is not assigned to this VM / pod: assign it (VM or scale set: Identity > User assigned; AKS: the node pool's or the pod's identity), or fix client_id / object_id / resource_id"
         ));
     }
-    if error.contains(token::azure::env::FEDERATED_TOKEN_FILE) || lower.contains("federated token")
-    {
+    if error.contains(token::env::FEDERATED_TOKEN_FILE) || lower.contains("federated token") {
         return Some(workload_identity_remedy());
     }
     if s.credential == CredentialKind::WorkloadIdentity && lower.contains("cannot read") {

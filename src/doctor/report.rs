@@ -156,7 +156,7 @@ impl Report {
 
 /// A remedy for a configuration error, where one is known.
 fn config_remedy(error: &str) -> Option<String> {
-    if error.contains(token::azure::env::FEDERATED_TOKEN_FILE)
+    if error.contains(token::env::FEDERATED_TOKEN_FILE)
         || error.to_ascii_lowercase().contains("federated token")
     {
         return Some(workload_identity_remedy());
@@ -170,7 +170,7 @@ pub(super) fn workload_identity_remedy() -> String {
         "workload identity needs its projected service-account token: the pod's service account \
          must carry the annotation azure.workload.identity/client-id, and the pod the label \
          azure.workload.identity/use: \"true\"; the webhook then sets {} and mounts the token",
-        token::azure::env::FEDERATED_TOKEN_FILE
+        token::env::FEDERATED_TOKEN_FILE
     )
 }
 

@@ -5,8 +5,14 @@
 //! - [`TokenSource`]: anything that can produce a token (a token file, an Entra credential).
 //! - [`TokenManager`]: the background task that keeps a fresh token published on a `watch`
 //!   channel, refreshing before expiry and retrying forever on failure.
+//!
+//! The Entra ID credentials ([`azure`]) need the `azure` cargo feature (on by default);
+//! without it only the token file is available, and [`build_source`] refuses every other
+//! credential with an error naming the feature.
 
+#[cfg(feature = "azure")]
 pub mod azure;
+pub mod env;
 pub mod file;
 pub mod jwt;
 pub mod manager;
@@ -225,9 +231,9 @@ pub trait TokenSource: Send + Sync + 'static {
 }
 
 /// Builds the token source the configuration names: the token file, or an Entra ID
-/// credential ([`azure`]). Misconfiguration (a missing tenant, an unreadable secret file, an
-/// unusable certificate) is a [`CredentialError`] that names the input and where it can come
-/// from; the server exits 64 on it.
+/// credential (`azure`, when built with the `azure` feature). Misconfiguration (a missing
+/// tenant, an unreadable secret file, an unusable certificate) is a [`CredentialError`] that
+/// names the input and where it can come from; the server exits 64 on it.
 pub fn build_source(
     settings: &crate::config::Settings,
 ) -> Result<Arc<dyn TokenSource>, CredentialError> {
@@ -244,7 +250,21 @@ pub fn build_source(
                 settings.token_file_poll,
             )))
         }
+        #[cfg(feature = "azure")]
         _ => azure::build(settings),
+        #[cfg(not(feature = "azure"))]
+        other => {
+            use clap::ValueEnum;
+            let name = other
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            Err(CredentialError::Misconfigured(format!(
+                "credential `{name}` needs the `azure` cargo feature, and this build of \
+                 entra-redis-proxy was made without it (build with default features, or use \
+                 `credential = \"token-file\"`)"
+            )))
+        }
     }
 }
 
@@ -270,5 +290,44 @@ pub fn warn_if_readable_by_others(path: &std::path::Path, what: &str) {
             path = %path.display(),
             "the {what} is readable by every user on this machine; restrict it (chmod 600)"
         );
+    }
+}
+
+/// A build without the `azure` feature: every Entra credential is refused at start-up with the
+/// feature named, and the token file still works. (`scripts/test.sh` runs these with
+/// `--no-default-features`.)
+#[cfg(all(test, not(feature = "azure")))]
+mod without_azure {
+    use crate::config::{CredentialKind, Settings};
+
+    #[test]
+    fn entra_credentials_name_the_missing_feature() {
+        for kind in [
+            CredentialKind::Default,
+            CredentialKind::ManagedIdentity,
+            CredentialKind::WorkloadIdentity,
+            CredentialKind::ClientSecret,
+            CredentialKind::ClientCertificate,
+            CredentialKind::AzureCli,
+        ] {
+            let settings = Settings {
+                credential: kind,
+                ..Settings::default()
+            };
+            let err = super::build_source(&settings).err().expect("refused");
+            let text = err.to_string();
+            assert!(text.contains("`azure` cargo feature"), "{kind:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_token_file_still_works() {
+        let settings = Settings {
+            credential: CredentialKind::TokenFile,
+            token_file: Some("/nonexistent/token".into()),
+            ..Settings::default()
+        };
+        let source = super::build_source(&settings).expect("a token-file source");
+        assert!(source.describe().contains("/nonexistent/token"));
     }
 }

@@ -53,22 +53,7 @@ pub use builders::build;
 pub const PUBLIC_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 
 /// Environment variables of the Azure SDK conventions that this module reads.
-pub mod env {
-    /// Entra tenant id.
-    pub const TENANT_ID: &str = "AZURE_TENANT_ID";
-    /// Application (client) id.
-    pub const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-    /// Client secret of a service principal.
-    pub const CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
-    /// PEM certificate (with key) of a service principal.
-    pub const CLIENT_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
-    /// Kubernetes service-account token for workload identity (it rotates).
-    pub const FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
-    /// Authority host for sovereign clouds.
-    pub const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
-    /// App Service / Container Apps managed identity endpoint.
-    pub const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
-}
+pub use super::env;
 
 /// Where a service principal's secret comes from.
 enum SecretInput {
