@@ -86,9 +86,23 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-log "building the release binary"
-(cd "$REPO" && cargo build --release --quiet)
-[ -x "$REPO/target/release/entra-redis-proxy" ] || die "no release binary"
+# BENCH_PROFILE=debug (scripts/test.sh's smoke run) uses the debug build: figures from it mean
+# nothing, but the script and every target are exercised without a release build.
+BENCH_PROFILE="${BENCH_PROFILE:-release}"
+case "$BENCH_PROFILE" in
+release)
+    log "building the release binary"
+    (cd "$REPO" && cargo build --release --quiet)
+    ;;
+debug)
+    [ "$SMOKE" = 1 ] || die "BENCH_PROFILE=debug is for --smoke only: debug figures mean nothing"
+    log "building the debug binary (smoke run)"
+    (cd "$REPO" && cargo build --quiet)
+    ;;
+*) die "BENCH_PROFILE must be release or debug" ;;
+esac
+SIDECAR_BUILD="$REPO/target/$BENCH_PROFILE/entra-redis-proxy"
+[ -x "$SIDECAR_BUILD" ] || die "no $BENCH_PROFILE binary"
 
 # The machine is shared and other work competes for the CPUs. At equal priority a sidecar
 # target (client and sidecar: two processes on CPU 0) would get a bigger share of CPU 0 than
@@ -174,7 +188,7 @@ log "test CA, server certificate, token"
 # The proxy runs from a copy with a name of its own: on a shared machine, someone else's
 # clean-up by process name must not end it in the middle of a run.
 PROXY_BIN="$WORK/bench-sidecar"
-cp "$REPO/target/release/entra-redis-proxy" "$PROXY_BIN"
+cp "$SIDECAR_BUILD" "$PROXY_BIN"
 lg jwt "$OID" 86400 >"$WORK/token"
 chmod 600 "$WORK/token"
 TOKEN=$(cat "$WORK/token")

@@ -11,6 +11,8 @@
 # Each target starts from its committed corpus (fuzz/corpus/<target>, including regression
 # inputs of bugs found before); what the run discovers goes to a temporary directory, so the
 # committed corpus does not grow. A crash input is kept in fuzz/artifacts/<target>/.
+# FUZZ_DEV=1 builds the targets unoptimised (`--dev`): much quicker to build, slower to run;
+# what scripts/test.sh uses for its short run.
 set -euo pipefail
 
 seconds="${1:-60}"
@@ -25,13 +27,15 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-cargo fuzz build -s none
+profile=()
+[ "${FUZZ_DEV:-0}" = 1 ] && profile=(--dev)
+cargo fuzz build "${profile[@]}" -s none
 status=0
 for target in $(cargo fuzz list); do
     mkdir -p "$work/$target"
     echo "== $target: ${seconds}s"
     log="$work/$target.log"
-    if cargo fuzz run -s none "$target" "$work/$target" "corpus/$target" -- \
+    if cargo fuzz run "${profile[@]}" -s none "$target" "$work/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
         grep -E '^Done [0-9]+ runs' "$log" || tail -n 2 "$log"
     else

@@ -3,6 +3,7 @@
 //! as it is, its reply counted as one frame.
 
 use super::stateless::is_stateless;
+pub use super::topology::{topology_command, Topology};
 use crate::resp;
 
 /// The commands the session must understand; everything else is [`Kind::Plain`].
@@ -439,42 +440,6 @@ pub(super) fn frame_args(frame: &[u8], inline: bool) -> Vec<Vec<u8>> {
 
 pub(super) fn owned_args(args: &[&[u8]]) -> Vec<Vec<u8>> {
     args.iter().map(|a| a.to_vec()).collect()
-}
-
-/// A command whose reply describes the cluster's topology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// `CLUSTER SLOTS`.
-    Slots,
-    /// `CLUSTER SHARDS`.
-    Shards,
-    /// `CLUSTER NODES`.
-    Nodes,
-    /// `CLUSTER REPLICAS <id>` and its old name `CLUSTER SLAVES <id>`.
-    Replicas,
-}
-
-/// Recognises a topology command from its arguments (command name first), case-insensitively.
-/// A wrong number of arguments is not a topology command: redis-server answers it with an error.
-pub fn topology_command(args: &[&[u8]]) -> Option<Topology> {
-    let [cmd, sub, rest @ ..] = args else {
-        return None;
-    };
-    if !cmd.eq_ignore_ascii_case(b"CLUSTER") {
-        return None;
-    }
-    let (which, extra) = if sub.eq_ignore_ascii_case(b"SLOTS") {
-        (Topology::Slots, 0)
-    } else if sub.eq_ignore_ascii_case(b"SHARDS") {
-        (Topology::Shards, 0)
-    } else if sub.eq_ignore_ascii_case(b"NODES") {
-        (Topology::Nodes, 0)
-    } else if sub.eq_ignore_ascii_case(b"REPLICAS") || sub.eq_ignore_ascii_case(b"SLAVES") {
-        (Topology::Replicas, 1)
-    } else {
-        return None;
-    };
-    (rest.len() == extra).then_some(which)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ mod state;
 mod stateless;
 mod stream;
 mod subscriptions;
+mod topology;
 mod txn;
 mod unblock;
 
