@@ -93,55 +93,19 @@ impl Settings {
             }
             let mut s = self.clone();
             s.upstreams.clear();
-            match &u.listen {
-                Some(l) if !l.is_empty() => s.listen = l.clone(),
-                _ => {
-                    return Err(invalid(
-                        "listen",
-                        format!("is required for upstream {name:?} (its own local listener)"),
-                    ))
-                }
+            if u.listen.as_ref().is_none_or(|l| l.is_empty()) {
+                return Err(invalid(
+                    "listen",
+                    format!("is required for upstream {name:?} (its own local listener)"),
+                ));
             }
-            match &u.upstream {
-                Some(up) => s.upstream = up.clone(),
-                None => {
-                    return Err(invalid(
-                        "upstream",
-                        format!("is required for upstream {name:?} (the cache, HOST[:PORT])"),
-                    ))
-                }
+            if u.upstream.is_none() {
+                return Err(invalid(
+                    "upstream",
+                    format!("is required for upstream {name:?} (the cache, HOST[:PORT])"),
+                ));
             }
-            fn over<T: Clone>(dst: &mut T, v: &Option<T>) {
-                if let Some(v) = v {
-                    *dst = v.clone();
-                }
-            }
-            fn over_opt<T: Clone>(dst: &mut Option<T>, v: &Option<T>) {
-                if v.is_some() {
-                    *dst = v.clone();
-                }
-            }
-            over_opt(&mut s.tls_server_name, &u.tls_server_name);
-            over_opt(&mut s.ca_file, &u.ca_file);
-            over(&mut s.credential, &u.credential);
-            over_opt(&mut s.token_file, &u.token_file);
-            over_opt(&mut s.username, &u.username);
-            over(&mut s.scope, &u.scope);
-            over_opt(&mut s.tenant_id, &u.tenant_id);
-            over_opt(&mut s.client_id, &u.client_id);
-            over_opt(&mut s.object_id, &u.object_id);
-            over_opt(&mut s.resource_id, &u.resource_id);
-            over_opt(&mut s.client_secret_file, &u.client_secret_file);
-            over_opt(&mut s.certificate_file, &u.certificate_file);
-            over_opt(
-                &mut s.certificate_password_file,
-                &u.certificate_password_file,
-            );
-            over_opt(&mut s.authority_host, &u.authority_host);
-            over_opt(&mut s.identity_ca_file, &u.identity_ca_file);
-            over_opt(&mut s.client_password_file, &u.client_password_file);
-            over(&mut s.cluster, &u.cluster);
-            over_opt(&mut s.cluster_ports, &u.cluster_ports);
+            u.layer().apply_to(&mut s);
             out.push((name.to_owned(), s));
         }
         Ok(out)
