@@ -4,9 +4,10 @@
 //! - [`Layer`](super::Layer), every key optional: what one source (the file with the
 //!   environment, or the flags) sets; the flags embed it with clap's `flatten`;
 //! - [`UpstreamSettings`](super::UpstreamSettings), one `[[upstreams]]` entry: `name` and
-//!   the keys marked `upstream`, all optional;
+//!   the keys marked `upstream` or `identity`, all optional;
 //! - [`Layer::merge`](super::Layer::merge) and [`Layer::apply_to`](super::Layer::apply_to),
-//!   and the list of keys an `[[upstreams]]` entry may set.
+//!   the list of keys an `[[upstreams]]` entry may set, and
+//!   [`Settings::identity_key`](super::Settings::identity_key).
 //!
 //! How values are written in TOML and in the environment is [`codec`], chosen by the Rust type
 //! of the key, so the table carries no serde attributes.
@@ -28,16 +29,20 @@ macro_rules! set_value {
     };
 }
 
-/// Collects the keys marked `upstream` (a tt-muncher), then generates
-/// [`UpstreamSettings`](super::UpstreamSettings) and `UPSTREAM_KEYS` from them.
+/// Collects the keys marked `upstream` or `identity`, and those marked `identity` (a
+/// tt-muncher), then generates [`UpstreamSettings`](super::UpstreamSettings),
+/// `UPSTREAM_KEYS` and [`Settings::identity_key`](super::Settings::identity_key) from them.
 macro_rules! upstream_entry {
-    (@acc [$($acc:tt)*] upstream $key:ident : $inner:ty; $($rest:tt)*) => {
-        upstream_entry!(@acc [$($acc)* $key : $inner;] $($rest)*);
+    (@acc [$($acc:tt)*] [$($id:tt)*] upstream $key:ident : $inner:ty; $($rest:tt)*) => {
+        upstream_entry!(@acc [$($acc)* $key : $inner;] [$($id)*] $($rest)*);
     };
-    (@acc [$($acc:tt)*] top $key:ident : $inner:ty; $($rest:tt)*) => {
-        upstream_entry!(@acc [$($acc)*] $($rest)*);
+    (@acc [$($acc:tt)*] [$($id:tt)*] identity $key:ident : $inner:ty; $($rest:tt)*) => {
+        upstream_entry!(@acc [$($acc)* $key : $inner;] [$($id)* $key] $($rest)*);
     };
-    (@acc [$($key:ident : $inner:ty;)*]) => {
+    (@acc [$($acc:tt)*] [$($id:tt)*] top $key:ident : $inner:ty; $($rest:tt)*) => {
+        upstream_entry!(@acc [$($acc)*] [$($id)*] $($rest)*);
+    };
+    (@acc [$($key:ident : $inner:ty;)*] [$($id:ident)*]) => {
         /// One entry of `[[upstreams]]`. Every key but `name` is optional and defaults to the
         /// top-level key of the same name; only the keys marked `upstream` in the key table
         /// exist here.
@@ -65,6 +70,18 @@ macro_rules! upstream_entry {
 
         /// Keys an `[[upstreams]]` entry can set (errors about them name the entry).
         pub(super) const UPSTREAM_KEYS: &[&str] = &["name", $(stringify!($key),)*];
+
+        impl Settings {
+            /// What identifies a token: the keys marked `identity` (the credential,
+            /// everything that selects the identity, the scope and the username). Upstreams
+            /// with the same key share one token manager.
+            pub fn identity_key(&self) -> String {
+                serde_json::Value::Array(vec![
+                    $(serde_json::to_value(&self.$id).unwrap_or_default(),)*
+                ])
+                .to_string()
+            }
+        }
     };
 }
 
@@ -73,7 +90,7 @@ macro_rules! upstream_entry {
 /// ```text
 /// /// Help of the flag (also the field's documentation).
 /// #[arg(long, ...)]                     // clap attributes of the flag
-/// key: opt|val Type = default, upstream|top;
+/// key: opt|val Type = default, top|upstream|identity;
 /// ```
 macro_rules! config_keys {
     ($(
@@ -95,6 +112,20 @@ macro_rules! config_keys {
             /// identity; keys it leaves out take the top-level value. Empty: one cache, from
             /// the top-level keys.
             pub upstreams: Vec<UpstreamSettings>,
+        }
+
+        impl Settings {
+            /// The first key (in table order) whose value is an empty path, if any: a path
+            /// key is either unset or a path.
+            pub(super) fn empty_path_key(&self) -> Option<&'static str> {
+                use codec::Codec as _;
+                $(
+                    if self.$key.is_empty_path() {
+                        return Some(stringify!($key));
+                    }
+                )*
+                None
+            }
         }
 
         impl Default for Settings {
@@ -150,7 +181,7 @@ macro_rules! config_keys {
             }
         }
 
-        upstream_entry!(@acc [] $($scope $key : $inner;)*);
+        upstream_entry!(@acc [] [] $($scope $key : $inner;)*);
     };
 }
 
@@ -172,6 +203,10 @@ pub(super) mod codec {
         fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
         /// Writes a value.
         fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error>;
+        /// True for a path that is set but empty (`ca_file = ""`), refused by validation.
+        fn is_empty_path(&self) -> bool {
+            false
+        }
     }
 
     /// serde `with`: read.
@@ -196,15 +231,19 @@ pub(super) mod codec {
             }
         )*};
     }
-    native!(
-        String,
-        PathBuf,
-        bool,
-        f64,
-        Vec<String>,
-        CredentialKind,
-        LogFormat
-    );
+    native!(String, bool, f64, Vec<String>, CredentialKind, LogFormat);
+
+    impl Codec for PathBuf {
+        fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            PathBuf::deserialize(d)
+        }
+        fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.serialize(s)
+        }
+        fn is_empty_path(&self) -> bool {
+            self.as_os_str().is_empty()
+        }
+    }
 
     impl Codec for usize {
         fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -242,6 +281,9 @@ pub(super) mod codec {
                 Some(v) => s.serialize_some(&ViaRef(v)),
                 None => s.serialize_none(),
             }
+        }
+        fn is_empty_path(&self) -> bool {
+            self.as_ref().is_some_and(T::is_empty_path)
         }
     }
 

@@ -111,27 +111,6 @@ impl Settings {
         Ok(out)
     }
 
-    /// What identifies a token: the credential, everything that selects the identity, the
-    /// scope and the username. Upstreams with the same key share one token manager.
-    pub fn identity_key(&self) -> String {
-        serde_json::json!([
-            self.credential,
-            self.token_file,
-            self.scope,
-            self.username,
-            self.tenant_id,
-            self.client_id,
-            self.object_id,
-            self.resource_id,
-            self.client_secret_file,
-            self.certificate_file,
-            self.certificate_password_file,
-            self.authority_host,
-            self.identity_ca_file,
-        ])
-        .to_string()
-    }
-
     /// The local port range for cluster nodes: `Some(start..=end)`, or `None` for ephemeral
     /// ports (no `cluster_ports` and a first listener on port 0).
     pub fn cluster_port_range(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
@@ -213,21 +192,11 @@ impl Settings {
                 ));
             }
         }
-        for (key, value) in [
-            ("ca_file", &self.ca_file),
-            ("token_file", &self.token_file),
-            ("client_secret_file", &self.client_secret_file),
-            ("certificate_file", &self.certificate_file),
-            ("certificate_password_file", &self.certificate_password_file),
-            ("identity_ca_file", &self.identity_ca_file),
-            ("client_password_file", &self.client_password_file),
-        ] {
-            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                return Err(invalid(
-                    key,
-                    "is an empty path (remove it, or give a path)".into(),
-                ));
-            }
+        if let Some(key) = self.empty_path_key() {
+            return Err(invalid(
+                key,
+                "is an empty path (remove it, or give a path)".into(),
+            ));
         }
         if let Some(host) = &self.authority_host {
             if !host.starts_with("https://") {
