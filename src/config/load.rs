@@ -6,7 +6,9 @@ use std::ffi::OsString;
 
 use clap::{Parser, ValueEnum};
 
-use super::{env_var_name, Cli, ConfigError, CredentialKind, LogFormat, Settings, ENV_PREFIX};
+use super::{
+    env_var_name, Cli, ConfigError, CredentialKind, Layer, LogFormat, Settings, ENV_PREFIX,
+};
 
 /// What [`load_from`] returns: the merged settings and what the command line asked for.
 #[derive(Debug, Clone)]
@@ -98,7 +100,7 @@ where
             "from the environment".into()
         }
     };
-    let settings: Settings =
+    let mut layer: Layer =
         builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -110,9 +112,10 @@ where
                 e => translate_config_error(e, &origin_of),
             })?;
 
+    layer.merge(cli.layer); // flags last: they override everything
+    let mut settings = Settings::default();
+    layer.apply_to(&mut settings);
     let print_config = cli.print_config;
-    let mut settings = settings;
-    cli.apply(&mut settings); // flags last: they override everything
     Ok(Loaded {
         settings,
         print_config,

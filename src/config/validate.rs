@@ -93,79 +93,22 @@ impl Settings {
             }
             let mut s = self.clone();
             s.upstreams.clear();
-            match &u.listen {
-                Some(l) if !l.is_empty() => s.listen = l.clone(),
-                _ => {
-                    return Err(invalid(
-                        "listen",
-                        format!("is required for upstream {name:?} (its own local listener)"),
-                    ))
-                }
+            if u.listen.as_ref().is_none_or(|l| l.is_empty()) {
+                return Err(invalid(
+                    "listen",
+                    format!("is required for upstream {name:?} (its own local listener)"),
+                ));
             }
-            match &u.upstream {
-                Some(up) => s.upstream = up.clone(),
-                None => {
-                    return Err(invalid(
-                        "upstream",
-                        format!("is required for upstream {name:?} (the cache, HOST[:PORT])"),
-                    ))
-                }
+            if u.upstream.is_none() {
+                return Err(invalid(
+                    "upstream",
+                    format!("is required for upstream {name:?} (the cache, HOST[:PORT])"),
+                ));
             }
-            fn over<T: Clone>(dst: &mut T, v: &Option<T>) {
-                if let Some(v) = v {
-                    *dst = v.clone();
-                }
-            }
-            fn over_opt<T: Clone>(dst: &mut Option<T>, v: &Option<T>) {
-                if v.is_some() {
-                    *dst = v.clone();
-                }
-            }
-            over_opt(&mut s.tls_server_name, &u.tls_server_name);
-            over_opt(&mut s.ca_file, &u.ca_file);
-            over(&mut s.credential, &u.credential);
-            over_opt(&mut s.token_file, &u.token_file);
-            over_opt(&mut s.username, &u.username);
-            over(&mut s.scope, &u.scope);
-            over_opt(&mut s.tenant_id, &u.tenant_id);
-            over_opt(&mut s.client_id, &u.client_id);
-            over_opt(&mut s.object_id, &u.object_id);
-            over_opt(&mut s.resource_id, &u.resource_id);
-            over_opt(&mut s.client_secret_file, &u.client_secret_file);
-            over_opt(&mut s.certificate_file, &u.certificate_file);
-            over_opt(
-                &mut s.certificate_password_file,
-                &u.certificate_password_file,
-            );
-            over_opt(&mut s.authority_host, &u.authority_host);
-            over_opt(&mut s.identity_ca_file, &u.identity_ca_file);
-            over_opt(&mut s.client_password_file, &u.client_password_file);
-            over(&mut s.cluster, &u.cluster);
-            over_opt(&mut s.cluster_ports, &u.cluster_ports);
+            u.layer().apply_to(&mut s);
             out.push((name.to_owned(), s));
         }
         Ok(out)
-    }
-
-    /// What identifies a token: the credential, everything that selects the identity, the
-    /// scope and the username. Upstreams with the same key share one token manager.
-    pub fn identity_key(&self) -> String {
-        serde_json::json!([
-            self.credential,
-            self.token_file,
-            self.scope,
-            self.username,
-            self.tenant_id,
-            self.client_id,
-            self.object_id,
-            self.resource_id,
-            self.client_secret_file,
-            self.certificate_file,
-            self.certificate_password_file,
-            self.authority_host,
-            self.identity_ca_file,
-        ])
-        .to_string()
     }
 
     /// The local port range for cluster nodes: `Some(start..=end)`, or `None` for ephemeral
@@ -249,21 +192,11 @@ impl Settings {
                 ));
             }
         }
-        for (key, value) in [
-            ("ca_file", &self.ca_file),
-            ("token_file", &self.token_file),
-            ("client_secret_file", &self.client_secret_file),
-            ("certificate_file", &self.certificate_file),
-            ("certificate_password_file", &self.certificate_password_file),
-            ("identity_ca_file", &self.identity_ca_file),
-            ("client_password_file", &self.client_password_file),
-        ] {
-            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                return Err(invalid(
-                    key,
-                    "is an empty path (remove it, or give a path)".into(),
-                ));
-            }
+        if let Some(key) = self.empty_path_key() {
+            return Err(invalid(
+                key,
+                "is an empty path (remove it, or give a path)".into(),
+            ));
         }
         if let Some(host) = &self.authority_host {
             if !host.starts_with("https://") {

@@ -72,3 +72,19 @@ fn every_key_has_a_flag() {
         );
     }
 }
+
+#[test]
+fn docs_list_every_key_an_upstreams_entry_may_set() {
+    let docs = include_str!("../../../docs/configuration.md");
+    let section = docs
+        .split("## Several caches: `[[upstreams]]`")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/configuration.md has the [[upstreams]] section");
+    for key in UPSTREAM_KEYS {
+        assert!(
+            section.contains(&format!("`{key}`")),
+            "the [[upstreams]] section of docs/configuration.md does not name `{key}`"
+        );
+    }
+}
