@@ -131,6 +131,13 @@ fn hist(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
     HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets)
 }
 
+/// Seconds since the Unix epoch, as Prometheus timestamps are (0 before it).
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn result(ok: bool) -> usize {
     usize::from(!ok)
 }
@@ -395,9 +402,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
         if let Some(exp) = expires_at {
             self.token_expiration_timestamp_seconds
-                .set(crate::token::jwt::unix_seconds(exp));
+                .set(unix_seconds(exp));
             self.token_last_refresh_timestamp_seconds
-                .set(crate::token::jwt::unix_seconds(SystemTime::now()));
+                .set(unix_seconds(SystemTime::now()));
         }
     }
 

@@ -164,8 +164,15 @@ impl WarmPool {
                             retry_in_ms = wait.as_millis() as u64,
                             "cannot open a warm connection"
                         );
+                        // A new token may be what the cache was waiting for (a refused AUTH):
+                        // it ends the wait early.
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
+                            _ = async {
+                                if token_rx.changed().await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                            } => {}
                             _ = shutdown.changed() => {}
                         }
                     }

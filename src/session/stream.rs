@@ -63,8 +63,8 @@ impl<C: ClientStream> Session<C> {
             return false;
         }
         // The decision `route` takes for such a frame reads only its type byte.
-        let routed = self.route(start..self.ubuf.len());
-        debug_assert!(matches!(routed, super::replies::Route::Client));
+        let to_client = self.route_to_client(start..self.ubuf.len());
+        debug_assert!(to_client, "a streaming reply goes to the client");
         self.ustreaming = true;
         true
     }
