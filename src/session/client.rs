@@ -244,12 +244,13 @@ impl<C: ClientStream> Session<C> {
                     }
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
                     if let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"SETNAME")) {
-                        self.sent.client_name = args.get(i + 1).cloned();
+                        self.sent.set_client_name(args.get(i + 1).cloned());
                     }
                 }
                 Kind::SetName => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);
-                    self.sent.client_name = args.get(2).cloned().filter(|n| !n.is_empty());
+                    self.sent
+                        .set_client_name(args.get(2).cloned().filter(|n| !n.is_empty()));
                 }
                 Kind::SetInfo => {
                     let args = frame_args(&self.cbuf[frame.clone()], scanned.inline);

@@ -543,6 +543,24 @@ mod task_size {
         std::mem::size_of::<R>()
     }
 
+    /// `cargo test --lib session_sizes -- --nocapture` prints what each idle session holds.
+    #[test]
+    fn session_sizes() {
+        use std::mem::size_of;
+        let session = size_of::<Session<tokio::net::TcpStream>>();
+        let task = future_size(run::<tokio::net::TcpStream>);
+        eprintln!(
+            "Session<TcpStream> {session} B (upstream {} B, queue {} B, conn {} B, sent {} B, \
+             cscan {} B, uscan {} B); session future {task} B",
+            size_of::<UpstreamStream>(),
+            size_of::<ReplyQueue>(),
+            size_of::<ConnState>(),
+            size_of::<SentState>(),
+            size_of::<CommandScanner>(),
+            size_of::<ReplyScanner>(),
+        );
+    }
+
     #[test]
     fn the_session_future_is_not_much_more_than_the_session() {
         let session = std::mem::size_of::<Session<tokio::net::TcpStream>>();

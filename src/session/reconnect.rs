@@ -72,7 +72,7 @@ impl<C: ClientStream> Session<C> {
         if self.replication != Replication::None {
             return OnLoss::Close("a replication stream cannot be resumed on a new connection");
         }
-        if let Some(why) = self.sent.unrestorable {
+        if let Some(why) = self.sent.unrestorable() {
             return OnLoss::Close(why);
         }
         if self.sent.kill_sent {
@@ -172,14 +172,13 @@ impl<C: ClientStream> Session<C> {
             let db = self.conn.db.to_string();
             self.inject_restore(&[b"SELECT", db.as_bytes()]);
         }
-        if let Some(name) = self.sent.client_name.clone() {
+        if let Some(name) = self.sent.client_name().map(<[u8]>::to_vec) {
             self.inject_restore(&[&b"CLIENT"[..], b"SETNAME", &name]);
         }
-        if let Some(info) = self.sent.lib_info.clone() {
-            for (attr, value) in [&b"LIB-NAME"[..], b"LIB-VER"].into_iter().zip(info.iter()) {
-                if let Some(value) = value {
-                    self.inject_restore(&[&b"CLIENT"[..], b"SETINFO", attr, value]);
-                }
+        let info = self.sent.lib_info().map(|v| v.map(<[u8]>::to_vec));
+        for (attr, value) in [&b"LIB-NAME"[..], b"LIB-VER"].into_iter().zip(info.iter()) {
+            if let Some(value) = value {
+                self.inject_restore(&[&b"CLIENT"[..], b"SETINFO", attr, value]);
             }
         }
         if self.sent.no_evict {

@@ -30,10 +30,10 @@ pub(super) struct ConnState {
     /// Channel, pattern and shard subscriptions.
     pub(super) subscriptions: Subscriptions,
     /// Inside MULTI: commands answered `+QUEUED` so far.
-    queued: usize,
+    queued: u32,
     /// Inside MULTI: the last `SELECT` queued, as (its place among the queued commands, its
     /// database); it takes effect if its element of the EXEC reply is `+OK`.
-    queued_select: Option<(usize, u32)>,
+    queued_select: Option<(u32, u32)>,
 }
 
 impl Default for ConnState {
@@ -75,7 +75,7 @@ impl ConnState {
                 if let Kind::Select(Some(db)) = kind {
                     self.queued_select = Some((self.queued, db));
                 }
-                self.queued += 1;
+                self.queued = self.queued.saturating_add(1);
             }
             return false;
         }
@@ -89,7 +89,7 @@ impl ConnState {
             Kind::Exec => {
                 self.in_multi = false;
                 if let (Some((at, db)), Some(reply)) = (self.queued_select.take(), reply) {
-                    if exec_element_ok(reply, at) {
+                    if exec_element_ok(reply, at as usize) {
                         self.db = db;
                     }
                 }
@@ -174,10 +174,9 @@ pub(super) struct SentState {
     pub(super) subs: Subscriptions,
     /// QUIT sent: the cache's close is expected and ends the session.
     pub(super) quit: bool,
-    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
-    pub(super) client_name: Option<Vec<u8>>,
-    /// `CLIENT SETINFO` LIB-NAME and LIB-VER values, restored on a new connection.
-    pub(super) lib_info: Option<Box<[Option<Vec<u8>>; 2]>>,
+    /// The client's name, its library and why the connection cannot be replaced: rarely set,
+    /// so boxed (`None` until one of them is), keeping every idle session smaller.
+    names: Option<Box<Names>>,
     /// `CLIENT NO-EVICT ON`, restored on a new connection.
     pub(super) no_evict: bool,
     /// `CLIENT NO-TOUCH ON`, restored on a new connection.
@@ -187,10 +186,19 @@ pub(super) struct SentState {
     /// A `CLIENT KILL` was the last command sent: if the connection closes now, it may have
     /// killed itself, and the client must see it closed.
     pub(super) kill_sent: bool,
+}
+
+/// The rarely set part of [`SentState`].
+#[derive(Debug, Default)]
+struct Names {
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    client_name: Option<Vec<u8>>,
+    /// `CLIENT SETINFO` LIB-NAME and LIB-VER values, restored on a new connection.
+    lib_info: [Option<Vec<u8>>; 2],
     /// Why the connection holds state the proxy cannot restore (CLIENT TRACKING, a command
     /// outside the allow-list, a state change queued in MULTI); `None` while it can be
     /// replaced. Never cleared: an unknown state is not known to be reset.
-    pub(super) unrestorable: Option<&'static str>,
+    unrestorable: Option<&'static str>,
 }
 
 impl Default for SentState {
@@ -203,13 +211,11 @@ impl Default for SentState {
             upstream_proto: 2,
             subs: Subscriptions::default(),
             quit: false,
-            client_name: None,
-            lib_info: None,
+            names: None,
             no_evict: false,
             no_touch: false,
             readonly: false,
             kill_sent: false,
-            unrestorable: None,
         }
     }
 }
@@ -237,8 +243,7 @@ impl SentState {
         {
             // Queued: it takes effect at EXEC, if it succeeds there, which only SELECT's
             // tracking follows.
-            self.unrestorable
-                .get_or_insert("a connection-state change inside MULTI");
+            self.set_unrestorable("a connection-state change inside MULTI");
         }
         match kind {
             Kind::Multi => {
@@ -273,8 +278,7 @@ impl SentState {
     /// A command that creates state the proxy does not model succeeded (one that failed
     /// created none).
     pub(super) fn unmodelled_state(&mut self) {
-        self.unrestorable
-            .get_or_insert("CLIENT TRACKING or a command the proxy does not model");
+        self.set_unrestorable("CLIENT TRACKING or a command the proxy does not model");
     }
 
     /// Records `CLIENT SETINFO <attr> <value>` (LIB-NAME or LIB-VER).
@@ -284,11 +288,10 @@ impl SentState {
         } else if attr.eq_ignore_ascii_case(b"LIB-VER") {
             1
         } else {
-            self.unrestorable
-                .get_or_insert("an unknown CLIENT SETINFO attribute");
+            self.set_unrestorable("an unknown CLIENT SETINFO attribute");
             return;
         };
-        self.lib_info.get_or_insert_with(Default::default)[slot] = Some(value.to_vec());
+        self.names.get_or_insert_with(Default::default).lib_info[slot] = Some(value.to_vec());
     }
 
     /// The MULTI that opened transaction `number` was refused: that transaction never opened.
@@ -305,10 +308,53 @@ impl SentState {
     pub(super) fn reset(&mut self) {
         *self = SentState {
             multis: self.multis,
-            lib_info: self.lib_info.take(),
-            unrestorable: self.unrestorable,
+            names: self.names.take().map(|mut n| {
+                n.client_name = None;
+                n
+            }),
             ..SentState::default()
         };
+    }
+
+    /// Why the connection holds state the proxy cannot restore; `None` while it can be
+    /// replaced.
+    pub(super) fn unrestorable(&self) -> Option<&'static str> {
+        self.names.as_ref().and_then(|n| n.unrestorable)
+    }
+
+    /// The connection holds state the proxy cannot restore (the first reason is kept).
+    fn set_unrestorable(&mut self, why: &'static str) {
+        self.names
+            .get_or_insert_with(Default::default)
+            .unrestorable
+            .get_or_insert(why);
+    }
+
+    /// The client's name (CLIENT SETNAME, HELLO SETNAME), restored on a new connection.
+    pub(super) fn client_name(&self) -> Option<&[u8]> {
+        self.names.as_ref()?.client_name.as_deref()
+    }
+
+    /// Records the client's name (`None`: cleared).
+    pub(super) fn set_client_name(&mut self, name: Option<Vec<u8>>) {
+        match (&mut self.names, name) {
+            (Some(n), name) => n.client_name = name,
+            (None, None) => {}
+            (None, Some(name)) => {
+                self.names = Some(Box::new(Names {
+                    client_name: Some(name),
+                    ..Names::default()
+                }))
+            }
+        }
+    }
+
+    /// `CLIENT SETINFO` LIB-NAME and LIB-VER values, restored on a new connection.
+    pub(super) fn lib_info(&self) -> [Option<&[u8]>; 2] {
+        match &self.names {
+            Some(n) => [n.lib_info[0].as_deref(), n.lib_info[1].as_deref()],
+            None => [None, None],
+        }
     }
 }
 
@@ -357,14 +403,14 @@ mod tests {
         let mut s = SentState {
             client_proto: 3,
             upstream_proto: 3,
-            client_name: Some(b"n".to_vec()),
             ..SentState::default()
         };
+        s.set_client_name(Some(b"n".to_vec()));
         s.command_sent(Kind::Multi);
         s.command_sent(Kind::Reset);
         assert_eq!(s.txn, Txn::None);
         assert_eq!((s.client_proto, s.upstream_proto), (2, 2));
-        assert!(s.client_name.is_none());
+        assert!(s.client_name().is_none());
 
         let mut c = ConnState {
             db: 7,
