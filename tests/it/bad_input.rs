@@ -284,35 +284,6 @@ async fn half_closed_client_gets_all_its_replies() {
 // The proxy process, seen from /proc
 // ---------------------------------------------------------------------------------------------
 
-/// The pid of the process listening on 127.0.0.1:`port` (found through /proc/net/tcp and the
-/// socket inodes in /proc/*/fd).
-fn pid_listening_on(port: u16) -> u32 {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let local = format!("0100007F:{port:04X}");
-    let inode = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
-        .map(|f| f[9].to_owned())
-        .expect("a listening socket on the proxy's port");
-    let target = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
-                return pid;
-            }
-        }
-    }
-    panic!("no process holds {target}");
-}
-
 /// Resident set size in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");

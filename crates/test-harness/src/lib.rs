@@ -1266,3 +1266,32 @@ pub fn unsigned_jwt(claims: &serde_json::Value) -> String {
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
     format!("{header}.{payload}.")
 }
+
+/// The pid of the process listening on 127.0.0.1:`port` (found through /proc/net/tcp and the
+/// socket inodes in /proc/*/fd).
+pub fn pid_listening_on(port: u16) -> u32 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| f[9].to_owned())
+        .expect("a listening socket on the proxy's port");
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
+                return pid;
+            }
+        }
+    }
+    panic!("no process holds {target}");
+}
