@@ -150,13 +150,9 @@ impl<C: ClientStream> Session<C> {
                     break;
                 }
             }
-            let channels = match &action {
-                Action::Forward(_, n) | Action::Rewrite(_, n, _) => n.saturating_sub(1),
-                _ => 0,
-            };
             // (A SUBSCRIBE without a channel fails on its arity and subscribes nothing.)
             if matches!(kind, Kind::Subscribe(_))
-                && channels > 0
+                && matches!(action, Action::Forward(_, n) | Action::Rewrite(_, n, _) if n > 1)
                 && self.sent.client_proto == 2
                 && self.sent.upstream_proto == 2
             {
