@@ -86,23 +86,31 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# BENCH_PROFILE=debug (scripts/test.sh's smoke run) uses the debug build: figures from it mean
-# nothing, but the script and every target are exercised without a release build.
+# BENCH_PROFILE=debug uses the debug build: figures from it mean nothing, but the script and
+# every target are exercised without a release build. BENCH_BIN=PATH (with --smoke only) takes
+# a binary built already instead of building one: scripts/test.sh passes the one its test
+# build made, since `cargo build` would compile a few crates again with other features.
 BENCH_PROFILE="${BENCH_PROFILE:-release}"
-case "$BENCH_PROFILE" in
-release)
-    log "building the release binary"
-    (cd "$REPO" && cargo build --release --quiet)
-    ;;
-debug)
-    [ "$SMOKE" = 1 ] || die "BENCH_PROFILE=debug is for --smoke only: debug figures mean nothing"
-    log "building the debug binary (smoke run)"
-    (cd "$REPO" && cargo build --quiet)
-    ;;
-*) die "BENCH_PROFILE must be release or debug" ;;
-esac
-SIDECAR_BUILD="$REPO/target/$BENCH_PROFILE/entra-redis-proxy"
-[ -x "$SIDECAR_BUILD" ] || die "no $BENCH_PROFILE binary"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+if [ -n "${BENCH_BIN:-}" ]; then
+    [ "$SMOKE" = 1 ] || die "BENCH_BIN is for --smoke only: build the release binary for figures"
+    SIDECAR_BUILD="$BENCH_BIN"
+else
+    case "$BENCH_PROFILE" in
+    release)
+        log "building the release binary"
+        (cd "$REPO" && cargo build --release --quiet)
+        ;;
+    debug)
+        [ "$SMOKE" = 1 ] || die "BENCH_PROFILE=debug is for --smoke only: debug figures mean nothing"
+        log "building the debug binary (smoke run)"
+        (cd "$REPO" && cargo build --quiet)
+        ;;
+    *) die "BENCH_PROFILE must be release or debug" ;;
+    esac
+    SIDECAR_BUILD="$TARGET_DIR/$BENCH_PROFILE/entra-redis-proxy"
+fi
+[ -x "$SIDECAR_BUILD" ] || die "no sidecar binary at $SIDECAR_BUILD"
 
 # The machine is shared and other work competes for the CPUs. At equal priority a sidecar
 # target (client and sidecar: two processes on CPU 0) would get a bigger share of CPU 0 than

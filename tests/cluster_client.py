@@ -3,7 +3,9 @@
 
 Uses redis-py's RedisCluster (pinned: redis==6.4.0, installed by scripts/test.sh) to SET and
 GET N keys spread over the hash slots, verifying every GET. With N >= 16384 every slot is hit
-at least once: key j carries a hash tag chosen so that it lands in slot j % 16384. With
+at least once: key j carries a hash tag chosen so that it lands in slot (j * 7919) % 16384
+(7919 is odd, so the first 16384 keys take every slot once, and consecutive keys land on
+different nodes: traffic reaches every node from its first keys on). With
 --duration S, rounds over all keys repeat until S seconds have passed; the time is checked
 before each key, so the last round is usually partial.
 
@@ -27,6 +29,8 @@ import sys
 import time
 
 SLOTS = 16384
+# Key j goes to slot (j * SLOT_STRIDE) % SLOTS: odd, so a bijection on the slots.
+SLOT_STRIDE = 7919
 MAX_ERRORS = 10
 
 
@@ -116,7 +120,7 @@ def main():
         return 1
 
     tags = slot_tags()
-    keys = [f"{{{tags[j % SLOTS]}}}:{args.prefix}:{j}" for j in range(args.keys)]
+    keys = [f"{{{tags[(j * SLOT_STRIDE) % SLOTS]}}}:{args.prefix}:{j}" for j in range(args.keys)]
     deadline = time.monotonic() + args.duration
     round_no = 0
     timed_out = False
