@@ -26,16 +26,17 @@ fn main() -> ExitCode {
         Err(e) => return config_failure(e),
     };
     let settings = loaded.settings;
-    if let Err(e) = settings.validate() {
-        return config_failure(e);
-    }
+    let plan = match settings.plan() {
+        Ok(plan) => plan,
+        Err(e) => return config_failure(e),
+    };
     if loaded.print_config {
         print!("{}", settings.redacted_toml());
         return ExitCode::SUCCESS;
     }
 
     logging::init(settings.log_format);
-    match run(settings) {
+    match run(plan) {
         Ok(()) => ExitCode::SUCCESS,
         // A problem only the server can detect in the configuration (say, a CA file that
         // does not parse) is still a configuration error for the operator: exit 64.
@@ -52,8 +53,8 @@ fn main() -> ExitCode {
 
 /// Builds the runtime (`threads`: 0 one worker per CPU, 1 single-threaded, N workers) and
 /// runs the server until it stops.
-fn run(settings: config::Settings) -> Result<(), StartupError> {
-    let mut builder = match settings.threads {
+fn run(plan: config::Plan) -> Result<(), StartupError> {
+    let mut builder = match plan.settings.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -71,7 +72,7 @@ fn run(settings: config::Settings) -> Result<(), StartupError> {
             what: "cannot start the runtime",
             source,
         })?;
-    runtime.block_on(server::run(settings))
+    runtime.block_on(server::run(plan))
 }
 
 /// Reports a configuration error on stderr and picks the exit code: 0 for `--help` and
@@ -105,9 +106,9 @@ fn doctor_main(args: Vec<OsString>, json: bool) -> ExitCode {
             };
         }
         Err(e) => doctor::Report::config_failure(e.to_string()),
-        Ok(loaded) => match loaded.settings.validate() {
+        Ok(loaded) => match loaded.settings.plan() {
             Err(e) => doctor::Report::config_failure(e.to_string()),
-            Ok(()) => {
+            Ok(plan) => {
                 // Warnings and errors of the code doctor reuses go to stderr; the report to stdout.
                 let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -126,7 +127,7 @@ fn doctor_main(args: Vec<OsString>, json: bool) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                runtime.block_on(doctor::run(&loaded.settings, offset))
+                runtime.block_on(doctor::run(&plan, offset))
             }
         },
     };

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::admin::{self, AdminState, UpstreamHealth};
 use crate::cluster::ClusterMap;
-use crate::config::{ConfigError, ListenAddr, Settings};
+use crate::config::{ConfigError, ListenAddr, Plan, Settings, UpstreamPlan};
 use crate::listener::{accept_loop, bind_tcp, bind_unix, Listener, SocketFile};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resp::Limits;
@@ -60,19 +60,20 @@ const QUIET_POLL: Duration = Duration::from_millis(50);
 /// Runs the proxy until SIGTERM or SIGINT, then stops it as the module documentation says.
 /// `Ok` after a clean stop and also when the grace period ran out (the remaining sessions are
 /// then cut, and logged).
-pub async fn run(settings: Settings) -> Result<(), StartupError> {
+pub async fn run(plan: Plan) -> Result<(), StartupError> {
     // Handlers first: a signal during start-up must not kill the process half-way.
     let mut signals = Signals::new().map_err(|source| StartupError::Process {
         what: "cannot install the SIGTERM/SIGINT handlers",
         source,
     })?;
+    let max_connections = plan.settings.max_connections;
     raise_open_files_limit(
-        settings.max_connections,
-        settings.max_connections != Settings::default().max_connections,
+        max_connections,
+        max_connections != Settings::default().max_connections,
     );
-    let grace = settings.shutdown_grace;
+    let grace = plan.settings.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let proxy = Proxy::start(settings, shutdown_rx).await?;
+    let proxy = Proxy::start(plan, shutdown_rx).await?;
 
     let signal = signals.recv().await;
     let deadline = Instant::now()
@@ -291,7 +292,7 @@ pub struct Proxy {
 /// One upstream, bound but not yet started.
 struct Planned {
     name: String,
-    settings: Settings,
+    plan: UpstreamPlan,
     metrics: Arc<Metrics>,
     connector: Arc<UpstreamConnector>,
     client_password: Option<crate::token::Secret>,
@@ -301,12 +302,13 @@ struct Planned {
 impl Proxy {
     /// Starts the token managers, the listeners of every upstream and the admin endpoint;
     /// sessions run until `shutdown` turns true.
-    pub async fn start(
-        settings: Settings,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Proxy, StartupError> {
-        let socket_mode = settings.socket_mode()?;
-        let upstreams = settings.resolved_upstreams()?;
+    pub async fn start(plan: Plan, shutdown: watch::Receiver<bool>) -> Result<Proxy, StartupError> {
+        let Plan {
+            admin_listen,
+            socket_mode,
+            settings,
+            upstreams,
+        } = plan;
         let registry = MetricsRegistry::new();
         // aws-lc seeds its entropy pool on first use (a large one-time cost): pay it now, not
         // in the first client's TLS handshake.
@@ -319,17 +321,18 @@ impl Proxy {
         let mut addrs = Vec::new();
         let mut unix_paths = Vec::new();
         let mut socket_files = Vec::new();
-        for (name, s) in upstreams {
+        for up in upstreams {
+            let name = up.name.clone();
+            let s = &up.settings;
             let metrics = Arc::new(registry.upstream(&name));
             let client_password = match &s.client_password_file {
                 Some(path) => Some(read_client_password(path)?),
                 None => None,
             };
-            let upstream = s.upstream_host_port()?;
-            let server_name = s.tls_name();
+            let server_name = up.tls_server_name.clone();
             let connector = Arc::new(
                 UpstreamConnector::new(
-                    &upstream,
+                    &up.cache,
                     &server_name,
                     s.ca_file.as_deref(),
                     (s.connect_timeout, s.tls_timeout, s.auth_timeout),
@@ -341,8 +344,8 @@ impl Proxy {
                 })?,
             );
             let mut listeners = Vec::new();
-            for listen in s.listen_addrs()? {
-                match listen {
+            for listen in &up.listen {
+                match listen.clone() {
                     ListenAddr::Unix(path) => {
                         let (listener, file) = bind_unix(&path, socket_mode)?;
                         tracing::info!(upstream = %name, address = %format!("unix:{}", path.display()), mode = %format!("{socket_mode:04o}"), "listening");
@@ -362,14 +365,14 @@ impl Proxy {
             tracing::info!(upstream = %name, cache = %connector.addr(), tls_server_name = %server_name, cluster = s.cluster, "upstream");
             planned.push(Planned {
                 name,
-                settings: s,
+                plan: up,
                 metrics,
                 connector,
                 client_password,
                 listeners,
             });
         }
-        let admin_listener = match settings.admin_addr()? {
+        let admin_listener = match admin_listen {
             None => None,
             Some(addr) => {
                 let l = admin::bind(addr).await?;
@@ -383,25 +386,26 @@ impl Proxy {
         let mut managers: Vec<(String, TokenManagerHandle)> = Vec::new();
         let mut token_handles = Vec::with_capacity(planned.len());
         for p in &planned {
-            let key = p.settings.identity_key();
-            if let Some((_, handle)) = managers.iter().find(|(k, _)| *k == key) {
+            let key = &p.plan.identity;
+            if let Some((_, handle)) = managers.iter().find(|(k, _)| k == key) {
                 token_handles.push(handle.clone());
                 continue;
             }
-            let source =
-                token::build_source(&p.settings).map_err(|source| StartupError::TokenSource {
+            let source = token::build_source(&p.plan.settings).map_err(|source| {
+                StartupError::TokenSource {
                     upstream: p.name.clone(),
                     source,
-                })?;
+                }
+            })?;
             let users: Vec<Arc<Metrics>> = planned
                 .iter()
-                .filter(|q| q.settings.identity_key() == key)
+                .filter(|q| q.plan.identity == *key)
                 .map(|q| q.metrics.clone())
                 .collect();
-            let (manager, handle) = TokenManager::new(source, p.settings.refresh_policy(), users);
+            let (manager, handle) = TokenManager::new(source, p.plan.refresh.clone(), users);
             tracing::info!(upstream = %p.name, source = %handle.source(), "token manager started");
             tokio::spawn(manager.run(shutdown.clone()));
-            managers.push((key, handle.clone()));
+            managers.push((key.clone(), handle.clone()));
             token_handles.push(handle);
         }
 
@@ -427,24 +431,24 @@ impl Proxy {
                 tokens,
                 metrics: p.metrics.clone(),
                 limits: Limits {
-                    max_bulk: p.settings.max_bulk_len,
-                    max_args: p.settings.max_command_args,
-                    max_inline: p.settings.max_inline_len,
+                    max_bulk: p.plan.settings.max_bulk_len,
+                    max_args: p.plan.settings.max_command_args,
+                    max_inline: p.plan.settings.max_inline_len,
                 },
-                startup_wait: p.settings.startup_wait,
-                drain_timeout: DRAIN_TIMEOUT.min(p.settings.shutdown_grace),
-                refresh: p.settings.refresh_policy(),
+                startup_wait: p.plan.settings.startup_wait,
+                drain_timeout: DRAIN_TIMEOUT.min(p.plan.settings.shutdown_grace),
+                refresh: p.plan.refresh.clone(),
                 reauth_limiter: reauth_limiter.clone(),
                 reconnect_pacer: reconnect_pacer.clone(),
                 unblocker: Arc::new(session::Unblocker::new(p.connector.clone())),
                 client_password: p.client_password,
                 cluster: None,
-                reconnect_subscribers: p.settings.reconnect_subscribers,
+                reconnect_subscribers: p.plan.settings.reconnect_subscribers,
                 warm: None,
             };
-            if p.settings.warm_connections > 0 {
+            if p.plan.settings.warm_connections > 0 {
                 let pool = Arc::new(WarmPool::new(
-                    p.settings.warm_connections,
+                    p.plan.settings.warm_connections,
                     p.connector.clone(),
                     p.metrics.clone(),
                 ));
@@ -453,7 +457,7 @@ impl Proxy {
                 ));
                 ctx.warm = Some(pool);
             }
-            if p.settings.cluster {
+            if let Some(cluster) = &p.plan.cluster {
                 let local_ip = p
                     .listeners
                     .iter()
@@ -467,7 +471,7 @@ impl Proxy {
                             p.name
                         ))
                     })?;
-                let ports = p.settings.cluster_port_range()?;
+                let ports = cluster.ports.clone();
                 let map = ClusterMap::new(
                     ctx.clone(),
                     local_ip,
@@ -478,7 +482,7 @@ impl Proxy {
                 ctx.cluster = Some(map.clone() as Arc<dyn session::ReplyRewriter>);
                 tasks.push(tokio::spawn(crate::cluster::discover(
                     map.clone(),
-                    p.settings.cluster_refresh,
+                    p.plan.settings.cluster_refresh,
                 )));
                 clusters.push(map);
             }

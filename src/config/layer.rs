@@ -7,7 +7,7 @@
 //!   the keys marked `upstream` or `identity`, all optional;
 //! - [`Layer::merge`](super::Layer::merge) and [`Layer::apply_to`](super::Layer::apply_to),
 //!   the list of keys an `[[upstreams]]` entry may set, and
-//!   [`Settings::identity_key`](super::Settings::identity_key).
+//!   `Settings::identity_key`.
 //!
 //! How values are written in TOML and in the environment is [`codec`], chosen by the Rust type
 //! of the key, so the table carries no serde attributes.
@@ -31,7 +31,7 @@ macro_rules! set_value {
 
 /// Collects the keys marked `upstream` or `identity`, and those marked `identity` (a
 /// tt-muncher), then generates [`UpstreamSettings`](super::UpstreamSettings),
-/// `UPSTREAM_KEYS` and [`Settings::identity_key`](super::Settings::identity_key) from them.
+/// `UPSTREAM_KEYS` and `Settings::identity_key` from them.
 macro_rules! upstream_entry {
     (@acc [$($acc:tt)*] [$($id:tt)*] upstream $key:ident : $inner:ty; $($rest:tt)*) => {
         upstream_entry!(@acc [$($acc)* $key : $inner;] [$($id)*] $($rest)*);
@@ -75,7 +75,7 @@ macro_rules! upstream_entry {
             /// What identifies a token: the keys marked `identity` (the credential,
             /// everything that selects the identity, the scope and the username). Upstreams
             /// with the same key share one token manager.
-            pub fn identity_key(&self) -> String {
+            pub(super) fn identity_key(&self) -> String {
                 serde_json::Value::Array(vec![
                     $(serde_json::to_value(&self.$id).unwrap_or_default(),)*
                 ])

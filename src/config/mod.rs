@@ -2,8 +2,9 @@
 //! (`ENTRA_REDIS_PROXY_*`) < flags, validated at start-up.
 //!
 //! [`load_from`] parses the command line, layers the sources with the `config` crate and
-//! returns the merged [`Settings`]; [`Settings::validate`] then refuses anything unusable with
-//! a [`ConfigError`] that names the key and says how to set it.
+//! returns the merged [`Settings`]; [`Settings::plan`] then refuses anything unusable with
+//! a [`ConfigError`] that names the key and says how to set it, and converts the rest, once,
+//! into the typed [`Plan`] the server and `doctor` run (no text is parsed after it).
 //!
 //! Layout:
 //! - `keys`: the table declaring every key once (flag help, type, default, whether an
@@ -12,7 +13,8 @@
 //! - this file: the value types ([`CredentialKind`], [`LogFormat`]) and the values derived
 //!   from settings ([`ListenAddr`], [`RefreshPolicy`]);
 //! - `cli`: the command line ([`Cli`]); `load`: layering file, environment and flags;
-//! - `validate`: the rules of [`Settings::validate`] and the per-upstream derivations;
+//! - `validate`: the rules of [`Settings::validate`] and the per-upstream conversions;
+//! - `plan`: [`Plan`], the validated and converted configuration ([`Settings::plan`]);
 //! - `print`: `--print-config` ([`Settings::redacted_toml`]);
 //! - `error`: [`ConfigError`]; `parse`: [`count`] and [`duration`]
 //!   values (`HOST:PORT` is [`crate::addr::HostPort`]).
@@ -24,6 +26,7 @@ mod error;
 mod keys;
 mod load;
 mod parse;
+mod plan;
 mod print;
 mod validate;
 
@@ -44,6 +47,7 @@ use keys::UPSTREAM_KEYS;
 pub use keys::{Layer, Settings, UpstreamSettings};
 pub use load::{load_from, load_from_env, Loaded};
 pub use parse::{count, duration};
+pub use plan::{ClusterPlan, Plan, UpstreamPlan};
 
 /// Prefix of the environment variables that configure the proxy (`ENTRA_REDIS_PROXY_UPSTREAM`).
 pub const ENV_PREFIX: &str = "ENTRA_REDIS_PROXY";
@@ -111,7 +115,7 @@ impl fmt::Display for ListenAddr {
 }
 
 /// The token manager's refresh and retry policy: when a token is refreshed and how a failed
-/// acquisition is retried. Built by [`Settings::refresh_policy`]; the schedule it implies
+/// acquisition is retried. Built by [`Settings::plan`] ([`UpstreamPlan::refresh`]); the schedule it implies
 /// (`refresh_at`, `retry_delay`) is computed in `token::manager`.
 #[derive(Debug, Clone)]
 pub struct RefreshPolicy {

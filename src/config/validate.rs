@@ -1,6 +1,7 @@
-//! The rules [`Settings::validate`] enforces, and what is derived from valid settings: one
-//! settings object per upstream, listener addresses, the cache's host and port, the token
-//! manager's policy.
+//! The rules [`Settings::validate`] enforces, and the conversions [`Settings::plan`] makes
+//! from valid settings: one settings object per upstream, listener addresses, the cache's
+//! host and port, the admin address, the socket mode, the cluster ports, the token
+//! manager's policy. Only `plan` (and the rules) call the conversions.
 
 use std::path::PathBuf;
 
@@ -50,7 +51,7 @@ impl Settings {
     /// One settings object per upstream, with its name: the top-level settings alone when
     /// `upstreams` is empty, else each entry over the top-level keys. Checks what is
     /// specific to `[[upstreams]]` (names, required keys); the rest is left to `validate`.
-    pub fn resolved_upstreams(&self) -> Result<Vec<(String, Settings)>, ConfigError> {
+    pub(super) fn resolved_upstreams(&self) -> Result<Vec<(String, Settings)>, ConfigError> {
         if self.upstreams.is_empty() {
             let mut one = self.clone();
             one.upstreams.clear();
@@ -113,7 +114,9 @@ impl Settings {
 
     /// The local port range for cluster nodes: `Some(start..=end)`, or `None` for ephemeral
     /// ports (no `cluster_ports` and a first listener on port 0).
-    pub fn cluster_port_range(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
+    pub(super) fn cluster_port_range(
+        &self,
+    ) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "cluster_ports".into(),
             problem,
@@ -151,7 +154,7 @@ impl Settings {
     }
 
     /// `socket_mode` as a file mode: octal such as `"0660"` or `"660"`, at most `0777`.
-    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+    pub(super) fn socket_mode(&self) -> Result<u32, ConfigError> {
         let digits = self.socket_mode.trim();
         let digits = digits.strip_prefix("0o").unwrap_or(digits);
         match u32::from_str_radix(digits, 8) {
@@ -289,7 +292,7 @@ impl Settings {
 
     /// The admin listener's address (a host name is resolved, its first address used), or
     /// `None` when `admin_listen` is `""` (the admin endpoint is off).
-    pub fn admin_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    pub(super) fn admin_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         if self.admin_listen.is_empty() {
             return Ok(None);
         }
@@ -305,7 +308,7 @@ impl Settings {
 
     /// The parsed `listen` entries, refusing a non-loopback TCP address unless
     /// `allow_non_loopback`. A host name is resolved and its first address used.
-    pub fn listen_addrs(&self) -> Result<Vec<ListenAddr>, ConfigError> {
+    pub(super) fn listen_addrs(&self) -> Result<Vec<ListenAddr>, ConfigError> {
         if self.listen.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "listen".into(),
@@ -342,7 +345,7 @@ impl Settings {
     }
 
     /// The cache's host (without IPv6 brackets) and port (6380 when not given).
-    pub fn upstream_host_port(&self) -> Result<HostPort, ConfigError> {
+    pub(super) fn upstream_host_port(&self) -> Result<HostPort, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "upstream".into(),
             problem,
@@ -365,7 +368,7 @@ impl Settings {
 
     /// The name the cache's certificate is checked against: `tls_server_name`, else the
     /// upstream host.
-    pub fn tls_name(&self) -> String {
+    pub(super) fn tls_name(&self) -> String {
         if let Some(name) = &self.tls_server_name {
             return name.clone();
         }
@@ -377,7 +380,7 @@ impl Settings {
 
     /// The token manager's refresh and retry policy, from the `refresh_*`, `retry_*`,
     /// `token_timeout` and `username` keys.
-    pub fn refresh_policy(&self) -> RefreshPolicy {
+    pub(super) fn refresh_policy(&self) -> RefreshPolicy {
         RefreshPolicy {
             ratio: self.refresh_ratio,
             margin: self.refresh_margin,

@@ -24,7 +24,7 @@ pub(super) async fn check_cluster<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     use crate::cluster::rewrite::{self, NodeMap, Topology};
     let started = Instant::now();
-    let reply = match command(stream, &["CLUSTER", "NODES"], p.settings.auth_timeout).await {
+    let reply = match command(stream, &["CLUSTER", "NODES"], p.plan.settings.auth_timeout).await {
         Ok(r) if !resp::is_error_reply(&r) => r,
         Ok(r) => {
             run.push(
@@ -64,19 +64,17 @@ pub(super) async fn check_cluster<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let ip = p
-        .settings
-        .listen_addrs()
-        .ok()
-        .and_then(|l| {
-            l.iter().find_map(|a| match a {
-                crate::config::ListenAddr::Tcp(a) => Some(a.ip()),
-                _ => None,
-            })
+        .plan
+        .listen
+        .iter()
+        .find_map(|a| match a {
+            crate::config::ListenAddr::Tcp(a) => Some(a.ip()),
+            _ => None,
         })
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let recording = Recording {
         ip,
-        ports: p.settings.cluster_port_range().ok().flatten(),
+        ports: p.plan.cluster.as_ref().and_then(|c| c.ports.clone()),
         nodes: Mutex::new(Vec::new()),
     };
     if let Err(e) = rewrite::rewrite_topology(Topology::Nodes, &reply, &recording) {
@@ -114,7 +112,7 @@ pub(super) async fn check_cluster<S: AsyncRead + AsyncWrite + Unpin>(
         ]);
         match node.connect(token).await {
             Ok(mut s) => {
-                let pong = command(&mut s, &["PING"], p.settings.auth_timeout).await;
+                let pong = command(&mut s, &["PING"], p.plan.settings.auth_timeout).await;
                 let _ = s.shutdown().await;
                 match pong {
                     Ok(r) if r == b"+PONG\r\n" => run.push(

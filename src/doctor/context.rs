@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use super::report::{Check, Report, Verdict};
-use crate::config::Settings;
+use crate::config::UpstreamPlan;
 use crate::token::TokenSource;
 use crate::upstream::UpstreamConnector;
 
@@ -75,8 +75,8 @@ fn one_line(s: &str) -> String {
 pub(super) struct Planned {
     /// The upstream's name (`default` for a single upstream).
     pub(super) name: String,
-    /// Its settings.
-    pub(super) settings: Settings,
+    /// Its part of the validated configuration.
+    pub(super) plan: UpstreamPlan,
     /// Its connector: address, TLS name and trust, timeouts.
     pub(super) connector: Arc<UpstreamConnector>,
     /// Its token source, as the daemon would build it.

@@ -25,7 +25,7 @@ pub(super) async fn check_token(
     p: &Planned,
     offset: time::UtcOffset,
 ) -> Option<AccessToken> {
-    let s = &p.settings;
+    let s = &p.plan.settings;
     let started = Instant::now();
     let fetched = match tokio::time::timeout(s.token_timeout, p.source.fetch()).await {
         Ok(Ok(t)) => t,

@@ -29,7 +29,7 @@ use std::time::Instant;
 use serde_json::Map;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::Settings;
+use crate::config::Plan;
 use crate::metrics::MetricsRegistry;
 use crate::token;
 use crate::upstream::UpstreamConnector;
@@ -42,25 +42,19 @@ use probe::{check_auth, check_ping, check_read};
 pub use identity::REDIS_AUDIENCE;
 pub use report::{Check, Report, Verdict};
 
-/// Runs every check. `settings` must have passed [`Settings::validate`]; `offset` is the
-/// local time zone for showing times (read before any thread starts).
-pub async fn run(settings: &Settings, offset: time::UtcOffset) -> Report {
+/// Runs every check of the validated configuration `plan`; `offset` is the local time zone
+/// for showing times (read before any thread starts).
+pub async fn run(plan: &Plan, offset: time::UtcOffset) -> Report {
     let started = Instant::now();
-    let upstreams = match settings.resolved_upstreams() {
-        Ok(u) => u,
-        Err(e) => return Report::config_failure(e.to_string()),
-    };
     let registry = MetricsRegistry::new();
     let mut planned = Vec::new();
-    for (name, s) in upstreams {
+    for up in &plan.upstreams {
+        let name = up.name.clone();
+        let s = &up.settings;
         let prefix = |e: String| format!("upstream {name}: {e}");
-        let upstream = match s.upstream_host_port() {
-            Ok(hp) => hp,
-            Err(e) => return Report::config_failure(prefix(e.to_string())),
-        };
         let connector = match UpstreamConnector::new(
-            &upstream,
-            &s.tls_name(),
+            &up.cache,
+            &up.tls_server_name,
             s.ca_file.as_deref(),
             (s.connect_timeout, s.tls_timeout, s.auth_timeout),
             Arc::new(registry.upstream(&name)),
@@ -68,13 +62,13 @@ pub async fn run(settings: &Settings, offset: time::UtcOffset) -> Report {
             Ok(c) => Arc::new(c),
             Err(e) => return Report::config_failure(prefix(e.to_string())),
         };
-        let source = match token::build_source(&s) {
+        let source = match token::build_source(s) {
             Ok(src) => src,
             Err(e) => return Report::config_failure(prefix(e.to_string())),
         };
         planned.push(Planned {
             name,
-            settings: s,
+            plan: up.clone(),
             connector,
             source,
         });
@@ -102,7 +96,7 @@ pub async fn run(settings: &Settings, offset: time::UtcOffset) -> Report {
 /// The steps of one upstream.
 async fn check_upstream(run: &mut Run, p: &Planned, offset: time::UtcOffset) {
     const AFTER_TOKEN: &[&str] = &["claims", "dns", "tcp", "tls", "auth", "ping", "read"];
-    let s = &p.settings;
+    let s = &p.plan.settings;
     let Some(token) = check_token(run, p, offset).await else {
         run.skip(AFTER_TOKEN, "no usable token");
         return;

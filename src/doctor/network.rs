@@ -17,7 +17,7 @@ pub(super) async fn check_dns(run: &mut Run, p: &Planned) -> Option<Vec<SocketAd
     let started = Instant::now();
     let addr = p.connector.addr().to_owned();
     let host = p.connector.host().to_owned();
-    let timeout = p.settings.connect_timeout;
+    let timeout = p.plan.settings.connect_timeout;
     let result = tokio::time::timeout(timeout, tokio::net::lookup_host(addr.clone())).await;
     let remedy = || {
         Some(format!(
@@ -82,7 +82,7 @@ pub(super) async fn check_tcp(
 ) -> Option<TcpStream> {
     let started = Instant::now();
     let target = addrs[0];
-    let timeout = p.settings.connect_timeout;
+    let timeout = p.plan.settings.connect_timeout;
     let shown = p.connector.addr();
     match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
         Ok(Ok(s)) => {
@@ -187,7 +187,7 @@ pub(super) async fn check_tls(
 ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
     let started = Instant::now();
     let (connector, name) = p.connector.tls();
-    let timeout = p.settings.tls_timeout;
+    let timeout = p.plan.settings.tls_timeout;
     let shown_name = name.to_str().into_owned();
     match tokio::time::timeout(timeout, connector.connect(name.clone(), tcp)).await {
         Ok(Ok(tls)) => {

@@ -20,7 +20,7 @@ use crate::config::RefreshPolicy;
 use crate::metrics::Metrics;
 
 /// The schedule a [`RefreshPolicy`] implies. The policy is a configuration value (defined in
-/// `config`, built by `Settings::refresh_policy`); its arithmetic lives here, with the manager.
+/// `config`, built by `Settings::plan`); its arithmetic lives here, with the manager.
 impl RefreshPolicy {
     /// When to refresh a token obtained at `obtained` that expires at `expires`, seen at
     /// `now`. `random` is uniform in [0, 1) and scales the jitter. Pure, for testing.

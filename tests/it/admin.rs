@@ -131,7 +131,9 @@ async fn readiness_follows_the_token_and_the_upstream() {
     let s = settings(dir.path());
     let token_path = s.token_file.clone().unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(s, stop_rx).await.unwrap();
+    let proxy = Proxy::start(s.plan().expect("valid settings"), stop_rx)
+        .await
+        .unwrap();
     let admin = proxy.admin_addr.expect("admin enabled");
 
     // Alive at once; not ready without a token, and the reason says why.
@@ -196,7 +198,9 @@ async fn metrics_report_token_expiry_and_upstream_errors() {
         SystemTime::now() + Duration::from_secs(3600),
     );
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(s, stop_rx).await.unwrap();
+    let proxy = Proxy::start(s.plan().expect("valid settings"), stop_rx)
+        .await
+        .unwrap();
     let admin = proxy.admin_addr.unwrap();
     wait_for(admin, "/readyz", "a token", |s, _| s == 200).await;
 
@@ -247,7 +251,12 @@ async fn metrics_report_token_expiry_and_upstream_errors() {
 async fn bad_requests_get_errors_and_never_hurt_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let proxy = Proxy::start(
+        settings(dir.path()).plan().expect("valid settings"),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let admin = proxy.admin_addr.unwrap();
 
     // Idle connections that never send anything do not block others.
@@ -313,7 +322,12 @@ async fn bad_requests_get_errors_and_never_hurt_the_proxy() {
 async fn scrapers_reuse_one_keep_alive_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let proxy = Proxy::start(
+        settings(dir.path()).plan().expect("valid settings"),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let admin = proxy.admin_addr.unwrap();
     let mut s = TcpStream::connect(admin).await.unwrap();
     let mut buf = Vec::new();
@@ -361,7 +375,12 @@ async fn admin_connections_beyond_the_limit_are_closed_at_once() {
     use entra_redis_proxy::admin::MAX_CONNECTIONS;
     let dir = tempfile::tempdir().unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(settings(dir.path()), stop_rx).await.unwrap();
+    let proxy = Proxy::start(
+        settings(dir.path()).plan().expect("valid settings"),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let admin = proxy.admin_addr.unwrap();
     // Fill every slot with a connection that has sent part of a request head.
     let mut held = Vec::new();
@@ -396,7 +415,9 @@ async fn admin_is_disabled_by_an_empty_address() {
         ..settings(dir.path())
     };
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(s, stop_rx).await.unwrap();
+    let proxy = Proxy::start(s.plan().expect("valid settings"), stop_rx)
+        .await
+        .unwrap();
     assert!(proxy.admin_addr.is_none());
 }
 
@@ -411,7 +432,9 @@ async fn unix_socket_listener_has_its_mode_and_is_removed_on_drop() {
         ..settings(dir.path())
     };
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(s, stop_rx).await.unwrap();
+    let proxy = Proxy::start(s.plan().expect("valid settings"), stop_rx)
+        .await
+        .unwrap();
     assert_eq!(proxy.unix_paths, vec![sock.clone()]);
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -432,21 +455,22 @@ async fn unix_socket_listener_has_its_mode_and_is_removed_on_drop() {
     assert!(!sock.exists(), "socket file removed with the proxy");
 }
 
-#[tokio::test]
-async fn a_bad_socket_mode_fails_start_up_as_a_config_problem() {
+#[test]
+fn a_bad_socket_mode_is_refused_as_a_config_problem() {
     let dir = tempfile::tempdir().unwrap();
     let s = Settings {
         socket_mode: "0999".into(),
         ..settings(dir.path())
     };
-    let (_stop, stop_rx) = watch::channel(false);
-    let err = Proxy::start(s, stop_rx).await.err().expect("refused");
+    // Refused when the settings become a plan, before anything is bound.
+    let err = s.plan().err().expect("refused");
+    assert!(err.to_string().contains("socket_mode"), "{err}");
+    let err = entra_redis_proxy::startup::StartupError::from(err);
     assert!(
         matches!(err, entra_redis_proxy::startup::StartupError::Config(_)),
         "{err}"
     );
     assert_eq!(err.exit_code(), 64);
-    assert!(err.to_string().contains("socket_mode"), "{err}");
 }
 
 // ------------------------------------------------------------------ with a real cache
@@ -473,9 +497,14 @@ async fn ready_with_a_real_cache_and_unready_once_it_refuses_the_token() {
     let server = support::RedisServer::start().await;
     let mut rotator = support::Rotator::new(&server).await;
     let (_stop, stop_rx) = watch::channel(false);
-    let proxy = Proxy::start(settings_for(&server, &rotator.file.path), stop_rx)
-        .await
-        .unwrap();
+    let proxy = Proxy::start(
+        settings_for(&server, &rotator.file.path)
+            .plan()
+            .expect("valid settings"),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let admin = proxy.admin_addr.unwrap();
     wait_for(admin, "/readyz", "ready before any connection", |s, _| {
         s == 200
