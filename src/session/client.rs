@@ -93,6 +93,12 @@ impl<C: ClientStream> Session<C> {
                     break;
                 }
                 Err(e) => {
+                    if self.cstreaming {
+                        // The bad bytes are inside a command already streaming: the cache
+                        // has only part of it and will not answer it.
+                        self.cstreaming = false;
+                        self.queue.withdraw_last_command();
+                    }
                     // Forward what came before the bad bytes, then answer and close.
                     self.flush_run(run_start, pos);
                     self.write_upstream_plan().await?;

@@ -168,6 +168,32 @@ impl ReplyQueue {
         });
     }
 
+    /// Takes back the last client command pushed, which will get no reply: a streaming
+    /// command cut short by the client's protocol error never reached the cache whole.
+    pub(super) fn withdraw_last_command(&mut self) {
+        match self.entries.back_mut() {
+            Some(Pending::Command {
+                count, remaining, ..
+            }) if *count > 1 => {
+                *count -= 1;
+                if let Some(r) = remaining {
+                    *r = r.saturating_sub(1);
+                }
+                if *remaining == Some(0) {
+                    if let Some(p) = self.entries.pop_back() {
+                        self.count(&p, false);
+                    }
+                }
+            }
+            Some(Pending::Command { .. }) => {
+                if let Some(p) = self.entries.pop_back() {
+                    self.count(&p, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The entry the next frame belongs to.
     pub(super) fn head(&self) -> Option<&Pending> {
         self.entries.front()
@@ -358,6 +384,34 @@ mod tests {
         q.pop();
         assert_eq!(q.state_changes_in_flight(), 0);
         assert!(!q.owes_client());
+    }
+
+    #[test]
+    fn a_withdrawn_command_is_owed_nothing() {
+        let mut q = ReplyQueue::default();
+        q.push_command(Kind::Plain, 2, false, None);
+        q.push_command(Kind::Plain, 3, false, None);
+        q.withdraw_last_command();
+        assert!(matches!(q.head(), Some(Pending::Command { count: 1, .. })));
+        // Resolved at the head: the frames still expected shrink with it.
+        q.push_command(Kind::Plain, 3, false, None);
+        q.resolve_head(2);
+        q.withdraw_last_command();
+        assert!(matches!(
+            q.head(),
+            Some(Pending::Command {
+                count: 1,
+                remaining: Some(1),
+                ..
+            })
+        ));
+        q.withdraw_last_command();
+        assert!(q.head().is_none());
+        assert!(!q.owes_client());
+        // Only a client command is withdrawn.
+        q.push(Pending::Local(Cow::Borrowed(b"+OK\r\n")));
+        q.withdraw_last_command();
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

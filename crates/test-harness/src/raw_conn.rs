@@ -109,6 +109,20 @@ impl RawConn {
         Some(std::mem::take(&mut self.buf))
     }
 
+    /// Every byte until the other side closes (an error such as a reset counts as closed),
+    /// or `None` if it has not closed within `wait`.
+    pub async fn read_to_close(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.buf.reserve(64 * 1024);
+            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                Err(_) => return None,
+                Ok(Ok(n)) if n > 0 => continue,
+                Ok(_) => return Some(std::mem::take(&mut self.buf)),
+            }
+        }
+    }
+
     /// Bytes read but not yet returned as a frame.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
