@@ -66,6 +66,10 @@ echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# CI builds from scratch once: incremental compilation only adds work there.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+fi
 
 # The differential test draws its sequences from a random seed unless DIFF_SEED is set. The
 # test command fixes one, so that a run is repeatable and a failure in CI replays exactly;
@@ -87,9 +91,8 @@ checks() {
     cargo clippy --workspace --all-targets -- -D warnings
 
     # The daemon without the `azure` feature (token file only; what the fuzz targets build):
-    # lint it, and check that it refuses Entra credentials with the feature named.
-    echo "==> cargo clippy --all-targets --no-default-features -- -D warnings"
-    cargo clippy --all-targets --no-default-features -- -D warnings
+    # it compiles without warnings (src/lib.rs denies them there), and it refuses Entra
+    # credentials with the feature named.
     echo "==> cargo test --lib --no-default-features without_azure"
     cargo test --lib --no-default-features without_azure
 
@@ -106,8 +109,8 @@ checks() {
     fi
     # Unoptimised (FUZZ_DEV=1): a short run replays the corpus and explores a little; building
     # the targets optimised would take longer than the run.
-    echo "==> scripts/fuzz.sh ${FUZZ_SECONDS:-10}"
-    FUZZ_DEV=1 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+    echo "==> scripts/fuzz.sh ${FUZZ_SECONDS:-5}"
+    FUZZ_DEV=1 scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 }
 
 checks_log=$(mktemp)
