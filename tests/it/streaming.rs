@@ -441,9 +441,13 @@ async fn a_bad_argument_inside_a_streaming_command_is_answered_at_once() {
     input.extend_from_slice(b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n");
     input.extend(bulk_bytes(&value(2 * THRESHOLD, 5)));
     input.extend_from_slice(b"x1\r\nz\r\n");
+    // The command arrives in two parts, so that streaming has begun when the bad bytes come.
+    let (first, rest) = input.split_at(THRESHOLD + THRESHOLD / 2);
 
     let mut direct = RawConn::direct(&s._server, &s.rotator.current).await;
-    direct.send_raw(&input).await;
+    direct.send_raw(first).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    direct.send_raw(rest).await;
     let want = direct
         .read_to_close(Duration::from_secs(10))
         .await
@@ -455,8 +459,10 @@ async fn a_bad_argument_inside_a_streaming_command_is_answered_at_once() {
     );
 
     let mut proxied = RawConn::proxied(&s.proxy).await;
+    proxied.send_raw(first).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = Instant::now();
-    proxied.send_raw(&input).await;
+    proxied.send_raw(rest).await;
     let got = proxied
         .read_to_close(Duration::from_secs(10))
         .await
