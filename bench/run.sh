@@ -7,7 +7,9 @@
 #   --reps N   repetitions of every case (default 5); targets alternate run by run
 #   --out FILE also write the result tables (markdown) to FILE
 #   --profile  instead of the benchmark: run the proxy under callgrind with the
-#              50-client -P 16 load and print the top functions
+#              50-client -P 16 load and print the top functions, then perf, then massif with
+#              IDLE_SMALL idle connections; PROFILE_PARTS="massif" (any of callgrind, perf,
+#              massif) runs only those
 #   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all three)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
 #   --threads-variant  also measure the proxy with a single-threaded runtime (--threads 1),
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
     --unix-variant) UNIX_VARIANT=1 ;;
     --reps) REPS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -396,7 +398,8 @@ p16_load() { # N: the 50-client -P 16 SET and GET load against the proxy
     done
 }
 
-if [ "$PROFILE" = 1 ]; then
+PROFILE_PARTS=" ${PROFILE_PARTS:-callgrind perf massif} "
+if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" callgrind "* ]]; then
     # 1. callgrind: user-space instructions per function (no hardware counters needed).
     log "proxy under callgrind, 50 clients -P 16"
     start_proxy_under valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out"
@@ -407,6 +410,8 @@ if [ "$PROFILE" = 1 ]; then
     callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | head -45 || true
     echo "## callgrind, inclusive cost"
     callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2>/dev/null | head -60 || true
+fi
+if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" perf "* ]]; then
     # 2. perf with the cpu-clock software event, where perf works: shows the kernel's share
     #    (syscalls, TCP), which callgrind cannot see.
     if command -v perf >/dev/null && perf stat -e cpu-clock true >/dev/null 2>&1; then
@@ -428,6 +433,8 @@ if [ "$PROFILE" = 1 ]; then
             2>/dev/null | grep -v '^#' | grep -v '^$' | head -50 || true
         stop_pid "$PROXY_PID"
     fi
+fi
+if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" massif "* ]]; then
     # 3. massif: heap per idle connection, by allocation site.
     log "proxy under massif, ${IDLE_SMALL} idle connections"
     start_proxy_under valgrind --tool=massif --massif-out-file="$WORK/massif.out" --threshold=0.5
@@ -436,9 +443,11 @@ if [ "$PROFILE" = 1 ]; then
     wait "$PROXY_PID" 2>/dev/null || true
     echo "## massif, peak heap by allocation site"
     ms_print "$WORK/massif.out" 2>/dev/null | grep -A60 '(peak)' | head -90 || true
+fi
+if [ "$PROFILE" = 1 ]; then
     if [ -n "$OUT" ]; then
-        cp "$WORK/callgrind.out" "$OUT.callgrind"
-        cp "$WORK/massif.out" "$OUT.massif"
+        [ -f "$WORK/callgrind.out" ] && cp "$WORK/callgrind.out" "$OUT.callgrind"
+        [ -f "$WORK/massif.out" ] && cp "$WORK/massif.out" "$OUT.massif"
     fi
     exit 0
 fi

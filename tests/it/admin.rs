@@ -463,7 +463,7 @@ fn a_bad_socket_mode_is_refused_as_a_config_problem() {
         ..settings(dir.path())
     };
     // Refused when the settings become a plan, before anything is bound.
-    let err = s.plan().err().expect("refused");
+    let err = s.plan().expect_err("refused");
     assert!(err.to_string().contains("socket_mode"), "{err}");
     let err = entra_redis_proxy::startup::StartupError::from(err);
     assert!(

@@ -1220,15 +1220,29 @@ async fn read_frame_from<R: AsyncRead + Unpin>(
 // The admin endpoint
 // ---------------------------------------------------------------------------------------------
 
-/// The admin listener's address, from the proxy's `admin listening` log line.
+/// The admin listener's address, from the proxy's `admin listening` log line. The proxy
+/// binds it after its client listeners, so on a loaded machine the line can come a little
+/// after the proxy answers: it is waited for (the log is a file the proxy writes, so the
+/// short blocking sleeps here hold up no task).
 pub fn admin_address(proxy: &Proxy) -> SocketAddr {
-    proxy
-        .raw_logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "admin listening")
-        .and_then(|v| v["fields"]["address"].as_str()?.parse().ok())
-        .unwrap_or_else(|| panic!("no `admin listening` line: {}", proxy.logs()))
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let found = proxy
+            .raw_logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "admin listening")
+            .and_then(|v| v["fields"]["address"].as_str()?.parse().ok());
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `admin listening` line within {IO_TIMEOUT:?}: {}",
+            proxy.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `GET /metrics` from the admin endpoint at `addr`: the whole HTTP response.
