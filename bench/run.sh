@@ -89,13 +89,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # BENCH_PROFILE=debug uses the debug build: figures from it mean nothing, but the script and
-# every target are exercised without a release build. BENCH_BIN=PATH (with --smoke only) takes
-# a binary built already instead of building one: scripts/test.sh passes the one its test
-# build made, since `cargo build` would compile a few crates again with other features.
+# every target are exercised without a release build. BENCH_BIN=PATH takes a binary built
+# already instead of building one: scripts/test.sh passes the debug one its test build made
+# (`cargo build` would compile a few crates again with other features); for figures, pass a
+# release binary.
 BENCH_PROFILE="${BENCH_PROFILE:-release}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 if [ -n "${BENCH_BIN:-}" ]; then
-    [ "$SMOKE" = 1 ] || die "BENCH_BIN is for --smoke only: build the release binary for figures"
     SIDECAR_BUILD="$BENCH_BIN"
 else
     case "$BENCH_PROFILE" in

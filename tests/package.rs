@@ -2,9 +2,9 @@
 //! example configuration and deployment files (no tests, benchmarks, fuzz targets or build
 //! output), its metadata is complete, and the `.crate` unpacks into a crate of its own.
 //! That the unpacked crate builds on its own (`cargo check --offline --locked`) is checked by
-//! `scripts/test.sh` right after the tests, with the workspace's target directory, whose
-//! dependencies are compiled already (`cargo test` holds that directory locked while tests
-//! run, so this test cannot).
+//! `scripts/test.sh` once this test has written `unpacked/.complete`, with the workspace's
+//! target directory, whose dependencies are compiled already (`cargo test` holds that
+//! directory locked while its tests run, so this test cannot).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -135,4 +135,6 @@ fn the_package_holds_what_it_should_and_builds_on_its_own() {
         !packaged.contains("crates/"),
         "the packaged manifest names a workspace crate: {packaged}"
     );
+    // scripts/test.sh builds the unpacked crate once this exists.
+    std::fs::write(unpacked.join(".complete"), b"").unwrap();
 }
