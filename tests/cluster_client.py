@@ -65,6 +65,9 @@ def main():
     parser.add_argument("--user", help="ACL username")
     parser.add_argument("--password-env", help="name of the environment variable holding the password")
     parser.add_argument("--timeout", type=float, default=5.0, help="socket timeout, seconds")
+    parser.add_argument("--pipeline", type=int, default=0,
+                        help="send SETs, then GETs, in cluster pipelines of this many keys "
+                             "(redis-py groups them by node); 0: one command at a time")
     args = parser.parse_args()
     if args.keys <= 0:
         parser.error("--keys must be positive")
@@ -124,7 +127,53 @@ def main():
     deadline = time.monotonic() + args.duration
     round_no = 0
     timed_out = False
+    def pipelined(start, batch):
+        """SET then GET `batch` keys from index `start`, each as one cluster pipeline."""
+        nonlocal ok
+        chunk = keys[start:start + batch]
+        values = [f"r{round_no}:{start + i}" for i in range(len(chunk))]
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key, value in zip(chunk, values):
+                pipe.set(key, value)
+            results = pipe.execute(raise_on_error=False)
+        except Exception as e:  # noqa: BLE001 - every failure counts
+            for key in chunk:
+                fail(f"SET {key}: {type(e).__name__}: {e}")
+            return
+        stored = []
+        for key, value, result in zip(chunk, values, results):
+            if result is True:
+                ok += 1
+                stored.append((key, value))
+            else:
+                fail(f"SET {key}: {result!r}")
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key, _ in stored:
+                pipe.get(key)
+            results = pipe.execute(raise_on_error=False)
+        except Exception as e:  # noqa: BLE001 - every failure counts
+            for key, _ in stored:
+                fail(f"GET {key}: {type(e).__name__}: {e}")
+            return
+        for (key, value), got in zip(stored, results):
+            if got == value:
+                ok += 1
+            else:
+                fail(f"GET {key}: expected {value!r}, got {got!r}")
+
     while not timed_out:
+        if args.pipeline > 0:
+            for start in range(0, len(keys), args.pipeline):
+                if args.duration > 0 and time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                pipelined(start, args.pipeline)
+            round_no += 1
+            if args.duration <= 0:
+                break
+            continue
         for j, key in enumerate(keys):
             if args.duration > 0 and time.monotonic() >= deadline:
                 timed_out = True

@@ -471,11 +471,13 @@ async fn redis_py_cluster_client_hits_every_slot_through_local_ports() {
     let rotator = ClusterRotator::new(&cluster).await;
     let seed = cluster.addr(1);
     let (proxy, _) = start_proxy(&cluster, &seed, &rotator).await;
+    // RESP2 over every slot in cluster pipelines of 64 keys (redis-py groups them by node:
+    // pipelined traffic through every node listener), RESP3 one command at a time.
     for proto in ["2", "3"] {
-        let keys = if proto == "2" {
-            SLOTS.to_string()
+        let (keys, pipeline) = if proto == "2" {
+            (SLOTS.to_string(), "64")
         } else {
-            "2000".into()
+            ("2000".into(), "0")
         };
         let (ok, summary) = python_client(
             proxy.addr,
@@ -486,6 +488,8 @@ async fn redis_py_cluster_client_hits_every_slot_through_local_ports() {
                 proto,
                 "--prefix",
                 &format!("py{proto}"),
+                "--pipeline",
+                pipeline,
             ],
         )
         .await;
