@@ -56,30 +56,13 @@ pub struct ClusterPlan {
 }
 
 impl Settings {
-    /// Validates (see [`Settings::validate`]) and converts into the [`Plan`] the daemon runs.
+    /// Validates (see [`Settings::validate`]) and converts into the [`Plan`] the daemon runs;
+    /// each value is parsed once, as it is checked.
     pub fn plan(&self) -> Result<Plan, ConfigError> {
-        self.validate()?;
-        let mut upstreams = Vec::new();
-        for (name, s) in self.resolved_upstreams()? {
-            upstreams.push(UpstreamPlan {
-                listen: s.listen_addrs()?,
-                cache: s.upstream_host_port()?,
-                tls_server_name: s.tls_name(),
-                cluster: match s.cluster {
-                    true => Some(ClusterPlan {
-                        ports: s.cluster_port_range()?,
-                    }),
-                    false => None,
-                },
-                refresh: s.refresh_policy(),
-                identity: s.identity_key(),
-                name,
-                settings: s,
-            });
-        }
+        let (upstreams, admin_listen, socket_mode) = self.checked()?;
         Ok(Plan {
-            admin_listen: self.admin_addr()?,
-            socket_mode: self.socket_mode()?,
+            admin_listen,
+            socket_mode,
             settings: self.clone(),
             upstreams,
         })

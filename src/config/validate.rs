@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use crate::addr::{HostPort, DEFAULT_UPSTREAM_PORT};
 
 use super::{
-    duration, ConfigError, CredentialKind, ListenAddr, RefreshPolicy, Settings,
-    DEFAULT_UPSTREAM_NAME, UPSTREAM_KEYS,
+    duration, ClusterPlan, ConfigError, CredentialKind, ListenAddr, RefreshPolicy, Settings,
+    UpstreamPlan, DEFAULT_UPSTREAM_NAME, UPSTREAM_KEYS,
 };
 
 /// The most warm connections one upstream may keep (a typo should not take the cache's limit).
@@ -18,8 +18,17 @@ const MAX_WARM_CONNECTIONS: usize = 1000;
 impl Settings {
     /// Checks every rule; the first broken one is returned, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (index, (_, settings)) in self.resolved_upstreams()?.iter().enumerate() {
-            settings.validate_one().map_err(|e| match e {
+        self.checked().map(|_| ())
+    }
+
+    /// Checks every rule, converting each value as it is checked (so [`Settings::plan`]
+    /// parses nothing twice): the upstreams, the admin address, the socket mode.
+    pub(super) fn checked(
+        &self,
+    ) -> Result<(Vec<UpstreamPlan>, Option<std::net::SocketAddr>, u32), ConfigError> {
+        let mut upstreams = Vec::new();
+        for (index, (name, settings)) in self.resolved_upstreams()?.into_iter().enumerate() {
+            let plan = settings.validate_one(name).map_err(|e| match e {
                 // A value the entry set itself is reported as the entry's; one it inherited,
                 // as the top-level key it came from.
                 ConfigError::Invalid { key, problem } if self.entry_sets(index, &key) => {
@@ -30,8 +39,12 @@ impl Settings {
                 }
                 e => e,
             })?;
+            upstreams.push(plan);
         }
-        Ok(())
+        // Top-level keys only: checked once, not per upstream.
+        let socket_mode = self.socket_mode()?;
+        let admin = self.admin_addr()?;
+        Ok((upstreams, admin, socket_mode))
     }
 
     /// True if `[[upstreams]]` entry `index` sets `key` itself (rather than inheriting it).
@@ -113,9 +126,11 @@ impl Settings {
     }
 
     /// The local port range for cluster nodes: `Some(start..=end)`, or `None` for ephemeral
-    /// ports (no `cluster_ports` and a first listener on port 0).
+    /// ports (no `cluster_ports` and a first listener on port 0). `listen`: the parsed
+    /// `listen` entries.
     pub(super) fn cluster_port_range(
         &self,
+        listen: &[ListenAddr],
     ) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "cluster_ports".into(),
@@ -132,7 +147,7 @@ impl Settings {
                 ))),
             };
         }
-        let first = self.listen_addrs()?.into_iter().next();
+        let first = listen.first();
         match first {
             Some(ListenAddr::Tcp(addr)) if addr.port() == 0 => Ok(None),
             Some(ListenAddr::Tcp(addr)) => {
@@ -170,14 +185,13 @@ impl Settings {
     }
 
     /// The checks of one upstream's settings.
-    fn validate_one(&self) -> Result<(), ConfigError> {
+    fn validate_one(self, name: String) -> Result<UpstreamPlan, ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
             key: key.into(),
             problem,
         };
-        self.upstream_host_port()?;
-        self.listen_addrs()?;
-        self.socket_mode()?;
+        let cache = self.upstream_host_port()?;
+        let listen = self.listen_addrs()?;
 
         for (key, value) in [
             ("tls_server_name", self.tls_server_name.as_deref()),
@@ -277,17 +291,28 @@ impl Settings {
                 ),
             ));
         }
-        if self.cluster {
-            self.cluster_port_range()?;
-        }
+        let cluster = match self.cluster {
+            true => Some(ClusterPlan {
+                ports: self.cluster_port_range(&listen)?,
+            }),
+            false => None,
+        };
         if self.cluster_refresh.is_zero() {
             return Err(invalid(
                 "cluster_refresh",
                 "= 0s must be greater than zero".into(),
             ));
         }
-        self.admin_addr()?;
-        Ok(())
+        Ok(UpstreamPlan {
+            listen,
+            tls_server_name: self.tls_name(&cache),
+            cache,
+            cluster,
+            refresh: self.refresh_policy(),
+            identity: self.identity_key(),
+            name,
+            settings: self,
+        })
     }
 
     /// The admin listener's address (a host name is resolved, its first address used), or
@@ -367,14 +392,11 @@ impl Settings {
     }
 
     /// The name the cache's certificate is checked against: `tls_server_name`, else the
-    /// upstream host.
-    pub(super) fn tls_name(&self) -> String {
-        if let Some(name) = &self.tls_server_name {
-            return name.clone();
-        }
-        match self.upstream_host_port() {
-            Ok(hp) => hp.host().to_owned(),
-            Err(_) => self.upstream.trim().to_owned(),
+    /// host of `cache` (the parsed `upstream`).
+    pub(super) fn tls_name(&self, cache: &HostPort) -> String {
+        match &self.tls_server_name {
+            Some(name) => name.clone(),
+            None => cache.host().to_owned(),
         }
     }
 

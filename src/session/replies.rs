@@ -274,13 +274,13 @@ impl<C: ClientStream> Session<C> {
         }
     }
 
-    /// Decides where a complete frame goes, and updates state.
     /// Routes a frame known from its first bytes (a streaming reply, `stream.rs`); true if
     /// it goes to the client, as such a frame always does.
     pub(super) fn route_to_client(&mut self, frame: std::ops::Range<usize>) -> bool {
         matches!(self.route(frame), Route::Client)
     }
 
+    /// Decides where a complete frame goes, and updates state.
     pub(super) fn route(&mut self, frame: std::ops::Range<usize>) -> Route {
         let bytes = &self.ubuf[frame.clone()];
         let first = bytes[0];

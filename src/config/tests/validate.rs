@@ -23,7 +23,7 @@ fn upstream_entries_take_top_level_defaults() {
         Some("11111111-1111-1111-1111-111111111111")
     );
     assert!(b.cluster);
-    assert_eq!(b.cluster_port_range().unwrap(), Some(7381..=7480));
+    assert_eq!(ports(b).unwrap(), Some(7381..=7480));
     // Different identities: two token managers.
     assert_ne!(a.identity_key(), b.identity_key());
     // Without entries: one upstream named "default".
@@ -99,14 +99,12 @@ fn cluster_port_ranges() {
         ..Settings::default()
     };
     assert_eq!(
-        s("127.0.0.1:6379", None).cluster_port_range().unwrap(),
+        ports(&s("127.0.0.1:6379", None)).unwrap(),
         Some(6380..=6479)
     );
-    assert_eq!(s("127.0.0.1:0", None).cluster_port_range().unwrap(), None);
+    assert_eq!(ports(&s("127.0.0.1:0", None)).unwrap(), None);
     assert_eq!(
-        s("127.0.0.1:0", Some("7001-7003"))
-            .cluster_port_range()
-            .unwrap(),
+        ports(&s("127.0.0.1:0", Some("7001-7003"))).unwrap(),
         Some(7001..=7003)
     );
     for bad in ["7001", "0-5", "9-8", "a-b", "1-70000"] {
@@ -171,11 +169,12 @@ fn upstream_is_required_and_parsed() {
 #[test]
 fn tls_name_defaults_to_the_upstream_host() {
     let mut s = valid();
-    assert_eq!(s.tls_name(), "cache.example");
+    let name = |s: &Settings| s.plan().unwrap().upstreams[0].tls_server_name.clone();
+    assert_eq!(name(&s), "cache.example");
     s.upstream = "[::1]:6380".into();
-    assert_eq!(s.tls_name(), "::1");
+    assert_eq!(name(&s), "::1");
     s.tls_server_name = Some("other.example".into());
-    assert_eq!(s.tls_name(), "other.example");
+    assert_eq!(name(&s), "other.example");
 }
 
 #[test]
@@ -398,4 +397,9 @@ fn socket_modes() {
         );
         assert!(e.contains("socket_mode"), "{bad}: {e}");
     }
+}
+
+/// `cluster_ports` as the plan converts it, from the parsed `listen` entries.
+fn ports(s: &Settings) -> Result<Option<std::ops::RangeInclusive<u16>>, ConfigError> {
+    s.cluster_port_range(&s.listen_addrs()?)
 }
