@@ -10,7 +10,11 @@
 //!   credentials, and the [`token::TokenManager`] that refreshes and publishes tokens.
 //! - [`upstream`]: TLS connections to the cache, authenticated with the current token.
 //! - [`warm`]: warm upstream connections kept ready (and re-authenticated) for new clients.
-//! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points.
+//! - [`pool`]: shared upstream connections (`pool_size`): pipelined TLS connections that
+//!   carry the stateless commands of many sessions, replies routed back to each.
+//! - [`session`]: one client connection and its upstream connection; re-AUTH at safe points;
+//!   the shared mode, where a session uses [`pool`] until a command pins it.
+//! - [`sockio`]: reading what a socket has without waiting or holding an idle buffer.
 //! - [`listener`]: binding TCP and Unix listeners, the accept loop (a permit before each
 //!   accept, a pause when accepting fails), one session spawned per client.
 //! - [`server`]: the running proxy: listeners bound for each upstream, token managers, the
@@ -35,9 +39,11 @@ pub mod doctor;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod sockio;
 pub mod startup;
 pub mod token;
 pub mod upstream;

@@ -194,16 +194,33 @@ pub(crate) async fn accept_loop(
                 let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    match stream {
-                        ClientStream::Tcp(s) => {
-                            let _ = s.set_nodelay(true);
-                            session::run(s, ctx, shutdown, id).await;
+                // Two task types: a shared session's task must not hold room for a
+                // one-to-one session (idle memory).
+                if ctx.pool.is_some() {
+                    tokio::spawn(async move {
+                        match stream {
+                            ClientStream::Tcp(s) => {
+                                let _ = s.set_nodelay(true);
+                                session::run_shared(s, ctx, shutdown, id).await;
+                            }
+                            ClientStream::Unix(s) => {
+                                session::run_shared(s, ctx, shutdown, id).await
+                            }
                         }
-                        ClientStream::Unix(s) => session::run(s, ctx, shutdown, id).await,
-                    }
-                    drop(permit);
-                });
+                        drop(permit);
+                    });
+                } else {
+                    tokio::spawn(async move {
+                        match stream {
+                            ClientStream::Tcp(s) => {
+                                let _ = s.set_nodelay(true);
+                                session::run(s, ctx, shutdown, id).await;
+                            }
+                            ClientStream::Unix(s) => session::run(s, ctx, shutdown, id).await,
+                        }
+                        drop(permit);
+                    });
+                }
             }
             Err(e) => {
                 // Never fatal. Out of file descriptors: back off instead of spinning.

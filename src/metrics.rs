@@ -44,6 +44,10 @@ pub struct MetricsRegistry {
     warm_connections: IntGaugeVec,
     warm_connection_uses_total: IntCounterVec,
     warm_connections_discarded_total: IntCounterVec,
+    shared_connections: IntGaugeVec,
+    shared_sessions: IntGaugeVec,
+    shared_commands_total: IntCounterVec,
+    pins_total: IntCounterVec,
     commands_total: IntCounterVec,
     bytes_total: IntCounterVec,
     cluster_nodes: IntGaugeVec,
@@ -96,6 +100,14 @@ pub struct Metrics {
     warm_uses: [IntCounter; 2],
     /// Warm connections found closed, or that failed a re-AUTH or a PING, and were dropped.
     pub warm_connections_discarded_total: IntCounter,
+    /// Shared upstream connections open now (`pool_size`).
+    pub shared_connections: IntGauge,
+    /// Client sessions served over shared connections now (not pinned).
+    pub shared_sessions: IntGauge,
+    /// Commands sent over each shared connection (label values made on first use).
+    shared_commands_total: IntCounterVec,
+    /// Sessions moved to a dedicated connection, by reason (label values made on first use).
+    pins_total: IntCounterVec,
     /// Commands forwarded to the cache.
     pub commands_total: IntCounter,
     /// `bytes_total{direction="client_to_upstream"}` (hot path).
@@ -247,6 +259,24 @@ impl MetricsRegistry {
                 "Warm connections dropped because the cache had closed them, or a re-AUTH or PING failed.",
                 &[],
             ),
+            shared_connections: int_gauge(
+                "shared_connections",
+                "Shared upstream connections open now (pool_size), both protocols.",
+            ),
+            shared_sessions: int_gauge(
+                "shared_sessions",
+                "Client sessions served over shared upstream connections now (not pinned).",
+            ),
+            shared_commands_total: counter(
+                "shared_commands_total",
+                "Commands sent over each shared upstream connection (connection: protocol and slot, as resp2-0).",
+                &["connection"],
+            ),
+            pins_total: counter(
+                "pins_total",
+                "Client sessions moved from the shared connections to a dedicated one, by reason (the kind of command that needed it).",
+                &["reason"],
+            ),
             commands_total: counter("commands_total", "Commands forwarded to the cache.", &[]),
             bytes_total: counter(
                 "bytes_total",
@@ -293,6 +323,10 @@ impl MetricsRegistry {
             Box::new(r.warm_connections.clone()),
             Box::new(r.warm_connection_uses_total.clone()),
             Box::new(r.warm_connections_discarded_total.clone()),
+            Box::new(r.shared_connections.clone()),
+            Box::new(r.shared_sessions.clone()),
+            Box::new(r.shared_commands_total.clone()),
+            Box::new(r.pins_total.clone()),
             Box::new(r.commands_total.clone()),
             Box::new(r.bytes_total.clone()),
             Box::new(r.cluster_nodes.clone()),
@@ -352,6 +386,10 @@ impl MetricsRegistry {
             warm_connections_discarded_total: self
                 .warm_connections_discarded_total
                 .with_label_values(&[n]),
+            shared_connections: self.shared_connections.with_label_values(&[n]),
+            shared_sessions: self.shared_sessions.with_label_values(&[n]),
+            shared_commands_total: self.shared_commands_total.clone(),
+            pins_total: self.pins_total.clone(),
             commands_total: self.commands_total.with_label_values(&[n]),
             bytes_client_to_upstream: self
                 .bytes_total
@@ -436,6 +474,20 @@ impl Metrics {
     /// `tls`, `auth`, `timeout`, `no_token`), never an error message.
     pub fn upstream_connect_error(&self, reason: &'static str) {
         self.upstream_connect_errors_total
+            .with_label_values(&[&self.upstream, reason])
+            .inc();
+    }
+
+    /// The counter of commands sent over one shared connection (`connection` is a fixed
+    /// name such as `resp2-0`).
+    pub fn shared_commands(&self, connection: &str) -> IntCounter {
+        self.shared_commands_total
+            .with_label_values(&[&self.upstream, connection])
+    }
+
+    /// Records a session's move to a dedicated connection. `reason` is a fixed word.
+    pub fn pinned(&self, reason: &'static str) {
+        self.pins_total
             .with_label_values(&[&self.upstream, reason])
             .inc();
     }

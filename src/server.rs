@@ -445,7 +445,21 @@ impl Proxy {
                 cluster: None,
                 reconnect_subscribers: p.plan.settings.reconnect_subscribers,
                 warm: None,
+                pool: None,
             };
+            if p.plan.settings.pool_size > 0 {
+                let pool = crate::pool::Pool::new(
+                    p.plan.settings.pool_size,
+                    p.connector.clone(),
+                    ctx.tokens.clone(),
+                    p.metrics.clone(),
+                    p.plan.settings.max_bulk_len,
+                    shutdown.clone(),
+                );
+                // RESP2 connections open now; RESP3 ones with the first RESP3 client.
+                pool.start(2);
+                ctx.pool = Some(pool);
+            }
             if p.plan.settings.warm_connections > 0 {
                 let pool = Arc::new(WarmPool::new(
                     p.plan.settings.warm_connections,

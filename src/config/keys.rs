@@ -35,6 +35,12 @@ config_keys! {
     #[arg(long, value_name = "N")]
     warm_connections: val usize = DEFAULT_WARM_CONNECTIONS, top;
 
+    /// Shared upstream connections per protocol, for the stateless commands of all clients;
+    /// 0 = one upstream connection per client (docs/operations.md, shared connections)
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pool_size: val usize = 0, upstream;
+
     /// Runtime threads: 0 = one per CPU, 1 = a single-threaded runtime [default: 0].
     #[arg(long, value_name = "N")]
     threads: val usize = 0, top;

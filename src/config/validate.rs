@@ -12,6 +12,9 @@ use super::{
     UpstreamPlan, DEFAULT_UPSTREAM_NAME, UPSTREAM_KEYS,
 };
 
+/// The most shared connections per protocol one upstream may open.
+const MAX_POOL_SIZE: usize = 64;
+
 /// The most warm connections one upstream may keep (a typo should not take the cache's limit).
 const MAX_WARM_CONNECTIONS: usize = 1000;
 
@@ -288,6 +291,24 @@ impl Settings {
                 format!(
                     "= {} is more than {MAX_WARM_CONNECTIONS}: every warm connection counts against the cache's connection limit; a few are enough",
                     self.warm_connections
+                ),
+            ));
+        }
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(invalid(
+                "pool_size",
+                format!(
+                    "= {} is more than {MAX_POOL_SIZE}: shared connections exist to use few of the cache's connections; a few are enough",
+                    self.pool_size
+                ),
+            ));
+        }
+        if self.pool_size > 0 && self.cluster {
+            return Err(invalid(
+                "pool_size",
+                format!(
+                    "= {} cannot be used with cluster = true yet: in cluster mode every client has connections of its own (set pool_size = 0)",
+                    self.pool_size
                 ),
             ));
         }

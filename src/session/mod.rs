@@ -35,6 +35,7 @@ mod reconnect;
 mod replication;
 mod replies;
 mod resp2_subscriber;
+mod shared;
 mod state;
 mod stateless;
 mod stream;
@@ -108,6 +109,64 @@ pub struct SessionContext {
     pub reconnect_subscribers: bool,
     /// Connections kept ready for new sessions (`warm_connections`); `None`: connect each time.
     pub warm: Option<Arc<crate::warm::WarmPool>>,
+    /// Shared upstream connections (`pool_size`); `None`: one connection per client.
+    pub pool: Option<Arc<crate::pool::Pool>>,
+}
+
+/// Runs one client session in the shared mode (`ctx.pool` is set): over the shared
+/// connections until a command pins it to a dedicated one (`shared.rs`). Spawned as a task of
+/// its own type, so that an idle shared session's task holds no one-to-one session.
+pub async fn run_shared<C>(
+    client: C,
+    ctx: Arc<SessionContext>,
+    shutdown: watch::Receiver<bool>,
+    id: u64,
+) where
+    C: ClientStream,
+{
+    let Some(pool) = ctx.pool.clone() else {
+        return run(client, ctx, shutdown, id).await;
+    };
+    shared::run(client, ctx, pool, shutdown, id).await;
+}
+
+/// The rest of a shared session's life on a dedicated connection: opened (or taken warm),
+/// the client's state restored on it, then served as a one-to-one session.
+async fn run_pinned<C>(
+    client: C,
+    ctx: Arc<SessionContext>,
+    handoff: shared::Handoff,
+    shutdown: watch::Receiver<bool>,
+    id: u64,
+) where
+    C: ClientStream,
+{
+    let metrics = ctx.metrics.clone();
+    let Some(mut session) = Box::pin(open(client, ctx, id)).await else {
+        return;
+    };
+    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
+    session.cbuf = handoff.cbuf;
+    session.client_authed = handoff.client_authed;
+    session.conn.client_proto = handoff.proto;
+    session.sent.client_proto = handoff.proto;
+    for (attr, value) in [&b"LIB-NAME"[..], b"LIB-VER"]
+        .into_iter()
+        .zip(&handoff.lib_info)
+    {
+        if let Some(value) = value {
+            session.sent.set_info(attr, value);
+        }
+    }
+    let result = match session.restore_state().await {
+        Ok(()) => session.run(shutdown).await,
+        Err(e) => Err(e),
+    };
+    session.pending_flag(false);
+    match result {
+        Ok(()) => tracing::debug!(session = id, "session closed"),
+        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    }
 }
 
 /// Runs one client session until either side closes or `shutdown` turns true (then the
@@ -361,6 +420,10 @@ impl<C: ClientStream> Session<C> {
         // A token may have changed between connect and now.
         self.note_token_change();
         self.try_reauth().await?;
+        if !self.cbuf.is_empty() {
+            // Input a shared session had read (its pinning command first).
+            self.on_client_data().await?;
+        }
         let mut client_open = true;
         let mut token_source_open = true;
         let mut draining_since: Option<Instant> = None;

@@ -161,9 +161,24 @@ impl<C: ClientStream> Session<C> {
         self.pending_flag(false);
         self.conn.proto = 2;
         self.sent.upstream_proto = 2;
+        self.restore_state().await?;
+        self.ctx.metrics.upstream_reconnects_total.inc();
+        tracing::info!(
+            session = self.id,
+            db = self.conn.db,
+            subscribed = self.conn.subscribed(),
+            "upstream connection replaced"
+        );
+        self.note_token_change();
+        Ok(())
+    }
+
+    /// Restores the state the client built (protocol, database, name, library info, flags,
+    /// subscriptions, MONITOR, reply mode) on a new upstream connection that has nothing in
+    /// flight: after a loss, or when a shared session is pinned.
+    pub(super) async fn restore_state(&mut self) -> Result<(), SessionEnd> {
         let reply_mode = self.conn.reply_mode;
         self.conn.reply_mode = ReplyMode::On;
-
         self.to_upstream.clear();
         if self.conn.client_proto == 3 || self.conn.subscribed() {
             self.inject_hello(3);
@@ -223,16 +238,7 @@ impl<C: ClientStream> Session<C> {
             ])));
             self.conn.reply_mode = reply_mode;
         }
-        self.write_upstream_plan().await?;
-        self.ctx.metrics.upstream_reconnects_total.inc();
-        tracing::info!(
-            session = self.id,
-            db = self.conn.db,
-            subscribed = self.conn.subscribed(),
-            "upstream connection replaced"
-        );
-        self.note_token_change();
-        Ok(())
+        self.write_upstream_plan().await
     }
 
     /// Opens a new upstream connection, restores the state, and sends the blocking command

@@ -27,6 +27,7 @@ mod prometheus;
 mod replication;
 mod rotation;
 mod secrets;
+mod shared;
 mod startup;
 mod streaming;
 mod survival;
