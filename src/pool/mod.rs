@@ -35,12 +35,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A connection that lived this long before it failed is reopened without backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
+/// One connection's place in the pool: its handle while it is open.
+type Slot = Mutex<Option<Arc<ConnHandle>>>;
+
 /// One upstream's shared connections.
 pub struct Pool {
     /// Connections per protocol.
     size: usize,
     /// `slots[0]`: RESP2, `slots[1]`: RESP3; `None` while a slot's connection is (re)opening.
-    slots: [Box<[Mutex<Option<Arc<ConnHandle>>>]>; 2],
+    slots: [Box<[Slot]>; 2],
     /// Whether the slots of each protocol have their tasks.
     started: [AtomicBool; 2],
     /// Rotates where [`Pool::pick`] starts, so equal loads are spread.
