@@ -179,7 +179,7 @@ impl Pool {
                 continue;
             };
             let opened = match self.connector.connect(&token).await {
-                Ok(mut stream) => match hello(&mut stream, proto, self.max_bulk).await {
+                Ok(mut stream) => match prepare(&mut stream, proto, &label, self.max_bulk).await {
                     Ok(()) => Ok(stream),
                     Err(e) => Err(e),
                 },
@@ -254,27 +254,36 @@ impl Pool {
     }
 }
 
-/// Switches a new connection to RESP3 (`proto` 3) with `HELLO 3`; nothing for RESP2.
-async fn hello(stream: &mut UpstreamStream, proto: u8, max_bulk: usize) -> Result<(), String> {
-    if proto != 3 {
-        return Ok(());
-    }
+/// The name shared connections carry on the cache (`CLIENT LIST` shows which are shared).
+pub const NAME_PREFIX: &str = "entra-redis-proxy-shared-";
+
+/// Names a new connection (`CLIENT SETNAME entra-redis-proxy-shared-resp2-0`) and, for
+/// `proto` 3, switches it to RESP3 in the same command (`HELLO 3 SETNAME ...`).
+async fn prepare(
+    stream: &mut UpstreamStream,
+    proto: u8,
+    label: &str,
+    max_bulk: usize,
+) -> Result<(), String> {
+    let name = format!("{NAME_PREFIX}{label}");
+    let command = if proto == 3 {
+        crate::resp::encode_command(&[&b"HELLO"[..], b"3", b"SETNAME", name.as_bytes()])
+    } else {
+        crate::resp::encode_command(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()])
+    };
     let exchange = async {
-        stream
-            .write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.write_all(&command).await.map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = ReplyScanner::default();
         loop {
             if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                return Err("the cache closed the connection after HELLO 3".to_owned());
+                return Err("the cache closed the connection after CLIENT SETNAME".to_owned());
             }
             if let Some(len) = scanner.scan(&buf, max_bulk).map_err(|e| e.to_string())? {
                 if crate::resp::is_error_reply(&buf[..len]) || len != buf.len() {
                     return Err(format!(
-                        "unexpected reply to HELLO 3: {}",
+                        "unexpected reply when preparing a shared connection: {}",
                         String::from_utf8_lossy(&buf[..len.min(200)]).trim()
                     ));
                 }
@@ -284,7 +293,7 @@ async fn hello(stream: &mut UpstreamStream, proto: u8, max_bulk: usize) -> Resul
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| "no reply to HELLO 3 within 10 s".to_owned())?
+        .map_err(|_| "no reply to CLIENT SETNAME / HELLO 3 within 10 s".to_owned())?
 }
 
 /// 100 ms doubling per failure, at most [`MAX_BACKOFF`].

@@ -1267,10 +1267,109 @@ fn describe(seq: &Sequence, upto: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxied_reply_streams_equal_direct_ones() {
+    differential(None).await;
+}
+
+/// The same sequences through a proxy with shared connections (`--pool-size 2`), while
+/// [`BACKGROUND_CLIENTS`] other clients keep the shared connections busy with stateless
+/// commands whose replies they check (an ECHO of a payload of their own), so the tested
+/// client's commands are interleaved with theirs. The generator's sequences mix commands
+/// that share with commands that pin (MULTI, SUBSCRIBE, HELLO with options, CLIENT ...),
+/// so a pin's move happens at every point of a sequence. Kill steps are skipped: killing the
+/// shared connections closes the background clients (by design), which the kill step does
+/// not expect; shared-connection losses have tests of their own (`shared.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_mode_reply_streams_equal_direct_ones() {
+    differential(Some(2)).await;
+}
+
+/// Clients of the shared mode's differential run that load the shared connections.
+const BACKGROUND_CLIENTS: usize = 16;
+
+/// Keeps `n` clients sending pipelines of ECHOs with payloads of their own until `stop`; each
+/// checks that every reply is its own payload. Returns the round-trips done per client.
+fn background_load(
+    proxy: &Proxy,
+    n: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Result<u64, String>>> {
+    (0..n)
+        .map(|i| {
+            let addr = proxy.addr;
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                let mut conn = RawConn {
+                    io: Box::new(tcp),
+                    buf: Vec::new(),
+                };
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut bytes = Vec::new();
+                    let mut want = Vec::new();
+                    for k in 0..4 {
+                        let payload = format!("bg{i}:{rounds}:{k}");
+                        bytes.extend(encode_command(&["ECHO", &payload]));
+                        want.extend(format!("${}\r\n{payload}\r\n", payload.len()).bytes());
+                    }
+                    let got = conn.exchange(&bytes, 4).await?;
+                    if got != want {
+                        return Err(format!(
+                            "background client {i} got {} for {}",
+                            show(&got, 200),
+                            show(&want, 200)
+                        ));
+                    }
+                    rounds += 1;
+                }
+                Ok(rounds)
+            })
+        })
+        .collect()
+}
+
+/// Waits until the only test connections left on the server are the proxy's shared ones
+/// (named [`SHARED_NAME`]...), then flushes every database.
+async fn reset_server_shared(admin: &mut Admin) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<ClientInfo> = admin
+            .client_list()
+            .await
+            .into_iter()
+            .filter(|c| !c.name.starts_with(SHARED_NAME))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a test connection stayed open on the server: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(admin.cmd(&["FLUSHALL"]).await, Reply::ok());
+}
+
+/// [`reset_server`], or [`reset_server_shared`] with shared connections.
+async fn reset_for(pool: Option<usize>, admin: &mut Admin) {
+    match pool {
+        Some(_) => reset_server_shared(admin).await,
+        None => reset_server(admin).await,
+    }
+}
+
+/// The name the proxy gives its shared connections on the cache.
+const SHARED_NAME: &str = "entra-redis-proxy-shared-";
+
+/// Runs the differential test, one-to-one (`pool` `None`) or with shared connections.
+async fn differential(pool: Option<usize>) {
+    let default_sequences = if pool.is_some() { 120 } else { 200 };
     let sequences: u64 = std::env::var("DIFF_SEQUENCES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(default_sequences);
     let base_seed: u64 = std::env::var("DIFF_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1289,7 +1388,18 @@ async fn proxied_reply_streams_equal_direct_ones() {
         .expect("flag")
         + 1;
     args[admin_at] = "127.0.0.1:0".into();
+    if let Some(n) = pool {
+        args.extend(["--pool-size".to_owned(), n.to_string()]);
+    }
     let proxy = Proxy::start(&args, "info,entra_redis_proxy::session=trace").await;
+    // Shared mode: other clients keep the shared connections busy throughout, with their
+    // commands interleaved with the tested client's.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = match pool {
+        Some(_) => background_load(&proxy, BACKGROUND_CLIENTS, stop.clone()),
+        None => Vec::new(),
+    };
+
     let mut killer = Killer {
         admin: server.admin().await,
         metrics: admin_address(&proxy),
@@ -1336,7 +1446,7 @@ async fn proxied_reply_streams_equal_direct_ones() {
             ),
         }
         drop(conn);
-        reset_server(&mut admin).await;
+        reset_for(pool, &mut admin).await;
 
         // Through the proxy, with rotations requested at the generator's points from a
         // concurrent task (each waits until the proxy re-authed, then deletes the old user).
@@ -1360,7 +1470,11 @@ async fn proxied_reply_streams_equal_direct_ones() {
             &mut conn,
             &mut publisher,
             Some(&tx),
-            Some(&mut killer),
+            if pool.is_some() {
+                None
+            } else {
+                Some(&mut killer)
+            },
         )
         .await;
         drop(tx);
@@ -1413,7 +1527,30 @@ async fn proxied_reply_streams_equal_direct_ones() {
             steps_compared += 1;
             bytes_compared += d.len();
         }
-        reset_server(&mut admin).await;
+        reset_for(pool, &mut admin).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut background_rounds = 0;
+    for (i, b) in background.into_iter().enumerate() {
+        match b.await.expect("background client") {
+            Ok(r) => background_rounds += r,
+            Err(e) => panic!("background client {i}: {e}\n{}", proxy.logs()),
+        }
+    }
+    if pool.is_some() {
+        let m = scrape_metrics(killer.metrics).await;
+        eprintln!(
+            "differential (shared): {background_rounds} background pipelines; pins: {}",
+            m.lines()
+                .filter(|l| l.starts_with("entra_redis_proxy_pins_total"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(background_rounds > 0, "the background clients did nothing");
+        assert!(
+            m.contains("entra_redis_proxy_pins_total"),
+            "no session was pinned:\n{m}"
+        );
     }
     eprintln!(
         "differential: {sequences} sequences, {steps_compared} reply streams ({bytes_compared} \

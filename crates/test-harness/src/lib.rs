@@ -374,6 +374,8 @@ pub struct ClientInfo {
     pub addr: String,
     /// The last command the connection ran.
     pub cmd: String,
+    /// The connection's name (`CLIENT SETNAME`), empty if none.
+    pub name: String,
 }
 
 impl Admin {
@@ -433,6 +435,7 @@ impl Admin {
                     user: field("user"),
                     addr: field("addr"),
                     cmd: field("cmd"),
+                    name: field("name"),
                 };
                 (info.user != ADMIN_USER).then_some(info)
             })
