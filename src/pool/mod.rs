@@ -272,7 +272,10 @@ async fn prepare(
         crate::resp::encode_command(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()])
     };
     let exchange = async {
-        stream.write_all(&command).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&command)
+            .await
+            .map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut scanner = ReplyScanner::default();

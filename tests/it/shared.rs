@@ -202,3 +202,228 @@ async fn three_hundred_clients_share_four_connections_through_three_expiries() {
         .sum();
     assert!(per_conn >= done.load(Ordering::Relaxed) as f64, "{m}");
 }
+
+/// The shared connection (named by the proxy) whose last command is `cmd`, if any.
+async fn shared_running(admin: &mut Admin, cmd: &str) -> Option<ClientInfo> {
+    admin
+        .client_list()
+        .await
+        .into_iter()
+        .find(|c| c.name.starts_with("entra-redis-proxy-shared-") && c.cmd == cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shared_connection_closes_only_the_clients_with_commands_in_flight_on_it() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let mut admin = server.admin().await;
+    let mut idle: Vec<ProxyClient> = Vec::new();
+    for i in 0..6 {
+        let mut c = proxy.client().await;
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]).await, Reply::ok());
+        idle.push(c);
+    }
+    // Writes wait while the server is paused: a SET is then in flight on one shared
+    // connection, which is killed before it runs.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await,
+        Reply::ok()
+    );
+    let mut victim = proxy.client().await;
+    victim.send(&["SET", "lost", "1"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let target = loop {
+        if let Some(t) = shared_running(&mut admin, "set").await {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SET never reached a shared connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    admin
+        .cmd(&["CLIENT", "KILL", "ID", &target.id.to_string()])
+        .await;
+    assert_eq!(admin.cmd(&["CLIENT", "UNPAUSE"]).await, Reply::ok());
+    // The client whose command may have run sees its connection close, not an error.
+    let rest = victim.read_until_closed().await;
+    assert!(rest.is_empty(), "a made-up reply: {rest:?}");
+    // Every other client goes on (those that used the lost connection included), and the
+    // pool opens a new connection.
+    for (i, c) in idle.iter_mut().enumerate() {
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]).await, Reply::bulk("v"));
+    }
+    wait_shared(metrics, 2.0).await;
+    let mut late = proxy.client().await;
+    assert_eq!(late.cmd(&["GET", "lost"]).await, Reply::Null);
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        sample(
+            &m,
+            "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(proxy.logs().contains("shared connection lost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reauth_of_a_shared_connection_reaches_no_client() {
+    let server = RedisServer::start().await;
+    let mut rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(proxy.client().await);
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.cmd(&["SET", "k", "1"]).await, Reply::ok());
+    }
+    // A token the cache does not know: both shared connections get WRONGPASS for their
+    // re-AUTH, which no client may see.
+    let bad = Token::mint(Duration::from_secs(3600));
+    rotator.file.write(&bad);
+    let refused = wait_until(Duration::from_secs(10), || async {
+        let m = scrape_metrics(metrics).await;
+        sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}") >= 2.0
+    })
+    .await;
+    assert!(refused, "no refused re-AUTH:\n{}", proxy.logs());
+    for c in clients.iter_mut() {
+        assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("1"));
+        assert_eq!(
+            c.cmd(&["ACL", "WHOAMI"]).await,
+            Reply::bulk(&rotator.current.oid)
+        );
+    }
+    // A good token: the shared connections move to it.
+    let good = rotator.rotate(2).await.expect("rotation to a good token");
+    for c in clients.iter_mut() {
+        assert_eq!(c.cmd(&["ACL", "WHOAMI"]).await, Reply::bulk(&good.oid));
+    }
+    assert!(!proxy.raw_logs().contains(&bad.jwt));
+    assert!(!proxy.raw_logs().contains(&good.jwt));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_clients_use_resp3_shared_connections_and_pins_keep_the_client_state() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let mut admin = server.admin().await;
+
+    // RESP3 through the shared connections: the HELLO moves the session to them.
+    let mut c3 = proxy.client().await;
+    let hello = c3.cmd(&["HELLO", "3"]).await;
+    assert_eq!(hello.field("proto"), Some(&Reply::Int(3)), "{hello:?}");
+    assert_eq!(c3.cmd(&["SET", "k", "v"]).await, Reply::ok());
+    assert_eq!(c3.cmd(&["HSET", "h", "f", "1"]).await, Reply::Int(1));
+    let all = c3.cmd(&["HGETALL", "h"]).await;
+    assert!(matches!(all, Reply::Map(_)), "RESP3 map expected: {all:?}");
+    wait_shared(metrics, 4.0).await;
+    let names: Vec<String> = admin
+        .client_list()
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    for n in ["resp2-0", "resp2-1", "resp3-0", "resp3-1"] {
+        assert!(
+            names.contains(&format!("entra-redis-proxy-shared-{n}")),
+            "{n} not in {names:?}"
+        );
+    }
+    // Back to RESP2, on the RESP2 connections.
+    let hello = c3.cmd(&["HELLO", "2"]).await;
+    assert!(matches!(hello, Reply::Array(_)), "{hello:?}");
+    let all = c3.cmd(&["HGETALL", "h"]).await;
+    assert_eq!(all, Reply::bulks(&["f", "1"]));
+
+    // A client that set its library name while shared, then pins (CLIENT SETNAME): its
+    // dedicated connection has the name, the library info and the protocol it chose.
+    // (CLIENT SETINFO is redis-server 7.2's: an older server's refusal must come through
+    // unchanged, and then there is no library info to restore.)
+    let direct = admin.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "probe"]).await;
+    let mut c = proxy.client().await;
+    for (attr, value) in [("LIB-NAME", "mylib"), ("LIB-VER", "1.2.3")] {
+        let reply = c.cmd(&["CLIENT", "SETINFO", attr, value]).await;
+        match &direct {
+            Reply::Status(_) => assert_eq!(reply, Reply::ok()),
+            refused => assert_eq!(&reply, refused),
+        }
+    }
+    let hello = c.cmd(&["HELLO", "3"]).await;
+    assert_eq!(hello.field("proto"), Some(&Reply::Int(3)));
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "app"]).await, Reply::ok());
+    let info = c.cmd(&["CLIENT", "INFO"]).await.text().unwrap_or_default();
+    let mut want = vec!["name=app", "resp=3"];
+    if direct == Reply::ok() {
+        want.extend(["lib-name=mylib", "lib-ver=1.2.3"]);
+    }
+    for want in want {
+        assert!(info.contains(want), "{want} not in {info}");
+    }
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        sample(&m, "pins_total{reason=\"client\",upstream=\"default\"}"),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_auth_and_quit_in_the_shared_mode() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("client-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let mut args = pool_args(&server, &rotator.file.path, 2);
+    args.extend([
+        "--client-password-file".to_owned(),
+        password.display().to_string(),
+    ]);
+    let proxy = Proxy::start(&args, "info").await;
+    wait_shared(admin_address(&proxy), 2.0).await;
+
+    let mut c = proxy.client().await;
+    assert_eq!(
+        c.cmd(&["GET", "k"]).await,
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
+    let mut c = proxy.client().await;
+    assert_eq!(
+        c.cmd(&["AUTH", "wrong"]).await,
+        Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    // Pipelined: the local AUTH reply comes in its place among the cache's replies.
+    let bytes = [
+        encode_command(&["AUTH", "s3cret"]),
+        encode_command(&["SET", "k", "1"]),
+        encode_command(&["AUTH", "user", "s3cret"]),
+        encode_command(&["GET", "k"]),
+        encode_command(&["QUIT"]),
+    ]
+    .concat();
+    let replies = c.pipeline(&bytes, 5).await;
+    assert_eq!(
+        replies,
+        vec![
+            Reply::ok(),
+            Reply::ok(),
+            Reply::ok(),
+            Reply::bulk("1"),
+            Reply::ok()
+        ]
+    );
+    assert!(c.read_until_closed().await.is_empty());
+}
