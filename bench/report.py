@@ -13,10 +13,15 @@ from collections import defaultdict
 # proxy-cold: the proxy with --warm-connections 0 (connect case only); proxy-t1: the proxy
 # with --threads 1 (bench/run.sh --threads-variant); proxy-unix: the proxy with its client on
 # a Unix socket (--unix-variant).
-TARGETS = ["direct", "proxy", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel", "haproxy"]
+# proxy-shared: the proxy with shared upstream connections (--pool-size).
+TARGETS = ["direct", "proxy", "proxy-shared", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel",
+           "haproxy"]
 # (case, test) -> minimum ratio the proxy must reach.
 RATIO_TARGETS = {"c50-P16": 0.90, "c50-P1": 0.65, "c1-P1": 0.85}
+# The same for the shared mode (issue 14).
+SHARED_RATIO_TARGETS = {"c50-P1": 0.80, "c50-P16": 0.70}
 MEM_TARGET_KB = 12.0
+SHARED_MEM_TARGET_KB = 3.0
 CPU_TARGET_US = 1.0
 
 
@@ -129,10 +134,21 @@ def main(results, idle, hz, bigrss=None):
             v2 = "n/a" if est is None else ("met" if est >= goal else "NOT met")
             out.append("- %s %s: measured %s: %s; CPU-bound %s: %s (target >= %.2f)" % (
                 case, test, fmt(r, ".3f"), verdict, fmt(est, ".3f"), v2, goal))
+    for case, goal in SHARED_RATIO_TARGETS.items():
+        for test in ("SET", "GET"):
+            r, _, est = summary.get((case, test, "proxy-shared"), (None, None, None))
+            verdict = "n/a" if r is None else ("met" if r >= goal else "NOT met")
+            v2 = "n/a" if est is None else ("met" if est >= goal else "NOT met")
+            out.append("- shared mode %s %s: measured %s: %s; CPU-bound %s: %s (target >= %.2f)" % (
+                case, test, fmt(r, ".3f"), verdict, fmt(est, ".3f"), v2, goal))
     if "proxy" in mem:
         worst = max(mem["proxy"])
         out.append("- idle memory per connection: %.1f kB worst (target <= %.0f kB): %s" % (
             worst, MEM_TARGET_KB, "met" if worst <= MEM_TARGET_KB else "NOT met"))
+    if "proxy-shared" in mem:
+        worst = max(mem["proxy-shared"])
+        out.append("- shared mode, idle memory per client: %.1f kB worst (target <= %.0f kB): %s" % (
+            worst, SHARED_MEM_TARGET_KB, "met" if worst <= SHARED_MEM_TARGET_KB else "NOT met"))
     for (target, nc), growth in big.items():
         if target != "proxy":
             continue

@@ -10,7 +10,7 @@
 #              50-client -P 16 load and print the top functions, then perf, then massif with
 #              IDLE_SMALL idle connections; PROFILE_PARTS="massif" (any of callgrind, perf,
 #              massif) runs only those
-#   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all three)
+#   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all four)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
 #   --threads-variant  also measure the proxy with a single-threaded runtime (--threads 1),
 #              as target proxy-t1, beside the default (one worker per CPU)
@@ -255,6 +255,17 @@ start_proxy-cold() {
     PIDS+=("$PROXY_COLD_PID")
     wait_port "$PROXY_COLD_PORT" "$PROXY_COLD_PID" "entra-redis-proxy --warm-connections 0"
 }
+# The proxy with shared upstream connections (--pool-size SHARED_POOL, default 4; the idle test
+# uses IDLE_POOL_SIZE, default 8): every client's stateless commands over a few connections.
+start_proxy-shared() {
+    PROXY_SHARED_PORT=$(port)
+    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_SHARED_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
+        --token-file-poll 10s --pool-size "${SHARED_POOL:-4}" "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-shared.log" &
+    PROXY_SHARED_PID=$!
+    PIDS+=("$PROXY_SHARED_PID")
+    wait_port "$PROXY_SHARED_PORT" "$PROXY_SHARED_PID" "entra-redis-proxy --pool-size ${SHARED_POOL:-4}"
+}
 start_proxy-t1() {
     PROXY_T1_PORT=$(port)
     RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_T1_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
@@ -338,6 +349,7 @@ target_args() {
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
     proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
     proxy-cold) T_PORT=$PROXY_COLD_PORT; T_PID=$PROXY_COLD_PID; T_TLS=0 ;;
+    proxy-shared) T_PORT=$PROXY_SHARED_PORT; T_PID=$PROXY_SHARED_PID; T_TLS=0 ;;
     proxy-unix) T_PORT=""; T_PID=$PROXY_UNIX_PID; T_TLS=0 ;;
     stunnel) T_PORT=$STUNNEL_PORT; T_PID=$STUNNEL_PID; T_TLS=0 ;;
     haproxy) T_PORT=$HAPROXY_PORT; T_PID=$HAPROXY_PID; T_TLS=0 ;;
@@ -367,8 +379,8 @@ cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock 
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
-TARGETS=(direct proxy stunnel haproxy)
-[ "$THREADS_VARIANT" = 1 ] && TARGETS=(direct proxy proxy-t1 stunnel haproxy)
+TARGETS=(direct proxy proxy-shared stunnel haproxy)
+[ "$THREADS_VARIANT" = 1 ] && TARGETS=(direct proxy proxy-shared proxy-t1 stunnel haproxy)
 [ "$UNIX_VARIANT" = 1 ] && TARGETS+=(proxy-unix)
 wanted() { # CASE: true if CASES_ONLY is unset or names it
     [ -z "${CASES_ONLY:-}" ] || [[ " $CASES_ONLY " == *" $1 "* ]]
@@ -457,6 +469,7 @@ RESULTS="$WORK/results.tsv"
 if [ "$IDLE_ONLY" = 0 ]; then
 log "sidecars on CPU 0"
 start_proxy
+start_proxy-shared
 [ "$THREADS_VARIANT" = 1 ] && start_proxy-t1
 [ "$UNIX_VARIANT" = 1 ] && start_proxy-unix
 start_stunnel
@@ -542,6 +555,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 stop_pid "$PROXY_PID"
+stop_pid "$PROXY_SHARED_PID"
 [ -n "${PROXY_COLD_PID:-}" ] && stop_pid "$PROXY_COLD_PID"
 [ "$THREADS_VARIANT" = 1 ] && stop_pid "$PROXY_T1_PID"
 [ "$UNIX_VARIANT" = 1 ] && stop_pid "$PROXY_UNIX_PID"
@@ -576,9 +590,9 @@ IDLE="$WORK/idle.tsv"
 for n in $IDLE_SMALL $IDLE_LARGE; do
     [ "$n" -gt 0 ] || continue
     wanted idle || continue
-    for t in ${IDLE_TARGETS:-proxy stunnel haproxy}; do
+    for t in ${IDLE_TARGETS:-proxy proxy-shared stunnel haproxy}; do
         # A fresh process for each measurement: memory freed by earlier runs would hide growth.
-        "start_$t"
+        SHARED_POOL=${IDLE_POOL_SIZE:-8} "start_$t"
         target_args "$t"
         log "idle: $n connections through $t"
         out=$(lg_target idle "$t" --count "$n" --pid "$T_PID") || die "$t failed the idle test"

@@ -125,7 +125,8 @@ pub async fn run_shared<C>(
     C: ClientStream,
 {
     let Some(pool) = ctx.pool.clone() else {
-        return run(client, ctx, shutdown, id).await;
+        // Not expected (the listener checks): boxed, so the shared task stays small.
+        return Box::pin(run(client, ctx, shutdown, id)).await;
     };
     shared::run(client, ctx, pool, shutdown, id).await;
 }
@@ -621,6 +622,19 @@ mod task_size {
             size_of::<SentState>(),
             size_of::<CommandScanner>(),
             size_of::<ReplyScanner>(),
+        );
+    }
+
+    /// A shared session (`pool_size`) holds no one-to-one session while it is shared: its
+    /// task is what an idle shared client costs, besides its socket and its inbox.
+    #[test]
+    fn an_idle_shared_session_task_is_small() {
+        let task = future_size(run_shared::<tokio::net::TcpStream>);
+        eprintln!("shared session future {task} B");
+        assert!(
+            task <= 1024,
+            "the shared session task is {task} bytes: box what the new state needs only \
+             rarely (the pin is boxed already)"
         );
     }
 

@@ -379,21 +379,12 @@ impl<C: ClientStream> Shared<C> {
         loop {
             let conn = match self.pool.pick(self.proto) {
                 Some(c) => c,
-                None => {
-                    let wait = self.ctx.startup_wait;
-                    match self.pool.pick_or_wait(self.proto, wait).await {
-                        Some(c) => c,
-                        None => {
-                            let why = self.pool.why_unavailable();
-                            tracing::warn!(
-                                session = self.id,
-                                "no shared connection for a client: {why}"
-                            );
-                            let _ = write_error(&mut self.client, &format!("ERR {why}")).await;
-                            return Err(());
-                        }
-                    }
-                }
+                // Rare (start-up, a cache that cannot be reached): boxed, so that its state
+                // does not sit in every shared session's task.
+                None => match Box::pin(self.wait_for_connection()).await {
+                    Some(c) => c,
+                    None => return Err(()),
+                },
             };
             self.inbox.expect(commands);
             match conn.send(req) {
@@ -408,6 +399,22 @@ impl<C: ClientStream> Shared<C> {
                 }
             }
         }
+    }
+
+    /// Waits up to `startup_wait` for a shared connection; without one, answers the client
+    /// with the reason (no token, the cache unreachable) and returns `None`.
+    async fn wait_for_connection(&mut self) -> Option<Arc<ConnHandle>> {
+        let wait = self.ctx.startup_wait;
+        if let Some(c) = self.pool.pick_or_wait(self.proto, wait).await {
+            return Some(c);
+        }
+        let why = self.pool.why_unavailable();
+        tracing::warn!(
+            session = self.id,
+            "no shared connection for a client: {why}"
+        );
+        let _ = write_error(&mut self.client, &format!("ERR {why}")).await;
+        None
     }
 
     /// Everything before the stop has been answered: act on it. `Ok(Some)`: the shared part
