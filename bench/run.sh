@@ -9,7 +9,8 @@
 #   --profile  instead of the benchmark: run the proxy under callgrind with the
 #              50-client -P 16 load and print the top functions, then perf, then massif with
 #              IDLE_SMALL idle connections; PROFILE_PARTS="massif" (any of callgrind, perf,
-#              massif) runs only those
+#              massif) runs only those; PROFILE_TARGET=proxy-shared (perf only) and
+#              PROFILE_PIPELINE=1 profile another target or pipeline depth
 #   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all four)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
 #   --threads-variant  also measure the proxy with a single-threaded runtime (--threads 1),
@@ -257,11 +258,12 @@ start_proxy-cold() {
 }
 # The proxy with shared upstream connections (--pool-size SHARED_POOL, default 4; the idle test
 # uses IDLE_POOL_SIZE, default 8): every client's stateless commands over a few connections.
+# SHARED_ARGS adds flags (an experiment: SHARED_ARGS="--threads 1").
 start_proxy-shared() {
     PROXY_SHARED_PORT=$(port)
     RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_SHARED_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
         --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s --pool-size "${SHARED_POOL:-4}" "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-shared.log" &
+        --token-file-poll 10s --pool-size "${SHARED_POOL:-4}" ${SHARED_ARGS:-} "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-shared.log" &
     PROXY_SHARED_PID=$!
     PIDS+=("$PROXY_SHARED_PID")
     wait_port "$PROXY_SHARED_PORT" "$PROXY_SHARED_PID" "entra-redis-proxy --pool-size ${SHARED_POOL:-4}"
@@ -402,11 +404,11 @@ start_proxy_under() {
     done
     lg_target probe proxy || die "proxy does not answer under $1"
 }
-p16_load() { # N: the 50-client -P 16 SET and GET load against the proxy
+p16_load() { # N: the 50-client -P 16 (PROFILE_PIPELINE) SET and GET load against the proxy
     local t
     for t in set get; do
         taskset -c 0 redis-benchmark -h 127.0.0.1 -p "$PROXY_PORT" --user "$OID" -a "$TOKEN" \
-            -c 50 -P 16 -d 3 -n "$1" -t "$t" --csv 2>/dev/null | tail -1
+            -c 50 -P "${PROFILE_PIPELINE:-16}" -d 3 -n "$1" -t "$t" --csv 2>/dev/null | tail -1
     done
 }
 
@@ -427,8 +429,12 @@ if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" perf "* ]]; then
     # 2. perf with the cpu-clock software event, where perf works: shows the kernel's share
     #    (syscalls, TCP), which callgrind cannot see.
     if command -v perf >/dev/null && perf stat -e cpu-clock true >/dev/null 2>&1; then
-        log "perf record -e cpu-clock, 50 clients -P 16"
-        start_proxy
+        # PROFILE_TARGET=proxy-shared profiles the shared mode instead.
+        log "perf record -e cpu-clock, 50 clients -P ${PROFILE_PIPELINE:-16}, ${PROFILE_TARGET:-proxy}"
+        "start_${PROFILE_TARGET:-proxy}"
+        target_args "${PROFILE_TARGET:-proxy}"
+        PROXY_PORT=$T_PORT
+        PROXY_PID=$T_PID
         taskset -c 1 perf record -q -e cpu-clock -F 4000 -g -p "$PROXY_PID" -o "$WORK/perf.data" \
             2>/dev/null &
         PERF_PID=$!
@@ -437,6 +443,7 @@ if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" perf "* ]]; then
         p16_load "${N_PERF:-1000000}"
         kill -INT "$PERF_PID"
         wait "$PERF_PID" 2>/dev/null || true
+        [ -n "$OUT" ] && cp "$WORK/perf.data" "$OUT.perf.data"
         echo "## perf cpu-clock by dso"
         perf report -i "$WORK/perf.data" --stdio --no-children --sort dso 2>/dev/null |
             grep -v '^#' | grep -v '^$' | head -12 || true

@@ -198,13 +198,16 @@ impl SharedConn {
 
     async fn serve(&mut self) -> ConnEnd {
         let mut token_open = true;
+        // The read buffer is kept while idle: shared connections are few and busy, and
+        // freeing it after every batch costs an allocation per batch.
         loop {
-            if self.ubuf.is_empty() && self.ubuf.capacity() > 0 && self.entries.is_empty() {
-                self.ubuf = BytesMut::new();
-            }
             tokio::select! {
                 req = self.rx.recv() => {
                     let Some(req) = req else { return ConnEnd::PoolClosed };
+                    // Let the other sessions that have bytes to send run first, so that their
+                    // requests go out in this write: the runtime would otherwise run this task
+                    // right after the first sender (tokio's LIFO slot), one request a write.
+                    tokio::task::yield_now().await;
                     if let Err(e) = self.write_requests(req).await {
                         return ConnEnd::Io(e);
                     }

@@ -220,10 +220,16 @@ async fn a_lost_shared_connection_closes_only_the_clients_with_commands_in_fligh
     let metrics = admin_address(&proxy);
     wait_shared(metrics, 2.0).await;
     let mut admin = server.admin().await;
+    // The others only read, so the one shared connection whose last command is SET below is
+    // the one carrying the victim's.
     let mut idle: Vec<ProxyClient> = Vec::new();
     for i in 0..6 {
+        assert_eq!(
+            admin.cmd(&["SET", &format!("k{i}"), "v"]).await,
+            Reply::ok()
+        );
         let mut c = proxy.client().await;
-        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]).await, Reply::ok());
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]).await, Reply::bulk("v"));
         idle.push(c);
     }
     // Writes wait while the server is paused: a SET is then in flight on one shared
