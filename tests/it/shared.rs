@@ -433,3 +433,30 @@ async fn local_auth_and_quit_in_the_shared_mode() {
     );
     assert!(c.read_until_closed().await.is_empty());
 }
+
+#[test]
+fn pool_size_errors_name_the_key_and_the_fix() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_entra-redis-proxy"))
+            .env_clear()
+            .args(args)
+            .output()
+            .expect("run the proxy");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--upstream", "cache.example", "--pool-size", "500"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("`pool_size`") && err.contains("more than 64"), "{err}");
+    let (code, err) = run(&[
+        "--upstream",
+        "cache.example",
+        "--pool-size",
+        "4",
+        "--cluster=true",
+    ]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("`pool_size`") && err.contains("cluster") && err.contains("pool_size = 0"),
+        "{err}"
+    );
+}
