@@ -442,11 +442,17 @@ fn pool_size_errors_name_the_key_and_the_fix() {
             .args(args)
             .output()
             .expect("run the proxy");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["--upstream", "cache.example", "--pool-size", "500"]);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("`pool_size`") && err.contains("more than 64"), "{err}");
+    assert!(
+        err.contains("`pool_size`") && err.contains("more than 64"),
+        "{err}"
+    );
     let (code, err) = run(&[
         "--upstream",
         "cache.example",
