@@ -9,7 +9,8 @@
 #   --profile  instead of the benchmark: run the proxy under callgrind with the
 #              50-client -P 16 load and print the top functions, then perf, then massif with
 #              IDLE_SMALL idle connections; PROFILE_PARTS="massif" (any of callgrind, perf,
-#              massif) runs only those; PROFILE_TARGET=proxy-shared (perf only) and
+#              massif, heaptrack; heaptrack is not in the default) runs only those;
+#              PROFILE_TARGET=proxy-shared (perf only) and
 #              PROFILE_PIPELINE=1 profile another target or pipeline depth
 #   --idle-only only the idle-memory test (IDLE_TARGETS: which sidecars, default all four)
 #   --keep     keep the work directory (certificates, configs, logs, raw results)
@@ -462,6 +463,23 @@ if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" massif "* ]]; then
     wait "$PROXY_PID" 2>/dev/null || true
     echo "## massif, peak heap by allocation site"
     ms_print "$WORK/massif.out" 2>/dev/null | grep -A60 '(peak)' | head -90 || true
+fi
+if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" heaptrack "* ]]; then
+    # 4. heaptrack: the heap held while IDLE_SMALL connections are open, by allocation site
+    #    (its peak is then, unlike massif's, which start-up's buffers can hold).
+    command -v heaptrack >/dev/null || {
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack >/dev/null
+    }
+    log "proxy under heaptrack, ${IDLE_SMALL} idle connections"
+    start_proxy_under heaptrack -o "$WORK/heaptrack"
+    lg_target idle proxy --count "$IDLE_SMALL" --pid "$PROXY_PID" --settle 3
+    kill -INT "$PROXY_PID"
+    wait "$PROXY_PID" 2>/dev/null || true
+    echo "## heaptrack, peak heap by allocation site"
+    heaptrack_print -f "$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1)" \
+        --print-peaks 1 --print-allocators 0 --print-leaks 0 --print-temporary 0 \
+        --peak-limit 25 2>/dev/null | sed -n '/PEAK MEMORY CONSUMERS/,/^total/p' | head -150 || true
 fi
 if [ "$PROFILE" = 1 ]; then
     if [ -n "$OUT" ]; then

@@ -521,7 +521,7 @@ mod tests {
                 b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*1\r\n$4\r\nPING\r\n",
                 &limits
             ),
-            23
+            22
         );
     }
 }
