@@ -473,13 +473,15 @@ if [ "$PROFILE" = 1 ] && [[ "$PROFILE_PARTS" == *" heaptrack "* ]]; then
     }
     log "proxy under heaptrack, ${IDLE_SMALL} idle connections"
     start_proxy_under heaptrack -o "$WORK/heaptrack"
-    lg_target idle proxy --count "$IDLE_SMALL" --pid "$PROXY_PID" --settle 3
-    kill -INT "$PROXY_PID"
+    # heaptrack runs the proxy as its child: measure and stop the proxy itself.
+    APP_PID=$(pgrep -n -f "^$PROXY_BIN --listen 127.0.0.1:$PROXY_PORT")
+    lg_target idle proxy --count "$IDLE_SMALL" --pid "$APP_PID" --settle 3
+    kill -INT "$APP_PID"
     wait "$PROXY_PID" 2>/dev/null || true
     echo "## heaptrack, peak heap by allocation site"
     heaptrack_print -f "$(ls "$WORK"/heaptrack*.zst "$WORK"/heaptrack*.gz 2>/dev/null | head -1)" \
         --print-peaks 1 --print-allocators 0 --print-leaks 0 --print-temporary 0 \
-        --peak-limit 25 2>/dev/null | sed -n '/PEAK MEMORY CONSUMERS/,/^total/p' | head -150 || true
+        --peak-limit 25 2>&1 | head -250 || true
 fi
 if [ "$PROFILE" = 1 ]; then
     if [ -n "$OUT" ]; then

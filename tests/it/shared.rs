@@ -466,3 +466,72 @@ fn pool_size_errors_name_the_key_and_the_fix() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_clients_through_shared_connections_across_three_expiries() {
+    let server = RedisServer::start().await;
+    let mut rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shared_clients.py");
+    let client = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["--port", &proxy.addr.port().to_string(), "--seconds", "12"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3 (scripts/test.sh installs redis-py)");
+    // Three expiries while the clients run: each new token's user on every connection, then
+    // the old user deleted (which closes any connection still on it).
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rotator
+            .rotate(2)
+            .await
+            .unwrap_or_else(|e| panic!("rotation {round}: {e}\n{}", proxy.logs()));
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), client.wait_with_output())
+        .await
+        .expect("shared_clients.py finished in time")
+        .expect("shared_clients.py ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}, {}):\n{}\n{}",
+            output.status,
+            redact(&stdout),
+            redact(&String::from_utf8_lossy(&output.stderr))
+        )
+    });
+    assert!(
+        output.status.success(),
+        "{summary}\n{}\n{}",
+        redact(&String::from_utf8_lossy(&output.stderr)),
+        proxy.logs()
+    );
+    eprintln!("shared_clients.py: {summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(summary["ok"].as_u64().unwrap() > 1000, "{summary}");
+    let m = scrape_metrics(metrics).await;
+    for reason in ["transaction", "subscribe", "blocking"] {
+        assert!(
+            sample(&m, &format!("pins_total{{reason=\"{reason}\",upstream=\"default\"}}")) >= 1.0,
+            "no {reason} pin:\n{m}"
+        );
+    }
+    // The shared connections carried most of the commands.
+    let shared: f64 = ["resp2-0", "resp2-1", "resp3-0", "resp3-1"]
+        .iter()
+        .map(|c| {
+            sample(
+                &m,
+                &format!("shared_commands_total{{connection=\"{c}\",upstream=\"default\"}}"),
+            )
+        })
+        .sum();
+    assert!(shared > 1000.0, "{m}");
+    assert_eq!(sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"), 0.0);
+}
