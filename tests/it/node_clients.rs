@@ -47,14 +47,17 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start() -> Rig {
+    /// One-to-one (`pool_size` `None`) or with shared connections: then the script's
+    /// `CLIENT ID` (and its tracking or SELECT) pins it to a connection of its own first, and
+    /// the kill hits that one.
+    async fn start(pool_size: Option<usize>) -> Rig {
         let server = RedisServer::start().await;
         let tokens = Rotator::new(&server).await;
-        let proxy = Proxy::start(
-            &proxy_args(&server, &tokens.file.path),
-            "info,entra_redis_proxy=debug",
-        )
-        .await;
+        let mut args = proxy_args(&server, &tokens.file.path);
+        if let Some(n) = pool_size {
+            args.extend(["--pool-size".to_owned(), n.to_string()]);
+        }
+        let proxy = Proxy::start(&args, "info,entra_redis_proxy=debug").await;
         let admin = server.admin().await;
         Rig {
             _tokens: tokens,
@@ -152,7 +155,16 @@ async fn run_script(rig: &mut Rig, script: &str, extra: &[&str]) -> (i64, Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_redis_client_side_cache_reads_nothing_stale_after_a_kill() {
-    let mut rig = Rig::start().await;
+    node_redis_cache_after_a_kill(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redis_client_side_cache_reads_nothing_stale_after_a_kill_in_the_shared_mode() {
+    node_redis_cache_after_a_kill(Some(2)).await;
+}
+
+async fn node_redis_cache_after_a_kill(pool_size: Option<usize>) {
+    let mut rig = Rig::start(pool_size).await;
     let (killed, s) = run_script(&mut rig, "node_redis_cache.js", &["--key", "csc"]).await;
     assert_eq!(
         s["first_reads"],
@@ -182,7 +194,16 @@ async fn node_redis_client_side_cache_reads_nothing_stale_after_a_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ioredis_keeps_database_7_chosen_in_a_transaction_after_a_kill() {
-    let mut rig = Rig::start().await;
+    ioredis_select_after_a_kill(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis_keeps_database_7_chosen_in_a_transaction_after_a_kill_in_the_shared_mode() {
+    ioredis_select_after_a_kill(Some(2)).await;
+}
+
+async fn ioredis_select_after_a_kill(pool_size: Option<usize>) {
+    let mut rig = Rig::start(pool_size).await;
     // A read in db 0 would show this value instead of db 7's.
     assert_eq!(rig.admin.cmd(&["SET", "before", "db0"]).await, Reply::ok());
     let (killed, s) = run_script(&mut rig, "ioredis_select.js", &[]).await;

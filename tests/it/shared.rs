@@ -518,7 +518,10 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
     let m = scrape_metrics(metrics).await;
     for reason in ["transaction", "subscribe", "blocking"] {
         assert!(
-            sample(&m, &format!("pins_total{{reason=\"{reason}\",upstream=\"default\"}}")) >= 1.0,
+            sample(
+                &m,
+                &format!("pins_total{{reason=\"{reason}\",upstream=\"default\"}}")
+            ) >= 1.0,
             "no {reason} pin:\n{m}"
         );
     }
@@ -533,5 +536,8 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
         })
         .sum();
     assert!(shared > 1000.0, "{m}");
-    assert_eq!(sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"), 0.0);
+    assert_eq!(
+        sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"),
+        0.0
+    );
 }
