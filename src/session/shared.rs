@@ -292,11 +292,20 @@ impl<C: ClientStream> Shared<C> {
         if is("AUTH") {
             return Some(self.local_auth(args, len));
         }
-        if !self.client_authed {
-            return Some(Stop::Pin("noauth"));
-        }
         if is("QUIT") {
             return Some(Stop::Quit);
+        }
+        if !self.client_authed {
+            // As the one-to-one session answers it, without taking a connection for a client
+            // that has not authenticated; a HELLO (its AUTH option) or RESET is the
+            // one-to-one session's to handle.
+            if is("HELLO") || is("RESET") {
+                return Some(Stop::Pin("noauth"));
+            }
+            return Some(Stop::Local(
+                Cow::Borrowed(b"-NOAUTH Authentication required.\r\n"),
+                len,
+            ));
         }
         if is("CLUSTER") {
             // Not a cluster (the shared mode is off in cluster mode): an ordinary command.
