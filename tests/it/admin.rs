@@ -25,6 +25,11 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// gets `Connection: close` after its request line, so that the server closes after answering
 /// (it keeps connections alive otherwise).
 async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    try_raw(addr, request).await.unwrap()
+}
+
+/// [`raw`], with the I/O error (a connection the endpoint refused at its limit is reset).
+async fn try_raw(addr: std::net::SocketAddr, request: &[u8]) -> std::io::Result<String> {
     let mut request = request.to_vec();
     if request.starts_with(b"GET ")
         || request.starts_with(b"HEAD ")
@@ -34,14 +39,13 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
             request.splice(i + 2..i + 2, b"Connection: close\r\n".iter().copied());
         }
     }
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(&request).await.unwrap();
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&request).await?;
     let mut out = Vec::new();
     tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
         .await
-        .expect("admin response in time")
-        .unwrap();
-    String::from_utf8(out).unwrap()
+        .expect("admin response in time")?;
+    Ok(String::from_utf8(out).unwrap())
 }
 
 /// `GET path`: status and body.
@@ -51,6 +55,11 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
     )
     .await;
+    parse_response(&text)
+}
+
+/// An HTTP response's status and body.
+fn parse_response(text: &str) -> (u16, String) {
     let status = text
         .strip_prefix("HTTP/1.1 ")
         .and_then(|r| r.get(..3))
@@ -69,7 +78,19 @@ async fn wait_for(
 ) -> (u16, String) {
     let start = Instant::now();
     loop {
-        let (status, body) = get(addr, path).await;
+        // A connection made while the endpoint is still at its connection limit is closed at
+        // once (reset, or closed without a byte): not an answer yet.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let Some(text) = try_raw(addr, request.as_bytes())
+            .await
+            .ok()
+            .filter(|t| !t.is_empty())
+        else {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (status, body) = parse_response(&text);
         if pred(status, &body) {
             return (status, body);
         }
