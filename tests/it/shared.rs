@@ -546,3 +546,50 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_session_takes_a_warm_connection() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let mut args = pool_args(&server, &rotator.file.path, 2);
+    let at = args.iter().position(|a| a == "--warm-connections").unwrap();
+    args[at + 1] = "2".into();
+    let proxy = Proxy::start(&args, "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let warm_ready = |m: &str| sample(m, "warm_connections{upstream=\"default\"}");
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            warm_ready(&scrape_metrics(metrics).await) == 2.0
+        })
+        .await
+    );
+    // Shared commands take no warm connection; the pin does, and the pool refills.
+    let mut c = proxy.client().await;
+    assert_eq!(c.cmd(&["SET", "k", "1"]).await, Reply::ok());
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(warm_ready(&m), 2.0, "{m}");
+    assert_eq!(c.cmd(&["WATCH", "k"]).await, Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("1"));
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        sample(
+            &m,
+            "warm_connection_uses_total{result=\"hit\",upstream=\"default\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "pins_total{reason=\"watch\",upstream=\"default\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            warm_ready(&scrape_metrics(metrics).await) == 2.0
+        })
+        .await,
+        "the warm pool was not refilled"
+    );
+}
