@@ -14,8 +14,9 @@ from collections import defaultdict
 # with --threads 1 (bench/run.sh --threads-variant); proxy-unix: the proxy with its client on
 # a Unix socket (--unix-variant).
 # proxy-shared: the proxy with shared upstream connections (--pool-size).
+# direct-plain: redis-server's plain-TCP port, in the connect case only (the floor: no TLS).
 TARGETS = ["direct", "proxy", "proxy-shared", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel",
-           "haproxy"]
+           "haproxy", "direct-plain"]
 # (case, test) -> minimum ratio the proxy must reach.
 RATIO_TARGETS = {"c50-P16": 0.90, "c50-P1": 0.65, "c1-P1": 0.85}
 # The same for the shared mode (issue 14).

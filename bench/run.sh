@@ -207,9 +207,12 @@ TOKEN=$(cat "$WORK/token")
 
 # ------------------------------------------------------------------ redis-server (TLS only)
 REDIS_PORT=$(port)
+# A plain-TCP port too, for the connect case's floor only (direct-plain: no TLS at all, so no
+# sidecar can be faster); every other case uses the TLS port.
+REDIS_PLAIN_PORT=$(port)
 cat >"$WORK/redis.conf" <<EOF
 bind 127.0.0.1
-port 0
+port $REDIS_PLAIN_PORT
 tls-port $REDIS_PORT
 tls-cert-file $WORK/server.pem
 tls-key-file $WORK/server.key
@@ -349,6 +352,7 @@ stop_pid() {
 target_args() {
     case "$1" in
     direct) T_PORT=$REDIS_PORT; T_PID=""; T_TLS=1 ;;
+    direct-plain) T_PORT=$REDIS_PLAIN_PORT; T_PID=""; T_TLS=0 ;;
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
     proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
     proxy-cold) T_PORT=$PROXY_COLD_PORT; T_PID=$PROXY_COLD_PID; T_TLS=0 ;;
@@ -561,7 +565,7 @@ for spec in "${CASES[@]}"; do
 done
 
 wanted connect && log "case connect: $N_CONNECT sequential connect + AUTH + PING + close"
-CONNECT_TARGETS=("${TARGETS[@]}")
+CONNECT_TARGETS=("${TARGETS[@]}" direct-plain)
 if wanted connect && "$PROXY_BIN" --help 2>&1 | grep -q -- '--warm-connections'; then
     start_proxy-cold
     CONNECT_TARGETS+=(proxy-cold)
