@@ -593,3 +593,58 @@ async fn a_pinned_session_takes_a_warm_connection() {
         "the warm pool was not refilled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_stream_through_a_shared_connection_byte_for_byte() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 1), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 1.0).await;
+    // Values set directly, so that the proxied clients send only small GETs (a large SET
+    // would pin its client): the replies come over the one shared connection, in pieces.
+    let mut admin = server.admin().await;
+    let values: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            (0..(3 << 20) + i as usize * 7919)
+                .map(|j| (j as u8) ^ i)
+                .collect()
+        })
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(
+            admin
+                .cmd(&[b"SET".as_slice(), format!("big:{i}").as_bytes(), v])
+                .await,
+            Reply::ok()
+        );
+    }
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let mut client = proxy.client().await;
+        let values = values.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..3 {
+                let i = (c + round) % values.len();
+                let got = client.cmd(&["GET", &format!("big:{i}")]).await;
+                assert!(got == Reply::Bulk(values[i].clone()), "client {c}, big:{i}");
+                assert_eq!(client.cmd(&["PING"]).await, Reply::status("PONG"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let m = scrape_metrics(metrics).await;
+    assert!(
+        !m.contains("entra_redis_proxy_pins_total{"),
+        "a client was pinned:\n{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "shared_commands_total{connection=\"resp2-0\",upstream=\"default\"}"
+        ) >= 24.0,
+        "{m}"
+    );
+}
