@@ -4,7 +4,9 @@
 //! Only commands that leave no connection state come here (the allow-list in
 //! `session/stateless.rs`), each answered by exactly one frame: no subscription, MONITOR,
 //! `CLIENT REPLY` or transaction ever runs on a shared connection, so the reply stream is
-//! one frame per command, in order, and "whose is this frame" is the head of one queue.
+//! one frame per command, in order, and "whose is this frame" is the head of one queue. The
+//! one frame that answers no command, a RESP3 push (an invalidation some client redirected to
+//! this connection's id, which HELLO's reply shows), is dropped.
 //!
 //! Batching is the point: the requests of every session that sent since the last write go
 //! out in one write (one TLS record run, one syscall), and one read of the cache's replies
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
@@ -128,6 +130,10 @@ pub struct SharedConn {
     uscan: ReplyScanner,
     /// Frames complete at the start of `ubuf` that belong to the head entry, not yet pushed.
     done: u32,
+    /// The frame at the start of `ubuf` is a RESP3 push being read (to be dropped).
+    in_push: bool,
+    /// The connection's protocol (2 or 3).
+    proto: u8,
     /// Bytes at the start of `ubuf` scanned so far (complete frames, then the scanned part
     /// of an incomplete one).
     pos: usize,
@@ -144,12 +150,14 @@ pub struct SharedConn {
 }
 
 impl SharedConn {
-    /// A connection authenticated with the token of `generation`, ready to serve `rx`.
+    /// A connection of protocol `proto`, authenticated with the token of `generation`, ready
+    /// to serve `rx`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: UpstreamStream,
         rx: mpsc::UnboundedReceiver<Request>,
         handle: Arc<ConnHandle>,
+        proto: u8,
         generation: u64,
         tokens: TokenManagerHandle,
         metrics: Arc<Metrics>,
@@ -166,6 +174,8 @@ impl SharedConn {
             ubuf: BytesMut::new(),
             uscan: ReplyScanner::default(),
             done: 0,
+            in_push: false,
+            proto,
             pos: 0,
             wbuf: BytesMut::new(),
             token_rx,
@@ -310,6 +320,36 @@ impl SharedConn {
     /// Cuts what `ubuf` holds into runs of frames, each pushed to the session it answers.
     async fn route(&mut self) -> Result<(), ConnEnd> {
         loop {
+            // A RESP3 push answers no command: on a shared connection only an invalidation
+            // some client's `CLIENT TRACKING ... REDIRECT <this connection's id>` sent here
+            // (HELLO's reply shows that id). It is dropped, whole, and never routed.
+            let push_starts =
+                self.proto == 3 && !self.uscan.in_frame() && self.ubuf.get(self.pos) == Some(&b'>');
+            if self.in_push || push_starts {
+                if !self.in_push && self.done > 0 {
+                    // The replies before it go first.
+                    let inbox = self.entries.front().and_then(|e| e.inbox.clone());
+                    let upto = self.pos;
+                    self.deliver(inbox, upto).await?;
+                }
+                self.in_push = true;
+                let scanned = self
+                    .uscan
+                    .scan(&self.ubuf[self.pos..], self.max_bulk)
+                    .map_err(|e| ConnEnd::Protocol(e.to_string()))?;
+                let Some(len) = scanned else {
+                    return Ok(());
+                };
+                debug_assert_eq!(self.pos, 0, "a push starts at the front once replies went");
+                self.ubuf.advance(len);
+                self.in_push = false;
+                tracing::debug!(
+                    upstream = self.metrics.upstream_name(),
+                    connection = %self.handle.label,
+                    "dropped a push frame on a shared connection"
+                );
+                continue;
+            }
             let Some(head) = self.entries.front_mut() else {
                 if self.ubuf.is_empty() {
                     return Ok(());

@@ -214,6 +214,7 @@ impl Pool {
                 stream,
                 rx,
                 handle.clone(),
+                proto,
                 token.generation(),
                 self.tokens.clone(),
                 self.metrics.clone(),

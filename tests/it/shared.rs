@@ -648,3 +648,68 @@ async fn large_replies_stream_through_a_shared_connection_byte_for_byte() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_redirected_to_a_shared_connection_are_dropped() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let mut proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 1), "debug").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 1.0).await;
+    // HELLO's reply on the shared mode carries the RESP3 shared connection's id; a client
+    // that takes it as a redirect target sends its invalidations there.
+    let mut c3 = proxy.client().await;
+    let hello = c3.cmd(&["HELLO", "3"]).await;
+    let Some(Reply::Int(id)) = hello.field("id") else {
+        panic!("no id in {hello:?}");
+    };
+    let mut admin = server.admin().await;
+    let target = admin
+        .client_list()
+        .await
+        .into_iter()
+        .find(|c| c.id == *id as u64)
+        .expect("the id is a connection");
+    assert_eq!(target.name, "entra-redis-proxy-shared-resp3-0");
+    let mut tracker = proxy.client().await;
+    assert_eq!(
+        tracker
+            .cmd(&[
+                "CLIENT",
+                "TRACKING",
+                "ON",
+                "REDIRECT",
+                &id.to_string(),
+                "BCAST"
+            ])
+            .await,
+        Reply::ok()
+    );
+    // Every SET now sends an invalidation push to the shared connection; the RESP3 client's
+    // replies must be its own, in order, and the shared connection must stay up (a push
+    // taken for a reply would shift every reply after it, and end in "a reply to no
+    // command").
+    for i in 0..50 {
+        let v = i.to_string();
+        assert_eq!(c3.cmd(&["SET", "tracked", &v]).await, Reply::ok());
+        assert_eq!(c3.cmd(&["GET", "tracked"]).await, Reply::bulk(&v));
+    }
+    let mut c2 = proxy.client().await;
+    assert_eq!(c2.cmd(&["GET", "tracked"]).await, Reply::bulk("49"));
+    assert!(proxy.is_running());
+    let logs = proxy.logs();
+    assert!(
+        !logs.contains("shared connection lost"),
+        "a push broke the shared connection:\n{logs}"
+    );
+    assert!(logs.contains("dropped a push frame on a shared connection"));
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        sample(
+            &m,
+            "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
+        ),
+        0.0,
+        "{m}"
+    );
+}
