@@ -31,6 +31,7 @@ use crate::resp::{self, ReplyScanner};
 use crate::sockio::{read_available, ReadOutcome};
 use crate::token::{CurrentToken, TokenManagerHandle};
 use crate::upstream::UpstreamStream;
+use crate::warm::KEEPALIVE;
 
 /// Most bytes read from the cache before they are routed (reading goes on at once after).
 const READ_BUDGET: usize = 64 * 1024;
@@ -94,10 +95,20 @@ impl ConnHandle {
     }
 }
 
+/// Whose command a frame in the reply stream answers.
+#[derive(Clone)]
+enum Owner {
+    /// A session's, by its inbox.
+    Session(Arc<Inbox>),
+    /// The proxy's re-AUTH.
+    Auth,
+    /// The proxy's keep-alive PING.
+    Ping,
+}
+
 /// What a frame in the reply stream answers.
 struct Entry {
-    /// The session's inbox; `None`: the proxy's own AUTH.
-    inbox: Option<Arc<Inbox>>,
+    owner: Owner,
     /// Frames still to come for this entry.
     remaining: u32,
 }
@@ -141,6 +152,8 @@ pub struct SharedConn {
     token_rx: watch::Receiver<CurrentToken>,
     /// Generation of the token this connection is authenticated with (or being re-AUTHed to).
     generation: u64,
+    /// When the last request, AUTH or PING was written (keep-alive).
+    last_write: Instant,
     /// When the token it is re-AUTHing to was seen (for `reauth_duration_seconds`).
     reauth_since: Option<Instant>,
     tokens: TokenManagerHandle,
@@ -180,6 +193,7 @@ impl SharedConn {
             wbuf: BytesMut::new(),
             token_rx,
             generation,
+            last_write: Instant::now(),
             reauth_since: None,
             tokens,
             metrics,
@@ -196,7 +210,7 @@ impl SharedConn {
         let end = self.serve().await;
         self.rx.close();
         for entry in self.entries.drain(..) {
-            if let Some(inbox) = entry.inbox {
+            if let Owner::Session(inbox) = entry.owner {
                 inbox.lose();
             }
         }
@@ -208,6 +222,11 @@ impl SharedConn {
 
     async fn serve(&mut self) -> ConnEnd {
         let mut token_open = true;
+        // An idle connection is PINGed, as the warm ones are: Azure closes connections idle
+        // for about ten minutes, and a session could send to one just as it closes.
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.reset();
         // The read buffer is kept while idle: shared connections are few and busy, and
         // freeing it after every batch costs an allocation per batch.
         loop {
@@ -228,6 +247,13 @@ impl SharedConn {
                     }
                     if let Err(end) = self.drain_upstream().await {
                         return end;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if self.entries.is_empty() && self.last_write.elapsed() >= KEEPALIVE {
+                        if let Err(e) = self.ping().await {
+                            return ConnEnd::Io(e);
+                        }
                     }
                 }
                 changed = self.token_rx.changed(), if token_open => {
@@ -251,7 +277,7 @@ impl SharedConn {
         while let Some(req) = next.take() {
             commands += u64::from(req.commands);
             self.entries.push_back(Entry {
-                inbox: Some(req.inbox),
+                owner: Owner::Session(req.inbox),
                 remaining: req.commands,
             });
             if single.is_none() && self.wbuf.is_empty() {
@@ -268,6 +294,7 @@ impl SharedConn {
             }
         }
         self.commands.inc_by(commands);
+        self.last_write = Instant::now();
         match single {
             Some(b) => self.stream.write_all(&b).await?,
             None => {
@@ -292,10 +319,22 @@ impl SharedConn {
         self.generation = token.generation();
         self.reauth_since = Some(Instant::now());
         self.entries.push_back(Entry {
-            inbox: None,
+            owner: Owner::Auth,
             remaining: 1,
         });
+        self.last_write = Instant::now();
         self.stream.write_all(token.auth_command()).await?;
+        self.stream.flush().await
+    }
+
+    /// Sends a keep-alive PING (its reply is checked and dropped).
+    async fn ping(&mut self) -> std::io::Result<()> {
+        self.entries.push_back(Entry {
+            owner: Owner::Ping,
+            remaining: 1,
+        });
+        self.last_write = Instant::now();
+        self.stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
         self.stream.flush().await
     }
 
@@ -328,9 +367,11 @@ impl SharedConn {
             if self.in_push || push_starts {
                 if !self.in_push && self.done > 0 {
                     // The replies before it go first.
-                    let inbox = self.entries.front().and_then(|e| e.inbox.clone());
+                    let owner = self.entries.front().map(|e| e.owner.clone());
                     let upto = self.pos;
-                    self.deliver(inbox, upto).await?;
+                    if let Some(owner) = owner {
+                        self.deliver(owner, upto).await?;
+                    }
                 }
                 self.in_push = true;
                 let scanned = self
@@ -369,21 +410,21 @@ impl SharedConn {
                     head.remaining -= 1;
                     if head.remaining == 0 {
                         let entry = self.entries.pop_front().expect("the head entry");
-                        self.deliver(entry.inbox, self.pos).await?;
+                        self.deliver(entry.owner, self.pos).await?;
                     }
                 }
                 None => {
                     // Complete frames of the head entry go now; so does the scanned part of a
                     // large frame (its session gets it in pieces, the buffer stays small).
                     let partial = self.uscan.scanned();
-                    let inbox = head.inbox.clone();
-                    if inbox.is_some() && partial >= STREAM_THRESHOLD {
+                    let owner = head.owner.clone();
+                    if matches!(owner, Owner::Session(_)) && partial >= STREAM_THRESHOLD {
                         let upto = self.pos + partial;
-                        self.deliver(inbox, upto).await?;
+                        self.deliver(owner, upto).await?;
                         self.uscan.rebase(partial);
                     } else if self.done > 0 {
                         let upto = self.pos;
-                        self.deliver(inbox, upto).await?;
+                        self.deliver(owner, upto).await?;
                     }
                     return Ok(());
                 }
@@ -391,15 +432,29 @@ impl SharedConn {
         }
     }
 
-    /// Hands the first `upto` bytes of `ubuf` (answering `self.done` commands) to `inbox`,
-    /// or checks them as the reply to the proxy's AUTH (`inbox` is `None`).
-    async fn deliver(&mut self, inbox: Option<Arc<Inbox>>, upto: usize) -> Result<(), ConnEnd> {
+    /// Hands the first `upto` bytes of `ubuf` (answering `self.done` commands) to their
+    /// session's inbox, or checks them as the reply to the proxy's own AUTH or PING.
+    async fn deliver(&mut self, owner: Owner, upto: usize) -> Result<(), ConnEnd> {
         let bytes = self.ubuf.split_to(upto).freeze();
         let completed = std::mem::take(&mut self.done);
         self.pos -= upto.min(self.pos);
-        let Some(inbox) = inbox else {
-            self.on_auth_reply(&bytes);
-            return Ok(());
+        let inbox = match owner {
+            Owner::Session(inbox) => inbox,
+            Owner::Auth => {
+                self.on_auth_reply(&bytes);
+                return Ok(());
+            }
+            Owner::Ping => {
+                if &bytes[..] != b"+PONG\r\n" {
+                    tracing::warn!(
+                        upstream = self.metrics.upstream_name(),
+                        connection = %self.handle.label,
+                        reply = %String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim(),
+                        "unexpected reply to a shared connection's keep-alive PING"
+                    );
+                }
+                return Ok(());
+            }
         };
         self.handle
             .load

@@ -713,3 +713,50 @@ async fn invalidations_redirected_to_a_shared_connection_are_dropped() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_connections_the_cache_closes_while_idle_are_replaced_unseen() {
+    let server = RedisServer::start().await;
+    let rotator = Rotator::new(&server).await;
+    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
+    let metrics = admin_address(&proxy);
+    wait_shared(metrics, 2.0).await;
+    let mut idle = proxy.client().await;
+    assert_eq!(idle.cmd(&["SET", "k", "1"]).await, Reply::ok());
+    // The cache closes connections idle for a second (as Azure does after about ten
+    // minutes): the shared ones go, and come back.
+    let mut admin = server.admin().await;
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "timeout", "1"]).await,
+        Reply::ok()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            proxy.logs().matches("shared connection lost").count() >= 2
+        })
+        .await,
+        "the cache never closed an idle shared connection:\n{}",
+        proxy.logs()
+    );
+    // (The idle admin connection was closed too: a new one.)
+    let mut admin = server.admin().await;
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "timeout", "0"]).await,
+        Reply::ok()
+    );
+    wait_shared(metrics, 2.0).await;
+    // The client had nothing in flight: it never saw any of it (it has no upstream connection
+    // of its own that the cache could time out).
+    for _ in 0..10 {
+        assert_eq!(idle.cmd(&["GET", "k"]).await, Reply::bulk("1"));
+    }
+    let m = scrape_metrics(metrics).await;
+    assert_eq!(
+        sample(
+            &m,
+            "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
+        ),
+        0.0,
+        "{m}"
+    );
+}
