@@ -195,13 +195,27 @@ impl Pool {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let wait = backoff(failures);
-                    tracing::warn!(
-                        upstream = self.metrics.upstream_name(),
-                        connection = %label,
-                        error = %error,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "cannot open a shared connection"
-                    );
+                    // Every slot retries every few seconds while the cache is down: a warning
+                    // on the first failure and about once a minute after, the rest at debug.
+                    if failures % 12 == 1 {
+                        tracing::warn!(
+                            upstream = self.metrics.upstream_name(),
+                            connection = %label,
+                            error = %error,
+                            failures,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "cannot open a shared connection"
+                        );
+                    } else {
+                        tracing::debug!(
+                            upstream = self.metrics.upstream_name(),
+                            connection = %label,
+                            error = %error,
+                            failures,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "cannot open a shared connection"
+                        );
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => {}

@@ -760,3 +760,35 @@ async fn shared_connections_the_cache_closes_while_idle_are_replaced_unseen() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_connection_a_client_gets_an_error_that_names_the_cause() {
+    // The cache's port refuses connections.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let token = Token::mint(Duration::from_secs(3600));
+    let file = TokenFile::new(&token);
+    let ca = TlsMaterial::generate();
+    let mut args = proxy_args_to(&format!("127.0.0.1:{closed}"), &ca.ca_file, &file.path);
+    args.extend(
+        ["--pool-size", "2", "--startup-wait", "700ms"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let proxy = Proxy::start(&args, "info").await;
+    let mut c = proxy.client().await;
+    c.send(&["PING"]).await;
+    let replies = c.read_until_closed().await;
+    match replies.as_slice() {
+        [Reply::Error(e)] => {
+            assert!(
+                e.contains("cannot open the upstream connection") && e.contains("refused"),
+                "{e}"
+            );
+            assert!(!e.contains(&token.jwt), "{e}");
+        }
+        other => panic!("want one error then the close, got {other:?}"),
+    }
+}
