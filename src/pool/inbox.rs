@@ -76,6 +76,13 @@ impl Inbox {
         (s.outstanding, !s.chunks.is_empty())
     }
 
+    /// True when every command sent has been answered (the bytes may still wait untaken), and
+    /// no loss was reported.
+    pub fn answered_all(&self) -> bool {
+        let s = self.lock();
+        s.outstanding == 0 && !s.lost
+    }
+
     /// True when every command sent has been answered and every byte taken (never after a
     /// loss, which [`Inbox::poll_take`] reports).
     pub fn is_settled(&self) -> bool {
@@ -177,6 +184,7 @@ mod tests {
         assert!(!inbox.push(Bytes::from_static(b"$5\r\nhe"), 0));
         assert!(!inbox.push(Bytes::from_static(b"llo\r\n:1\r\n"), 2));
         assert_eq!(inbox.in_flight(), (0, true));
+        assert!(inbox.answered_all());
         assert!(!inbox.is_settled());
         let mut all = Vec::new();
         while let Poll::Ready(Taken::Bytes(b)) = take_now(&inbox) {
@@ -199,6 +207,7 @@ mod tests {
         );
         assert_eq!(take_now(&inbox), Poll::Ready(Taken::Lost));
         assert!(!inbox.is_settled());
+        assert!(!inbox.answered_all());
     }
 
     #[test]

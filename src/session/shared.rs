@@ -379,10 +379,20 @@ impl<C: ClientStream> Shared<C> {
             // Replies are due from `conn`: stay on it, so they come back in order.
             if let Some(conn) = &self.conn {
                 self.inbox.expect(commands);
-                // If it ended, it reports the loss of the commands in flight on it, and the
-                // client is closed: these are not sent elsewhere, after them.
-                let _ = conn.send(req);
-                return Ok(());
+                match conn.send(req) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => {
+                        // It has ended. If commands of this session were still in flight on
+                        // it, it reports their loss and the client is closed: these must
+                        // not run elsewhere after them. If it answered them all just before
+                        // it ended, nothing is owed and another connection may take these.
+                        self.inbox.forget(commands);
+                        if !self.inbox.answered_all() {
+                            return Ok(());
+                        }
+                        req = back;
+                    }
+                }
             }
         }
         loop {
