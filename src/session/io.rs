@@ -7,6 +7,17 @@ pub(super) use crate::sockio::{read_available, ReadOutcome, READ_CHUNK};
 /// Client bytes read ahead while a blocking command holds the session.
 pub(super) const HELD_MAX: usize = 1024 * 1024;
 
+/// Polls the drain timer a session builds only while draining (`None`: never ready).
+pub(super) fn poll_timer(
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    match timer.as_mut() {
+        Some(sleep) => std::future::Future::poll(sleep.as_mut(), cx),
+        None => std::task::Poll::Pending,
+    }
+}
+
 /// Most bytes read from a client in one turn of a session's loop.
 pub(super) const CLIENT_READ_BUDGET: usize = 256 * 1024;
 

@@ -60,7 +60,7 @@ use crate::resp::{CommandScanner, Limits, ProtocolError, ReplyScanner};
 use crate::token::{AccessToken, CurrentToken, Secret, TokenManagerHandle};
 use crate::upstream::{UpstreamConnector, UpstreamStream};
 use blocking::Blocking;
-use io::{read_available, ReadOutcome, Segment, CLIENT_READ_BUDGET, HELD_MAX};
+use io::{poll_timer, read_available, ReadOutcome, Segment, CLIENT_READ_BUDGET, HELD_MAX};
 use queue::ReplyQueue;
 use replication::Replication;
 use state::{ConnState, SentState};
@@ -555,10 +555,7 @@ impl<C: ClientStream> Session<C> {
                         draining_since = Some(Instant::now());
                     }
                 }
-                _ = std::future::poll_fn(|cx| match drain_sleep.as_mut() {
-                    Some(sleep) => std::future::Future::poll(sleep.as_mut(), cx),
-                    None => Poll::Pending,
-                }), if draining_since.is_some() => {}
+                _ = std::future::poll_fn(|cx| poll_timer(&mut drain_sleep, cx)), if draining_since.is_some() => {}
             }
         }
         let _ = self.client.shutdown().await;

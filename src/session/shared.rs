@@ -29,7 +29,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -38,7 +37,7 @@ use tokio::sync::watch;
 
 use super::client::matches_password;
 use super::command::{auth_arity_error, frame_args, quick_kind, Kind};
-use super::io::{read_available, ReadOutcome, CLIENT_READ_BUDGET, HELD_MAX};
+use super::io::{poll_timer, read_available, ReadOutcome, CLIENT_READ_BUDGET, HELD_MAX};
 use super::stream::STREAM_THRESHOLD;
 use super::{write_error, ClientStream, SessionContext};
 use crate::metrics::GaugeGuard;
@@ -221,10 +220,7 @@ impl<C: ClientStream> Shared<C> {
                         draining_since = Some(Instant::now());
                     }
                 }
-                _ = std::future::poll_fn(|cx| match drain_sleep.as_mut() {
-                    Some(sleep) => std::future::Future::poll(sleep.as_mut(), cx),
-                    None => Poll::Pending,
-                }), if draining_since.is_some() => {}
+                _ = std::future::poll_fn(|cx| poll_timer(&mut drain_sleep, cx)), if draining_since.is_some() => {}
             }
         }
     }

@@ -10,27 +10,39 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The harness's arguments with `--pool-size pool` and the admin endpoint on.
-fn pool_args(server: &RedisServer, token_file: &std::path::Path, pool: usize) -> Vec<String> {
-    let mut args = proxy_args(server, token_file);
-    let at = args.iter().position(|a| a == "--admin-listen").unwrap();
-    args[at + 1] = "127.0.0.1:0".into();
-    args.extend(["--pool-size".to_owned(), pool.to_string()]);
-    args
+/// A server, its first token's user, and a proxy in front of it with `--pool-size pool` and
+/// the admin endpoint on, once its RESP2 shared connections are open.
+struct Rig {
+    server: RedisServer,
+    rotator: Rotator,
+    proxy: Proxy,
+    /// The admin endpoint.
+    metrics: std::net::SocketAddr,
 }
 
-fn sample(m: &str, name: &str) -> f64 {
-    metric_value(m, &format!("entra_redis_proxy_{name}"))
-}
+impl Rig {
+    async fn start(pool: usize) -> Rig {
+        Rig::start_with(pool, "info", |_| {}).await
+    }
 
-/// Connections on the server authenticated as `user`.
-async fn on_server(admin: &mut Admin, user: &str) -> Vec<ClientInfo> {
-    admin
-        .client_list()
-        .await
-        .into_iter()
-        .filter(|c| c.user == user)
-        .collect()
+    /// [`Rig::start`] at log level `log`, with `edit` applied to the proxy's arguments.
+    async fn start_with(pool: usize, log: &str, edit: impl FnOnce(&mut Vec<String>)) -> Rig {
+        let server = RedisServer::start().await;
+        let rotator = Rotator::new(&server).await;
+        let mut args = proxy_args(&server, &rotator.file.path);
+        set_flag(&mut args, "--admin-listen", "127.0.0.1:0");
+        args.extend(["--pool-size".to_owned(), pool.to_string()]);
+        edit(&mut args);
+        let proxy = Proxy::start(&args, log).await;
+        let metrics = admin_address(&proxy);
+        wait_shared(metrics, pool as f64).await;
+        Rig {
+            server,
+            rotator,
+            proxy,
+            metrics,
+        }
+    }
 }
 
 /// Waits until `shared_connections` is `n`.
@@ -38,7 +50,7 @@ async fn wait_shared(metrics: std::net::SocketAddr, n: f64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let m = scrape_metrics(metrics).await;
-        if sample(&m, "shared_connections{upstream=\"default\"}") == n {
+        if proxy_metric(&m, "shared_connections{upstream=\"default\"}") == n {
             return;
         }
         assert!(
@@ -51,11 +63,12 @@ async fn wait_shared(metrics: std::net::SocketAddr, n: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_clients_share_four_connections_through_three_expiries() {
-    let server = RedisServer::start().await;
-    let mut rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 4), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 4.0).await;
+    let Rig {
+        server: _server,
+        mut rotator,
+        proxy,
+        metrics,
+    } = Rig::start(4).await;
 
     // 300 clients, each counting on a key of its own with pipelines of 3 INCRs: every reply
     // must be the next number, so a lost, duplicated or misrouted reply shows.
@@ -110,7 +123,7 @@ async fn three_hundred_clients_share_four_connections_through_three_expiries() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let user = rotator.current.oid.clone();
     loop {
-        let conns = on_server(&mut rotator.admin, &user).await;
+        let conns = rotator.admin.clients_as(&user).await;
         let blpop = conns.iter().any(|c| c.cmd == "blpop");
         if blpop && conns.len() == 4 + 3 {
             break;
@@ -178,7 +191,7 @@ async fn three_hundred_clients_share_four_connections_through_three_expiries() {
     let m = scrape_metrics(metrics).await;
     for reason in ["transaction", "subscribe", "blocking"] {
         assert_eq!(
-            sample(
+            proxy_metric(
                 &m,
                 &format!("pins_total{{reason=\"{reason}\",upstream=\"default\"}}")
             ),
@@ -186,15 +199,18 @@ async fn three_hundred_clients_share_four_connections_through_three_expiries() {
             "{reason}:\n{m}"
         );
     }
-    assert_eq!(sample(&m, "shared_connections{upstream=\"default\"}"), 4.0);
-    assert!(sample(&m, "reauth_total{result=\"success\",upstream=\"default\"}") >= 3.0 * 7.0);
     assert_eq!(
-        sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"),
+        proxy_metric(&m, "shared_connections{upstream=\"default\"}"),
+        4.0
+    );
+    assert!(proxy_metric(&m, "reauth_total{result=\"success\",upstream=\"default\"}") >= 3.0 * 7.0);
+    assert_eq!(
+        proxy_metric(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"),
         0.0
     );
     let per_conn: f64 = (0..4)
         .map(|i| {
-            sample(
+            proxy_metric(
                 &m,
                 &format!("shared_commands_total{{connection=\"resp2-{i}\",upstream=\"default\"}}"),
             )
@@ -214,11 +230,12 @@ async fn shared_running(admin: &mut Admin, cmd: &str) -> Option<ClientInfo> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_shared_connection_closes_only_the_clients_with_commands_in_flight_on_it() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
+    let Rig {
+        server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start(2).await;
     let mut admin = server.admin().await;
     // The others only read, so the one shared connection whose last command is SET below is
     // the one carrying the victim's.
@@ -268,7 +285,7 @@ async fn a_lost_shared_connection_closes_only_the_clients_with_commands_in_fligh
     assert_eq!(late.cmd(&["GET", "lost"]).await, Reply::Null);
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
         ),
@@ -280,11 +297,12 @@ async fn a_lost_shared_connection_closes_only_the_clients_with_commands_in_fligh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reauth_of_a_shared_connection_reaches_no_client() {
-    let server = RedisServer::start().await;
-    let mut rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
+    let Rig {
+        server: _server,
+        mut rotator,
+        proxy,
+        metrics,
+    } = Rig::start(2).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(proxy.client().await);
@@ -298,7 +316,7 @@ async fn a_refused_reauth_of_a_shared_connection_reaches_no_client() {
     rotator.file.write(&bad);
     let refused = wait_until(Duration::from_secs(10), || async {
         let m = scrape_metrics(metrics).await;
-        sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}") >= 2.0
+        proxy_metric(&m, "reauth_total{result=\"failure\",upstream=\"default\"}") >= 2.0
     })
     .await;
     assert!(refused, "no refused re-AUTH:\n{}", proxy.logs());
@@ -320,11 +338,12 @@ async fn a_refused_reauth_of_a_shared_connection_reaches_no_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resp3_clients_use_resp3_shared_connections_and_pins_keep_the_client_state() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
+    let Rig {
+        server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start(2).await;
     let mut admin = server.admin().await;
 
     // RESP3 through the shared connections: the HELLO moves the session to them.
@@ -380,7 +399,7 @@ async fn resp3_clients_use_resp3_shared_connections_and_pins_keep_the_client_sta
     }
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(&m, "pins_total{reason=\"client\",upstream=\"default\"}"),
+        proxy_metric(&m, "pins_total{reason=\"client\",upstream=\"default\"}"),
         1.0,
         "{m}"
     );
@@ -388,18 +407,21 @@ async fn resp3_clients_use_resp3_shared_connections_and_pins_keep_the_client_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_auth_and_quit_in_the_shared_mode() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("client-password");
     std::fs::write(&password, "s3cret\n").unwrap();
-    let mut args = pool_args(&server, &rotator.file.path, 2);
-    args.extend([
-        "--client-password-file".to_owned(),
-        password.display().to_string(),
-    ]);
-    let proxy = Proxy::start(&args, "info").await;
-    wait_shared(admin_address(&proxy), 2.0).await;
+    let Rig {
+        server: _server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start_with(2, "info", |args| {
+        args.extend([
+            "--client-password-file".to_owned(),
+            password.display().to_string(),
+        ])
+    })
+    .await;
 
     // An unauthenticated client is refused without a connection of its own.
     let mut c = proxy.client().await;
@@ -409,7 +431,7 @@ async fn local_auth_and_quit_in_the_shared_mode() {
             Reply::Error("NOAUTH Authentication required.".into())
         );
     }
-    let m = scrape_metrics(admin_address(&proxy)).await;
+    let m = scrape_metrics(metrics).await;
     assert!(!m.contains("entra_redis_proxy_pins_total{"), "{m}");
     let mut c = proxy.client().await;
     assert_eq!(
@@ -474,11 +496,12 @@ fn pool_size_errors_name_the_key_and_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_clients_through_shared_connections_across_three_expiries() {
-    let server = RedisServer::start().await;
-    let mut rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
+    let Rig {
+        server: _server,
+        mut rotator,
+        proxy,
+        metrics,
+    } = Rig::start(2).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shared_clients.py");
     let client = tokio::process::Command::new("python3")
         .arg(script)
@@ -523,7 +546,7 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
     let m = scrape_metrics(metrics).await;
     for reason in ["transaction", "subscribe", "blocking"] {
         assert!(
-            sample(
+            proxy_metric(
                 &m,
                 &format!("pins_total{{reason=\"{reason}\",upstream=\"default\"}}")
             ) >= 1.0,
@@ -534,7 +557,7 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
     let shared: f64 = ["resp2-0", "resp2-1", "resp3-0", "resp3-1"]
         .iter()
         .map(|c| {
-            sample(
+            proxy_metric(
                 &m,
                 &format!("shared_commands_total{{connection=\"{c}\",upstream=\"default\"}}"),
             )
@@ -542,22 +565,20 @@ async fn redis_py_clients_through_shared_connections_across_three_expiries() {
         .sum();
     assert!(shared > 1000.0, "{m}");
     assert_eq!(
-        sample(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"),
+        proxy_metric(&m, "reauth_total{result=\"failure\",upstream=\"default\"}"),
         0.0
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_session_takes_a_warm_connection() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let mut args = pool_args(&server, &rotator.file.path, 2);
-    let at = args.iter().position(|a| a == "--warm-connections").unwrap();
-    args[at + 1] = "2".into();
-    let proxy = Proxy::start(&args, "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
-    let warm_ready = |m: &str| sample(m, "warm_connections{upstream=\"default\"}");
+    let Rig {
+        server: _server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start_with(2, "info", |args| set_flag(args, "--warm-connections", "2")).await;
+    let warm_ready = |m: &str| proxy_metric(m, "warm_connections{upstream=\"default\"}");
     assert!(
         wait_until(Duration::from_secs(15), || async {
             warm_ready(&scrape_metrics(metrics).await) == 2.0
@@ -573,7 +594,7 @@ async fn a_pinned_session_takes_a_warm_connection() {
     assert_eq!(c.cmd(&["GET", "k"]).await, Reply::bulk("1"));
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "warm_connection_uses_total{result=\"hit\",upstream=\"default\"}"
         ),
@@ -581,7 +602,7 @@ async fn a_pinned_session_takes_a_warm_connection() {
         "{m}"
     );
     assert_eq!(
-        sample(&m, "pins_total{reason=\"watch\",upstream=\"default\"}"),
+        proxy_metric(&m, "pins_total{reason=\"watch\",upstream=\"default\"}"),
         1.0,
         "{m}"
     );
@@ -596,11 +617,12 @@ async fn a_pinned_session_takes_a_warm_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_replies_stream_through_a_shared_connection_byte_for_byte() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 1), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 1.0).await;
+    let Rig {
+        server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start(1).await;
     // Values set directly, so that the proxied clients send only small GETs (a large SET
     // would pin its client): the replies come over the one shared connection, in pieces.
     let mut admin = server.admin().await;
@@ -641,7 +663,7 @@ async fn large_replies_stream_through_a_shared_connection_byte_for_byte() {
         "a client was pinned:\n{m}"
     );
     assert!(
-        sample(
+        proxy_metric(
             &m,
             "shared_commands_total{connection=\"resp2-0\",upstream=\"default\"}"
         ) >= 24.0,
@@ -651,11 +673,12 @@ async fn large_replies_stream_through_a_shared_connection_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_redirected_to_a_shared_connection_are_dropped() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let mut proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 1), "debug").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 1.0).await;
+    let Rig {
+        server,
+        rotator: _rotator,
+        mut proxy,
+        metrics,
+    } = Rig::start_with(1, "debug", |_| {}).await;
     // HELLO's reply on the shared mode carries the RESP3 shared connection's id; a client
     // that takes it as a redirect target sends its invalidations there.
     let mut c3 = proxy.client().await;
@@ -705,7 +728,7 @@ async fn invalidations_redirected_to_a_shared_connection_are_dropped() {
     assert!(logs.contains("dropped a push frame on a shared connection"));
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
         ),
@@ -716,11 +739,12 @@ async fn invalidations_redirected_to_a_shared_connection_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connections_the_cache_closes_while_idle_are_replaced_unseen() {
-    let server = RedisServer::start().await;
-    let rotator = Rotator::new(&server).await;
-    let proxy = Proxy::start(&pool_args(&server, &rotator.file.path, 2), "info").await;
-    let metrics = admin_address(&proxy);
-    wait_shared(metrics, 2.0).await;
+    let Rig {
+        server,
+        rotator: _rotator,
+        proxy,
+        metrics,
+    } = Rig::start(2).await;
     let mut idle = proxy.client().await;
     assert_eq!(idle.cmd(&["SET", "k", "1"]).await, Reply::ok());
     // The cache closes connections idle for a second (as Azure does after about ten
@@ -752,7 +776,7 @@ async fn shared_connections_the_cache_closes_while_idle_are_replaced_unseen() {
     }
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
         ),

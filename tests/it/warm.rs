@@ -13,25 +13,9 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The harness's arguments with `warm` warm connections and the admin endpoint on.
 fn warm_args(server: &RedisServer, token_file: &std::path::Path, warm: usize) -> Vec<String> {
     let mut args = proxy_args(server, token_file);
-    let at = args.iter().position(|a| a == "--admin-listen").unwrap();
-    args[at + 1] = "127.0.0.1:0".into();
-    let at = args.iter().position(|a| a == "--warm-connections").unwrap();
-    args[at + 1] = warm.to_string();
+    set_flag(&mut args, "--admin-listen", "127.0.0.1:0");
+    set_flag(&mut args, "--warm-connections", &warm.to_string());
     args
-}
-
-fn sample(m: &str, name: &str) -> f64 {
-    metric_value(m, &format!("entra_redis_proxy_{name}"))
-}
-
-/// Connections on the server authenticated as `user` (the admin connection is `default`).
-async fn on_server(admin: &mut Admin, user: &str) -> Vec<ClientInfo> {
-    admin
-        .client_list()
-        .await
-        .into_iter()
-        .filter(|c| c.user == user)
-        .collect()
 }
 
 /// Waits until `warm_connections` is `n`; returns the last scrape.
@@ -39,7 +23,7 @@ async fn wait_warm(metrics: std::net::SocketAddr, n: f64) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let m = scrape_metrics(metrics).await;
-        if sample(&m, "warm_connections{upstream=\"default\"}") == n {
+        if proxy_metric(&m, "warm_connections{upstream=\"default\"}") == n {
             return m;
         }
         assert!(
@@ -61,7 +45,7 @@ async fn warm_connections_wait_before_any_client_and_are_refilled_after_each_use
 
     // Before any client: two connections on the server, authenticated as the token's user.
     wait_warm(metrics, 2.0).await;
-    assert_eq!(on_server(&mut admin, &user).await.len(), 2);
+    assert_eq!(admin.clients_as(&user).await.len(), 2);
 
     // Clients take them (hits), one after another, each refilled behind it.
     let mut clients = Vec::new();
@@ -78,21 +62,21 @@ async fn warm_connections_wait_before_any_client_and_are_refilled_after_each_use
     }
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "warm_connection_uses_total{result=\"hit\",upstream=\"default\"}"
         ),
         3.0
     );
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "warm_connection_uses_total{result=\"miss\",upstream=\"default\"}"
         ),
         0.0
     );
     // Three sessions' connections plus two warm ones.
-    assert_eq!(on_server(&mut admin, &user).await.len(), 5);
+    assert_eq!(admin.clients_as(&user).await.len(), 5);
 
     // A session on a warm connection is an ordinary one: its state is its own.
     let mut c = proxy.client().await;
@@ -135,7 +119,7 @@ async fn idle_warm_connections_are_reauthenticated_on_every_token() {
         // the idle warm connections must have been re-authenticated (or the server would
         // have closed them with the user).
         let token = rotator.rotate(3).await.expect("rotation");
-        let warm = on_server(&mut admin, &token.oid).await;
+        let warm = admin.clients_as(&token.oid).await;
         assert_eq!(warm.len(), 3, "round {round}: {warm:?}");
         wait_warm(metrics, 3.0).await;
 
@@ -149,7 +133,7 @@ async fn idle_warm_connections_are_reauthenticated_on_every_token() {
         drop(c);
         // Its connection closes with it; the pool refills to three.
         let deadline = Instant::now() + WAIT;
-        while on_server(&mut admin, &token.oid).await.len() != 3 {
+        while admin.clients_as(&token.oid).await.len() != 3 {
             assert!(
                 Instant::now() < deadline,
                 "round {round}: pool not back to 3"
@@ -159,7 +143,7 @@ async fn idle_warm_connections_are_reauthenticated_on_every_token() {
     }
     let m = scrape_metrics(metrics).await;
     assert_eq!(
-        sample(&m, "warm_connections_discarded_total{upstream=\"default\"}"),
+        proxy_metric(&m, "warm_connections_discarded_total{upstream=\"default\"}"),
         0.0,
         "re-AUTHs succeeded; nothing was dropped"
     );
@@ -177,13 +161,13 @@ async fn warm_connections_the_cache_closed_are_dropped_and_the_client_is_served(
     wait_warm(metrics, 2.0).await;
 
     // The cache closes both idle connections (a failover, an idle timeout).
-    for c in on_server(&mut admin, &user).await {
+    for c in admin.clients_as(&user).await {
         admin
             .cmd(&["CLIENT", "KILL", "ID", &c.id.to_string()])
             .await;
     }
     let deadline = Instant::now() + WAIT;
-    while !on_server(&mut admin, &user).await.is_empty() {
+    while !admin.clients_as(&user).await.is_empty() {
         assert!(Instant::now() < deadline, "the kills did not take");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -195,18 +179,18 @@ async fn warm_connections_the_cache_closed_are_dropped_and_the_client_is_served(
     assert_eq!(c.cmd(&["INCR", "n"]).await, Reply::Int(1));
     let m = wait_warm(metrics, 2.0).await;
     assert_eq!(
-        sample(&m, "warm_connections_discarded_total{upstream=\"default\"}"),
+        proxy_metric(&m, "warm_connections_discarded_total{upstream=\"default\"}"),
         2.0
     );
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "warm_connection_uses_total{result=\"miss\",upstream=\"default\"}"
         ),
         1.0
     );
     assert_eq!(
-        sample(
+        proxy_metric(
             &m,
             "upstream_losses_total{outcome=\"closed\",upstream=\"default\"}"
         ),
@@ -229,14 +213,17 @@ async fn an_unreachable_cache_is_retried_with_backoff_and_makes_the_proxy_unread
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let m = scrape_metrics(metrics).await;
-    let errors = sample(
+    let errors = proxy_metric(
         &m,
         "upstream_connect_errors_total{reason=\"connect\",upstream=\"default\"}",
     );
     // 100 ms doubling: about 4 attempts in 1.5 s, never a tight loop.
     assert!((1.0..=6.0).contains(&errors), "{errors} attempts in 1.5 s");
-    assert_eq!(sample(&m, "warm_connections{upstream=\"default\"}"), 0.0);
-    assert_eq!(sample(&m, "ready{upstream=\"default\"}"), 0.0, "{m}");
+    assert_eq!(
+        proxy_metric(&m, "warm_connections{upstream=\"default\"}"),
+        0.0
+    );
+    assert_eq!(proxy_metric(&m, "ready{upstream=\"default\"}"), 0.0, "{m}");
 
     // A client gets the usual error reply, not a hang.
     let mut c = proxy.client().await;

@@ -416,6 +416,15 @@ impl Admin {
         }
     }
 
+    /// The connections `CLIENT LIST` shows authenticated as `user`.
+    pub async fn clients_as(&mut self, user: &str) -> Vec<ClientInfo> {
+        self.client_list()
+            .await
+            .into_iter()
+            .filter(|c| c.user == user)
+            .collect()
+    }
+
     /// `CLIENT LIST`, parsed; the harness's own admin connections are left out.
     pub async fn client_list(&mut self) -> Vec<ClientInfo> {
         let text = match self.cmd(&["CLIENT", "LIST"]).await {
@@ -632,6 +641,21 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
     /// The captured stderr.
     pub log_path: PathBuf,
+}
+
+/// Sets the value of `flag` in `args` (which must hold it), e.g. `--admin-listen`.
+pub fn set_flag(args: &mut [String], flag: &str, value: &str) {
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} is not among the arguments"));
+    args[at + 1] = value.to_owned();
+}
+
+/// A sample of the proxy's metrics by its name without the `entra_redis_proxy_` prefix,
+/// labels included (`warm_connections{upstream="default"}`).
+pub fn proxy_metric(metrics: &str, name: &str) -> f64 {
+    metric_value(metrics, &format!("entra_redis_proxy_{name}"))
 }
 
 /// Arguments for a proxy in front of `server` reading its token from `token_file`.
