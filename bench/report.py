@@ -15,7 +15,8 @@ from collections import defaultdict
 # a Unix socket (--unix-variant).
 # proxy-shared: the proxy with shared upstream connections (--pool-size).
 # direct-plain: redis-server's plain-TCP port, in the connect case only (the floor: no TLS).
-TARGETS = ["direct", "proxy", "proxy-shared", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel",
+# proxy-base: another build of the proxy (BASE_BIN), for a regression check paired in one run.
+TARGETS = ["direct", "proxy", "proxy-base", "proxy-shared", "proxy-cold", "proxy-t1", "proxy-unix", "stunnel",
            "haproxy", "direct-plain"]
 # (case, test) -> minimum ratio the proxy must reach.
 RATIO_TARGETS = {"c50-P16": 0.90, "c50-P1": 0.65, "c1-P1": 0.85}
@@ -114,13 +115,13 @@ def main(results, idle, hz, bigrss=None):
         out.append("")
         out.append("| target | clients | value (MiB) | RSS before (KiB) | peak growth (MiB, median) | runs | seconds (median) |")
         out.append("|---|---:|---:|---:|---:|---|---:|")
-        rows = {}
+        big_rows = {}
         with open(bigrss) as f:
             for line in f:
                 target, _rep, nc, size, before, peak, secs = line.split()
-                rows.setdefault((target, int(nc), int(size)), []).append(
+                big_rows.setdefault((target, int(nc), int(size)), []).append(
                     (int(before), (int(peak) - int(before)) / 1024, float(secs)))
-        for (target, nc, size), runs in rows.items():
+        for (target, nc, size), runs in big_rows.items():
             growth = statistics.median(r[1] for r in runs)
             big[(target, nc)] = growth
             out.append("| %s | %d | %.0f | %d | %.1f | %s | %.2f |" % (
@@ -161,6 +162,23 @@ def main(results, idle, hz, bigrss=None):
         verdict = "n/a" if c is None else ("met" if c <= CPU_TARGET_US else "NOT met")
         out.append("- CPU per request at -P 16 %s: %s µs (target <= %.1f µs): %s" % (
             test, fmt(c, ".2f"), CPU_TARGET_US, verdict))
+    # The regression check against a baseline build (BASE_BIN), paired repetition by repetition.
+    if any(t == "proxy-base" for (_, _, t) in rows):
+        out.append("")
+        out.append("Against the baseline build (proxy-base), paired in each repetition "
+                   "(proxy / proxy-base; below 1 is better for CPU and memory):")
+        for case, test in order:
+            new, old = rows.get((case, test, "proxy"), {}), rows.get((case, test, "proxy-base"), {})
+            tput = [new[k][0] / old[k][0] for k in new if k in old and old[k][0] > 0]
+            cpu = [(new[k][3] / new[k][4]) / (old[k][3] / old[k][4])
+                   for k in new if k in old and new[k][4] > 0 and old[k][4] > 0 and old[k][3] > 0]
+            out.append("- %s %s: throughput %s, sidecar CPU per request %s" % (
+                case, test, fmt(statistics.median(tput) if tput else None, ".3f"),
+                fmt(statistics.median(cpu) if cpu else None, ".3f")))
+        if "proxy" in mem and "proxy-base" in mem:
+            out.append("- idle memory per connection: %s kB against %s kB" % (
+                "/".join("%.2f" % m for m in mem["proxy"]),
+                "/".join("%.2f" % m for m in mem["proxy-base"])))
     print("\n".join(out))
 
 

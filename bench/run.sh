@@ -18,6 +18,9 @@
 #              as target proxy-t1, beside the default (one worker per CPU)
 #   --unix-variant  also measure the proxy with the client on a Unix socket (target
 #              proxy-unix; throughput cases only)
+# BASE_BIN=PATH adds the target proxy-base: another build of the proxy (an earlier commit's
+# release binary) run the same way, so a regression check is paired in one run instead of
+# compared with a figure from another day (the machines differ from run to run).
 # Request counts can be changed with N_P16, N_P1, N_C1, N_BIG, N_CONNECT, IDLE_SMALL, IDLE_LARGE;
 # the large-value memory case (`bigrss`: RSS peak of a fresh sidecar while 1 client moves one
 # BIGRSS_ONE-byte value, then while BIGRSS_CLIENTS clients move BIGRSS_SIZE-byte values at once)
@@ -201,6 +204,11 @@ log "test CA, server certificate, token"
 # clean-up by process name must not end it in the middle of a run.
 PROXY_BIN="$WORK/bench-sidecar"
 cp "$SIDECAR_BUILD" "$PROXY_BIN"
+if [ -n "${BASE_BIN:-}" ]; then
+    [ -x "$BASE_BIN" ] || die "BASE_BIN=$BASE_BIN is not an executable"
+    BASE_PROXY_BIN="$WORK/bench-sidecar-base"
+    cp "$BASE_BIN" "$BASE_PROXY_BIN"
+fi
 lg jwt "$OID" 86400 >"$WORK/token"
 chmod 600 "$WORK/token"
 TOKEN=$(cat "$WORK/token")
@@ -271,6 +279,16 @@ start_proxy-shared() {
     PROXY_SHARED_PID=$!
     PIDS+=("$PROXY_SHARED_PID")
     wait_port "$PROXY_SHARED_PORT" "$PROXY_SHARED_PID" "entra-redis-proxy --pool-size ${SHARED_POOL:-4}"
+}
+# The baseline build (BASE_BIN), with the flags every build of the proxy has had.
+start_proxy-base() {
+    PROXY_BASE_PORT=$(port)
+    RUST_LOG=info taskset -c 0 "$BASE_PROXY_BIN" --listen "127.0.0.1:$PROXY_BASE_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
+        --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-base.log" &
+    PROXY_BASE_PID=$!
+    PIDS+=("$PROXY_BASE_PID")
+    wait_port "$PROXY_BASE_PORT" "$PROXY_BASE_PID" "entra-redis-proxy (BASE_BIN)"
 }
 start_proxy-t1() {
     PROXY_T1_PORT=$(port)
@@ -355,6 +373,7 @@ target_args() {
     direct-plain) T_PORT=$REDIS_PLAIN_PORT; T_PID=""; T_TLS=0 ;;
     proxy) T_PORT=$PROXY_PORT; T_PID=$PROXY_PID; T_TLS=0 ;;
     proxy-t1) T_PORT=$PROXY_T1_PORT; T_PID=$PROXY_T1_PID; T_TLS=0 ;;
+    proxy-base) T_PORT=$PROXY_BASE_PORT; T_PID=$PROXY_BASE_PID; T_TLS=0 ;;
     proxy-cold) T_PORT=$PROXY_COLD_PORT; T_PID=$PROXY_COLD_PID; T_TLS=0 ;;
     proxy-shared) T_PORT=$PROXY_SHARED_PORT; T_PID=$PROXY_SHARED_PID; T_TLS=0 ;;
     proxy-unix) T_PORT=""; T_PID=$PROXY_UNIX_PID; T_TLS=0 ;;
@@ -389,6 +408,8 @@ cpu_ticks() { # PID -> utime+stime of the whole process (all threads), in clock 
 TARGETS=(direct proxy proxy-shared stunnel haproxy)
 [ "$THREADS_VARIANT" = 1 ] && TARGETS=(direct proxy proxy-shared proxy-t1 stunnel haproxy)
 [ "$UNIX_VARIANT" = 1 ] && TARGETS+=(proxy-unix)
+# The baseline goes right after the proxy, so the two alternate as closely as they can.
+[ -n "${BASE_BIN:-}" ] && TARGETS=(direct proxy proxy-base "${TARGETS[@]:2}")
 wanted() { # CASE: true if CASES_ONLY is unset or names it
     [ -z "${CASES_ONLY:-}" ] || [[ " $CASES_ONLY " == *" $1 "* ]]
 }
@@ -503,6 +524,7 @@ start_proxy
 start_proxy-shared
 [ "$THREADS_VARIANT" = 1 ] && start_proxy-t1
 [ "$UNIX_VARIANT" = 1 ] && start_proxy-unix
+[ -n "${BASE_BIN:-}" ] && start_proxy-base
 start_stunnel
 start_haproxy
 for t in "${TARGETS[@]}"; do
@@ -621,7 +643,9 @@ IDLE="$WORK/idle.tsv"
 for n in $IDLE_SMALL $IDLE_LARGE; do
     [ "$n" -gt 0 ] || continue
     wanted idle || continue
-    for t in ${IDLE_TARGETS:-proxy proxy-shared stunnel haproxy}; do
+    DEFAULT_IDLE="proxy proxy-shared stunnel haproxy"
+    [ -n "${BASE_BIN:-}" ] && DEFAULT_IDLE="proxy proxy-base proxy-shared stunnel haproxy"
+    for t in ${IDLE_TARGETS:-$DEFAULT_IDLE}; do
         # A fresh process for each measurement: memory freed by earlier runs would hide growth.
         SHARED_POOL=${IDLE_POOL_SIZE:-8} "start_$t"
         target_args "$t"
