@@ -143,12 +143,9 @@ pub(super) enum Classified {
     Kind(Kind),
 }
 
-/// Fast path: `Some(Kind::Plain)` for a command name that needs no further look: one that
-/// the session need not understand and that leaves no connection state (see
-/// `stateless.rs`).
-#[inline]
-pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
-    let special: &[&[u8]] = match name.len() {
+/// The names `quick_kind` answers the slow way (they are modelled in `full_kind`), by length.
+fn special_names(len: usize) -> &'static [&'static [u8]] {
+    match len {
         4 => &[b"AUTH", b"EXEC", b"WAIT", b"QUIT", b"SYNC"],
         5 => &[
             b"MULTI", b"HELLO", b"RESET", b"BLPOP", b"BRPOP", b"XREAD", b"WATCH", b"PSYNC",
@@ -161,12 +158,59 @@ pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
         11 => &[b"UNSUBSCRIBE"],
         12 => &[b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"],
         _ => &[],
-    };
+    }
+}
+
+/// Fast path: `Some(Kind::Plain)` for a command name that needs no further look: one that
+/// the session need not understand and that leaves no connection state (see
+/// `stateless.rs`). Runs for every command: the common names are found as one packed integer
+/// in a sorted table (about 70 instructions for `GET`, against 365 for the byte-wise binary
+/// search below, which answers the rest: long names, module commands, the special ones).
+#[inline]
+pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
+    if let Some(packed) = pack_upper(name) {
+        if plain_names().binary_search(&packed).is_ok() {
+            return Some(Kind::Plain);
+        }
+    }
+    quick_kind_slow(name)
+}
+
+fn quick_kind_slow(name: &[u8]) -> Option<Kind> {
+    let special = special_names(name.len());
     if special.iter().any(|s| s.eq_ignore_ascii_case(name)) || !is_stateless(name) {
         None
     } else {
         Some(Kind::Plain)
     }
+}
+
+/// A name of 1 to 15 bytes as one integer: its bytes upper-cased, and its length in the top
+/// byte (so that no two names, NUL bytes included, pack alike). `None` for other lengths.
+#[inline]
+fn pack_upper(name: &[u8]) -> Option<u128> {
+    if name.is_empty() || name.len() > 15 {
+        return None;
+    }
+    let mut v = (name.len() as u128) << 120;
+    for (i, b) in name.iter().enumerate() {
+        v |= (b.to_ascii_uppercase() as u128) << (8 * (14 - i));
+    }
+    Some(v)
+}
+
+/// The packed names (sorted) that `quick_kind_slow` answers `Kind::Plain` for, built once
+/// from the allow-list.
+fn plain_names() -> &'static [u128] {
+    static NAMES: std::sync::LazyLock<Vec<u128>> = std::sync::LazyLock::new(|| {
+        let mut v: Vec<u128> = super::stateless::names()
+            .filter(|n| quick_kind_slow(n.as_bytes()) == Some(Kind::Plain))
+            .filter_map(|n| pack_upper(n.as_bytes()))
+            .collect();
+        v.sort_unstable();
+        v
+    });
+    &NAMES
 }
 
 pub(super) fn full_kind(name: &[u8], args: &[&[u8]]) -> Classified {
@@ -445,6 +489,48 @@ pub(super) fn owned_args(args: &[&[u8]]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packed_fast_path_answers_as_the_byte_wise_one() {
+        let mut names: Vec<String> = super::super::stateless::names().map(String::from).collect();
+        for len in 0..=20 {
+            names.extend(
+                special_names(len)
+                    .iter()
+                    .map(|n| String::from_utf8_lossy(n).into()),
+            );
+        }
+        names.extend(
+            [
+                "JSON.GET",
+                "FT.SEARCH",
+                "CLIENTS",
+                "GETX",
+                "G",
+                "",
+                "GEORADIUSBYMEMBER_RO",
+            ]
+            .map(String::from),
+        );
+        for n in &names {
+            for form in [
+                n.clone(),
+                n.to_lowercase(),
+                format!("\0{n}"),
+                format!("{n}\0"),
+            ] {
+                assert_eq!(
+                    quick_kind(form.as_bytes()),
+                    quick_kind_slow(form.as_bytes()),
+                    "{form:?}"
+                );
+            }
+        }
+        // The table holds only names the slow path lets through, and most of the allow-list.
+        assert!(plain_names().len() > 150, "{}", plain_names().len());
+        assert_eq!(pack_upper(b"get"), pack_upper(b"GET"));
+        assert_ne!(pack_upper(b"\0GET"), pack_upper(b"GET"));
+    }
 
     #[test]
     fn quick_kind_lets_ordinary_commands_through() {

@@ -253,6 +253,11 @@ pub(super) fn is_stateless(name: &[u8]) -> bool {
             .any(|p| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
 }
 
+/// The allow-list's top-level names (upper case), for tables built from it.
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    STATELESS.iter().copied()
+}
+
 /// Compares an upper-case name with any-case bytes, as if both were upper case.
 #[inline]
 fn cmp_upper(upper: &[u8], name: &[u8]) -> std::cmp::Ordering {
