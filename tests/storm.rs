@@ -54,13 +54,42 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// What redis-server reports about itself, from a new admin connection (the one that timed
-/// out may be stuck mid-reply): `SLOWLOG GET`, `LATENCY LATEST`, `INFO clients`/`stats`/`cpu`,
-/// and the tail of its log. A connection that cannot be made is reported too.
+/// out may be stuck mid-reply): how long that connection took to open and to answer PING
+/// (quick: the server is not stalled), the `CLIENT LIST` lines of the harness's own admin
+/// connections (the stuck one's `qbuf`, `obl`/`oll` and `cmd` show whether the server holds
+/// the unanswered command, holds its reply, or never got it), `SLOWLOG GET`, `LATENCY
+/// LATEST` (the test sets a 100 ms threshold), `INFO clients`/`stats`/`cpu`, and the tail of
+/// its log. A connection that cannot be made is reported too.
 async fn redis_diagnostics(server: &RedisServer) -> String {
     let mut out = String::new();
+    let started = Instant::now();
     let fresh = tokio::time::timeout(Duration::from_secs(10), server.admin()).await;
     match fresh {
         Ok(mut admin) => {
+            let opened = started.elapsed();
+            let ping = Instant::now();
+            let pong = tokio::time::timeout(Duration::from_secs(10), admin.cmd(&["PING"])).await;
+            out.push_str(&format!(
+                "--- a new admin connection: opened in {opened:?}, PING answered {:?} in {:?}\n",
+                pong.is_ok(),
+                ping.elapsed()
+            ));
+            if let Ok(Ok(Reply::Bulk(b) | Reply::Verbatim(b))) = tokio::time::timeout(
+                Duration::from_secs(10),
+                admin.conn.try_cmd(&["CLIENT", "LIST"]),
+            )
+            .await
+            {
+                let text = String::from_utf8_lossy(&b).into_owned();
+                let own: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains(&format!(" user={ADMIN_USER} ")))
+                    .collect();
+                out.push_str(&format!(
+                    "--- CLIENT LIST, the harness's admin connections\n{}\n",
+                    redact(&own.join("\n"))
+                ));
+            }
             for args in [
                 &["SLOWLOG", "GET", "20"][..],
                 &["LATENCY", "LATEST"][..],
@@ -144,6 +173,13 @@ async fn ten_thousand_sessions_survive_one_refresh() {
     assert_eq!(
         admin
             .cmd(&["CONFIG", "SET", "maxclients", &maxclients])
+            .await,
+        Reply::ok()
+    );
+    // So that LATENCY LATEST can show an event-loop stall if the DELUSER below is late.
+    assert_eq!(
+        admin
+            .cmd(&["CONFIG", "SET", "latency-monitor-threshold", "100"])
             .await,
         Reply::ok()
     );
