@@ -544,7 +544,9 @@ impl TokenFile {
 
 /// Rotates tokens the way Azure does it, with the expiry emulated: a new token with its own ACL
 /// user, written to the token file; once the proxy has re-authenticated every connection, the
-/// old user is deleted, which disconnects any connection still using the old token.
+/// old user is deleted, which disconnects any connection still using the old token. The old
+/// user is kept while the server shows a connection still being opened (it may have started
+/// with the old token).
 pub struct Rotator {
     /// Admin connection used to manage users and watch `CLIENT LIST`.
     pub admin: Admin,
@@ -603,7 +605,15 @@ impl Rotator {
             let clients = self.admin.client_list().await;
             let on_old = clients.iter().filter(|c| c.user == old.oid).count();
             let on_new = clients.iter().filter(|c| c.user == new.oid).count();
-            if on_old == 0 && on_new >= expect_connections {
+            // A connection the proxy is still opening (TLS or AUTH not done: `default` user,
+            // no command yet) may have started with the old token and authenticate with it
+            // after this look; deleting the old user then would end it. Azure never does
+            // that: a token stays valid until it expires, long after the refresh.
+            let opening = clients
+                .iter()
+                .filter(|c| c.user == "default" && c.cmd == "NULL")
+                .count();
+            if on_old == 0 && on_new >= expect_connections && opening == 0 {
                 break;
             }
             if Instant::now() >= deadline {
@@ -612,8 +622,9 @@ impl Rotator {
                     .map(|c| format!("id={} user={} cmd={}", c.id, c.user, c.cmd))
                     .collect();
                 return Err(format!(
-                    "after {:?}, {on_old} connection(s) still on the old user {} and {on_new} \
-                     (want >= {expect_connections}) on the new user {}: {summary:?}",
+                    "after {:?}, {on_old} connection(s) still on the old user {}, {opening} \
+                     still opening, and {on_new} (want >= {expect_connections}) on the new \
+                     user {}: {summary:?}",
                     self.reauth_timeout, old.oid, new.oid
                 ));
             }
