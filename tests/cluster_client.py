@@ -7,7 +7,9 @@ at least once: key j carries a hash tag chosen so that it lands in slot (j * 791
 (7919 is odd, so the first 16384 keys take every slot once, and consecutive keys land on
 different nodes: traffic reaches every node from its first keys on). With
 --duration S, rounds over all keys repeat until S seconds have passed; the time is checked
-before each key, so the last round is usually partial.
+before each key, so the last round is usually partial. With --until-file PATH as well, the
+rounds also end as soon as PATH exists (the test creates it when it is done), so that the
+traffic lasts as long as the test needs however slow the machine, and --duration only caps it.
 
 It counts the commands that failed after redis-py's own redirect (MOVED/ASK) and retry
 handling, and prints one JSON object on stdout:
@@ -58,6 +60,7 @@ def main():
     parser.add_argument("--keys", type=int, required=True, help="number of keys (>= 16384 hits every slot)")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="repeat rounds of SET/GET over all keys until this many seconds passed")
+    parser.add_argument("--until-file", help="with --duration: also stop once this file exists")
     parser.add_argument("--prefix", default="cluster-client", help="key name prefix")
     parser.add_argument("--protocol", type=int, choices=(2, 3), default=2, help="RESP version")
     parser.add_argument("--tls", action="store_true", help="connect with TLS")
@@ -127,6 +130,15 @@ def main():
     deadline = time.monotonic() + args.duration
     round_no = 0
     timed_out = False
+
+    def finished():
+        """Time is up, or the test said it is done."""
+        if args.duration <= 0:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        return bool(args.until_file) and os.path.exists(args.until_file)
+
     def pipelined(start, batch):
         """SET then GET `batch` keys from index `start`, each as one cluster pipeline."""
         nonlocal ok
@@ -166,7 +178,7 @@ def main():
     while not timed_out:
         if args.pipeline > 0:
             for start in range(0, len(keys), args.pipeline):
-                if args.duration > 0 and time.monotonic() >= deadline:
+                if finished():
                     timed_out = True
                     break
                 pipelined(start, args.pipeline)
@@ -175,7 +187,7 @@ def main():
                 break
             continue
         for j, key in enumerate(keys):
-            if args.duration > 0 and time.monotonic() >= deadline:
+            if finished():
                 timed_out = True
                 break
             value = f"r{round_no}:{j}"

@@ -522,10 +522,25 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
     let (proxy, _) = start_proxy(&cluster, &seed, &rotator).await;
 
     let addr = proxy.addr;
+    // The traffic runs until this test is done (the stop file), at most 150 s: a fixed 40 s
+    // once ran out during a slow resharding, and the next rotation then found no connection
+    // on any node.
+    let stop_dir = tempfile::tempdir().unwrap();
+    let stop = stop_dir.path().join("stop");
+    let stop_arg = stop.display().to_string();
     let traffic = tokio::spawn(async move {
         python_client(
             addr,
-            &["--keys", "16384", "--duration", "40", "--prefix", "moving"],
+            &[
+                "--keys",
+                "16384",
+                "--duration",
+                "150",
+                "--until-file",
+                &stop_arg,
+                "--prefix",
+                "moving",
+            ],
         )
         .await
     });
@@ -539,6 +554,7 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
         }
         if std::time::Instant::now() >= deadline {
             // What the client saw decides whose fault it is: its summary comes when its run ends.
+            std::fs::write(&stop, b"").unwrap();
             let (ok, summary) = traffic.await.unwrap();
             panic!(
                 "redis-py did not reach every primary within 30 s: {lists:?}; the client \
@@ -565,6 +581,7 @@ async fn resharding_failover_and_rotations_under_traffic_fail_no_command() {
         .await
         .expect("rotation after failover");
 
+    std::fs::write(&stop, b"").unwrap();
     let (ok, summary) = traffic.await.unwrap();
     assert!(ok, "{summary}\nproxy log:\n{}", proxy.logs());
     assert_eq!(summary["failed"], 0, "{summary}");
