@@ -248,56 +248,39 @@ if "$PROXY_BIN" --help 2>&1 | grep -q -- '--admin-listen'; then
     PROXY_EXTRA=(--credential token-file --admin-listen "")
 fi
 # Each start_* sets <NAME>_PORT and <NAME>_PID; the sidecars share CPU 0 with the client.
-start_proxy() {
-    PROXY_PORT=$(port)
-    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
+# launch_proxy NAME BIN LOG LABEL [FLAGS...]: BIN on a fresh port, FLAGS after the common ones.
+launch_proxy() {
+    local name=$1 bin=$2 log=$3 label=$4 p pid
+    shift 4
+    p=$(port)
+    RUST_LOG=info taskset -c 0 "$bin" --listen "127.0.0.1:$p" --upstream "127.0.0.1:$REDIS_PORT" \
         --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy.log" &
-    PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
-    wait_port "$PROXY_PORT" "$PROXY_PID" entra-redis-proxy
+        --token-file-poll 10s "$@" "${PROXY_EXTRA[@]}" 2>>"$WORK/$log" &
+    pid=$!
+    PIDS+=("$pid")
+    printf -v "${name}_PORT" '%s' "$p"
+    printf -v "${name}_PID" '%s' "$pid"
+    wait_port "$p" "$pid" "$label"
 }
+start_proxy() { launch_proxy PROXY "$PROXY_BIN" proxy.log entra-redis-proxy; }
 # The proxy without warm connections (the connect case only): every client waits for TCP, TLS
 # and AUTH to the cache, as before warm connections.
 start_proxy-cold() {
-    PROXY_COLD_PORT=$(port)
-    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_COLD_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
-        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s --warm-connections 0 "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-cold.log" &
-    PROXY_COLD_PID=$!
-    PIDS+=("$PROXY_COLD_PID")
-    wait_port "$PROXY_COLD_PORT" "$PROXY_COLD_PID" "entra-redis-proxy --warm-connections 0"
+    launch_proxy PROXY_COLD "$PROXY_BIN" proxy-cold.log "entra-redis-proxy --warm-connections 0" \
+        --warm-connections 0
 }
 # The proxy with shared upstream connections (--pool-size SHARED_POOL, default 4; the idle test
 # uses IDLE_POOL_SIZE, default 8): every client's stateless commands over a few connections.
 # SHARED_ARGS adds flags (an experiment: SHARED_ARGS="--threads 1").
 start_proxy-shared() {
-    PROXY_SHARED_PORT=$(port)
-    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_SHARED_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
-        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s --pool-size "${SHARED_POOL:-4}" ${SHARED_ARGS:-} "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-shared.log" &
-    PROXY_SHARED_PID=$!
-    PIDS+=("$PROXY_SHARED_PID")
-    wait_port "$PROXY_SHARED_PORT" "$PROXY_SHARED_PID" "entra-redis-proxy --pool-size ${SHARED_POOL:-4}"
+    # shellcheck disable=SC2086 # SHARED_ARGS is a list of flags
+    launch_proxy PROXY_SHARED "$PROXY_BIN" proxy-shared.log \
+        "entra-redis-proxy --pool-size ${SHARED_POOL:-4}" --pool-size "${SHARED_POOL:-4}" ${SHARED_ARGS:-}
 }
 # The baseline build (BASE_BIN), with the flags every build of the proxy has had.
-start_proxy-base() {
-    PROXY_BASE_PORT=$(port)
-    RUST_LOG=info taskset -c 0 "$BASE_PROXY_BIN" --listen "127.0.0.1:$PROXY_BASE_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
-        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-base.log" &
-    PROXY_BASE_PID=$!
-    PIDS+=("$PROXY_BASE_PID")
-    wait_port "$PROXY_BASE_PORT" "$PROXY_BASE_PID" "entra-redis-proxy (BASE_BIN)"
-}
+start_proxy-base() { launch_proxy PROXY_BASE "$BASE_PROXY_BIN" proxy-base.log "entra-redis-proxy (BASE_BIN)"; }
 start_proxy-t1() {
-    PROXY_T1_PORT=$(port)
-    RUST_LOG=info taskset -c 0 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_T1_PORT" --upstream "127.0.0.1:$REDIS_PORT" \
-        --ca-file "$WORK/ca.pem" --tls-server-name localhost --token-file "$WORK/token" \
-        --token-file-poll 10s --threads 1 "${PROXY_EXTRA[@]}" 2>>"$WORK/proxy-t1.log" &
-    PROXY_T1_PID=$!
-    PIDS+=("$PROXY_T1_PID")
-    wait_port "$PROXY_T1_PORT" "$PROXY_T1_PID" "entra-redis-proxy --threads 1"
+    launch_proxy PROXY_T1 "$PROXY_BIN" proxy-t1.log "entra-redis-proxy --threads 1" --threads 1
 }
 start_proxy-unix() {
     PROXY_UNIX_SOCK="$WORK/proxy.sock"
