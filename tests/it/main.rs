@@ -18,6 +18,7 @@ mod deploy;
 mod differential;
 mod doctor;
 mod faults;
+mod harness;
 mod kill_matrix;
 mod local_auth;
 mod metrics_rotation;

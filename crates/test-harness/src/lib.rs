@@ -1062,9 +1062,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RespClient<S> {
         }
     }
 
-    /// Writes raw bytes.
+    /// Writes raw bytes and flushes them. The flush is not a formality: over TLS, a write
+    /// can leave the bytes in tokio-rustls' buffer (when the socket write returns `Pending`,
+    /// as it does once the task's cooperative budget is spent), and only a flush sends them.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -1176,7 +1182,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RespClient<S> {
         } = self;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let write = async {
-            tokio::time::timeout(timeout * 10, writer.write_all(bytes))
+            let write = async {
+                writer.write_all(bytes).await?;
+                writer.flush().await
+            };
+            tokio::time::timeout(timeout * 10, write)
                 .await
                 .expect("pipeline write timed out")
                 .expect("pipeline write");

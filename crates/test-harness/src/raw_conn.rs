@@ -58,9 +58,14 @@ impl RawConn {
         self.send_raw(&encode_command(args)).await;
     }
 
-    /// Writes raw bytes.
+    /// Writes raw bytes and flushes them (over TLS only the flush is sure to send them; see
+    /// `RespClient::send_raw`).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(TIMEOUT, self.io.write_all(bytes))
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        tokio::time::timeout(TIMEOUT, write)
             .await
             .expect("write timed out")
             .expect("write");
