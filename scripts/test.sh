@@ -5,6 +5,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
+# Each step's line carries the seconds since the start, so a slow run (CI's included) shows
+# where its time went.
+say() { echo "==> [+${SECONDS}s] $*"; }
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
     SUDO="sudo"
@@ -62,7 +66,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     fi
 fi
 
-echo "==> cargo fmt --all -- --check"
+say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -77,7 +81,7 @@ fi
 # that way before a change to the session lands (docs/session.md, "The differential test").
 export DIFF_SEED="${DIFF_SEED:-16466490819661253195}"
 
-echo "==> cargo test --workspace --all-targets --no-run"
+say "cargo test --workspace --all-targets --no-run"
 artifacts=$(mktemp)
 trap 'rm -f "$artifacts"' EXIT
 cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics >"$artifacts"
@@ -94,19 +98,19 @@ unpacked="target/package-check/unpacked/entra-redis-proxy-$version"
 rm -f "target/package-check/unpacked/.complete"
 
 cargo_checks() {
-    echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+    say "cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings
 
     # The daemon without the `azure` feature (token file only; what the fuzz targets build):
     # it compiles without warnings (src/lib.rs denies them there), and it refuses Entra
     # credentials with the feature named.
-    echo "==> cargo test --lib --no-default-features without_azure"
+    say "cargo test --lib --no-default-features without_azure"
     cargo test --lib --no-default-features without_azure
 
     # The crate as published builds on its own: tests/package.rs checks what it holds and
     # unpacks it (it runs among the test binaries, in their first seconds); built here with
     # this target directory, whose dependencies are compiled already.
-    echo "==> the packaged crate builds on its own"
+    say "the packaged crate builds on its own"
     local waited=0
     while [ ! -f "target/package-check/unpacked/.complete" ]; do
         if [ "$waited" -ge 600 ] || ! kill -0 "$tests_pid" 2>/dev/null; then
@@ -117,30 +121,32 @@ cargo_checks() {
         waited=$((waited + 1))
     done
     (cd "$unpacked" && CARGO_TARGET_DIR="$TARGET_DIR" cargo check --offline --locked --bins --quiet)
+    say "the cargo checks are done"
 }
 
 other_checks() {
     # A short fuzzing run of every target from its committed corpus (regressions included);
     # the fuzz crate has a target directory of its own.
     if ! cargo fuzz --version >/dev/null 2>&1; then
-        echo "==> installing cargo-fuzz"
+        say "installing cargo-fuzz"
         cargo install --locked cargo-fuzz
     fi
     # Unoptimised (FUZZ_DEV=1): a short run replays the corpus and explores a little; building
     # the targets optimised would take longer than the run.
-    echo "==> scripts/fuzz.sh ${FUZZ_SECONDS:-5}"
+    say "scripts/fuzz.sh ${FUZZ_SECONDS:-5}"
     FUZZ_DEV=1 scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 
     # Benchmarks are not tests (nothing is timed here), but the script must keep working. The
     # smoke run uses the debug binary the test build made (BENCH_BIN): it checks the script
     # and every target, not speed.
-    echo "==> bench/run.sh --smoke"
+    say "bench/run.sh --smoke"
     BENCH_BIN="$TARGET_DIR/debug/entra-redis-proxy" bench/run.sh --smoke
+    say "the other checks are done"
 }
 
 # Every test binary, side by side (scripts/run_tests.py); each prints its "test result:"
 # summary, and a failing binary does not stop the others.
-echo "==> test binaries (scripts/run_tests.py; the checks run meanwhile)"
+say "test binaries (scripts/run_tests.py; the checks run meanwhile)"
 python3 scripts/run_tests.py --artifacts "$artifacts" &
 tests_pid=$!
 
@@ -158,15 +164,15 @@ cargo_status=0
 wait "$cargo_pid" || cargo_status=$?
 other_status=0
 wait "$other_pid" || other_status=$?
-echo "==> the cargo checks (clippy, the build without azure, the packaged crate):"
+say "the cargo checks (clippy, the build without azure, the packaged crate):"
 cat "$cargo_log"
-echo "==> the other checks (fuzz, bench smoke):"
+say "the other checks (fuzz, bench smoke):"
 cat "$other_log"
 
 if [ "$tests_status" -ne 0 ] || [ "$cargo_status" -ne 0 ] || [ "$other_status" -ne 0 ]; then
-    [ "$tests_status" -ne 0 ] && echo "==> FAILED: test binaries (see above)"
-    [ "$cargo_status" -ne 0 ] && echo "==> FAILED: the cargo checks (the last step printed above)"
-    [ "$other_status" -ne 0 ] && echo "==> FAILED: the other checks (the last step printed above)"
+    [ "$tests_status" -ne 0 ] && say "FAILED: test binaries (see above)"
+    [ "$cargo_status" -ne 0 ] && say "FAILED: the cargo checks (the last step printed above)"
+    [ "$other_status" -ne 0 ] && say "FAILED: the other checks (the last step printed above)"
     exit 1
 fi
-echo "==> all checks passed"
+say "all checks passed"
