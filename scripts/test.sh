@@ -65,6 +65,10 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
         rustup component add rustfmt clippy
     fi
 fi
+if ! command -v clippy-driver >/dev/null 2>&1; then
+    echo "test.sh: clippy-driver is not on PATH (it comes with clippy: rustup component add clippy)" >&2
+    exit 1
+fi
 
 say "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -81,10 +85,18 @@ fi
 # that way before a change to the session lands (docs/session.md, "The differential test").
 export DIFF_SEED="${DIFF_SEED:-16466490819661253195}"
 
-say "cargo test --workspace --all-targets --no-run"
+# Clippy lints inside the test build: with clippy-driver as the workspace's compiler (what
+# `cargo clippy` does, over a `cargo check`), the workspace's crates are linted as they are
+# compiled, and the dependencies are compiled once instead of a second time in check mode
+# (about 290 s of CPU on a fresh clone, a quarter of the whole run). CLIPPY_ARGS is how
+# `cargo clippy -- -D warnings` hands its flags to clippy-driver: warnings, rustc's and
+# clippy's, are errors.
+say "cargo test --workspace --all-targets --no-run, linted by clippy (-D warnings)"
 artifacts=$(mktemp)
 trap 'rm -f "$artifacts"' EXIT
-cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics >"$artifacts"
+RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver)" \
+    CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
+    cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics >"$artifacts"
 
 # The checks below keep the CPU busy (compiling, fuzzing) while the test binaries mostly wait
 # (on real servers, clocks and clients), so they run side by side: two chains of checks, one
@@ -98,9 +110,6 @@ unpacked="target/package-check/unpacked/entra-redis-proxy-$version"
 rm -f "target/package-check/unpacked/.complete"
 
 cargo_checks() {
-    say "cargo clippy --workspace --all-targets -- -D warnings"
-    cargo clippy --workspace --all-targets -- -D warnings
-
     # The daemon without the `azure` feature (token file only; what the fuzz targets build):
     # it compiles without warnings (src/lib.rs denies them there), and it refuses Entra
     # credentials with the feature named.
@@ -109,7 +118,8 @@ cargo_checks() {
 
     # The crate as published builds on its own: tests/package.rs checks what it holds and
     # unpacks it (it runs among the test binaries, in their first seconds); built here with
-    # this target directory, whose dependencies are compiled already.
+    # this target directory, whose dependencies the test build compiled already (a `cargo
+    # check` would compile them all again, in check mode: about 100 s on a fresh clone).
     say "the packaged crate builds on its own"
     local waited=0
     while [ ! -f "target/package-check/unpacked/.complete" ]; do
@@ -120,7 +130,7 @@ cargo_checks() {
         sleep 1
         waited=$((waited + 1))
     done
-    (cd "$unpacked" && CARGO_TARGET_DIR="$TARGET_DIR" cargo check --offline --locked --bins --quiet)
+    (cd "$unpacked" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --offline --locked --bins --quiet)
     say "the cargo checks are done"
 }
 
@@ -164,7 +174,7 @@ cargo_status=0
 wait "$cargo_pid" || cargo_status=$?
 other_status=0
 wait "$other_pid" || other_status=$?
-say "the cargo checks (clippy, the build without azure, the packaged crate):"
+say "the cargo checks (the build without azure, the packaged crate):"
 cat "$cargo_log"
 say "the other checks (fuzz, bench smoke):"
 cat "$other_log"
