@@ -131,6 +131,13 @@ impl<C: ClientStream> Session<C> {
                 match quick_kind(name) {
                     // A RESP2 subscriber served through RESP3 has every command looked at.
                     Some(Kind::Plain) if !self.sent.emulating() && self.client_authed => {
+                        if self.sent.plain_sent() {
+                            // Nothing to model (the common case: most commands): it joins
+                            // the run of plain commands at the back of the queue.
+                            self.queue
+                                .push_command(Kind::Plain, scanned.nargs, false, None);
+                            continue;
+                        }
                         Action::Forward(Kind::Plain, scanned.nargs)
                     }
                     _ => {

@@ -238,6 +238,28 @@ impl ReplyQueue {
         }
     }
 
+    /// `command_frame` for a plain command at the head (resolved); false, and nothing
+    /// counted, if the head is anything else.
+    #[inline]
+    pub(super) fn plain_frame(&mut self) -> bool {
+        let Some(Pending::Command {
+            kind: Kind::Plain,
+            remaining: Some(r),
+            ..
+        }) = self.entries.front_mut()
+        else {
+            return false;
+        };
+        if *r == 0 {
+            return false;
+        }
+        *r -= 1;
+        if *r == 0 {
+            self.pop();
+        }
+        true
+    }
+
     /// Pops the command at the head if it expects no more frames; true if it did.
     pub(super) fn pop_finished_command(&mut self) -> bool {
         if matches!(
@@ -411,6 +433,27 @@ mod tests {
         // Only a client command is withdrawn.
         q.push(Pending::Local(Cow::Borrowed(b"+OK\r\n")));
         q.withdraw_last_command();
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn plain_frame_counts_only_a_resolved_plain_command() {
+        let mut q = ReplyQueue::default();
+        assert!(!q.plain_frame(), "an empty queue owes nothing");
+        q.push_command(Kind::Plain, 2, false, None);
+        q.push_command(Kind::Plain, 2, false, None);
+        assert!(
+            !q.plain_frame(),
+            "not resolved yet: settle_head fixes the count first"
+        );
+        q.resolve_head(2);
+        assert!(q.plain_frame());
+        assert_eq!(q.len(), 1);
+        assert!(q.plain_frame());
+        assert!(q.head().is_none(), "popped with its last frame");
+        q.push_command(Kind::Multi, 1, true, Some(1));
+        q.resolve_head(1);
+        assert!(!q.plain_frame(), "MULTI's reply is routed the general way");
         assert_eq!(q.len(), 1);
     }
 

@@ -292,6 +292,18 @@ impl<C: ClientStream> Session<C> {
             queued = self.queue.len(),
             "frame from the cache"
         );
+        // The common case first: the reply to a plain command on a connection with nothing
+        // to watch for (no MONITOR, subscription or MULTI), which `route_command_reply` would
+        // only count.
+        if first != b'>'
+            && !self.conn.monitor
+            && !self.conn.in_multi
+            && !self.conn.subscribed()
+            && self.queue.plain_frame()
+        {
+            self.unconfirmed = false;
+            return Route::Client;
+        }
         if first == b'>' {
             // RESP3 push: never a reply. Pub/Sub confirmations update the subscription sets and
             // count toward a (UN)SUBSCRIBE at the head.

@@ -228,6 +228,18 @@ impl SentState {
 
     /// Records a client command being sent. Returns whether the command must be treated as
     /// state-changing, and, for a MULTI that opens a transaction, the transaction's number.
+    /// `command_sent(Kind::Plain)` when it would change nothing but `kill_sent` (outside MULTI,
+    /// no CLIENT REPLY SKIP to use up): records it and returns true; false leaves the command
+    /// to `command_sent`. The hot path: one check instead of the general bookkeeping.
+    #[inline]
+    pub(super) fn plain_sent(&mut self) -> bool {
+        if self.skip_next || self.txn.in_multi() {
+            return false;
+        }
+        self.kill_sent = false;
+        true
+    }
+
     pub(super) fn command_sent(&mut self, kind: Kind) -> (bool, Option<u64>) {
         let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next);
         if kind == Kind::ClientReply(ReplyMode::Skip) {
@@ -361,6 +373,46 @@ impl SentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_sent_takes_only_what_command_sent_would_leave_alone() {
+        for (skip_next, txn) in [
+            (false, Txn::None),
+            (false, Txn::Watching),
+            (true, Txn::None),
+            (
+                false,
+                Txn::Multi {
+                    number: 1,
+                    watched: false,
+                },
+            ),
+        ] {
+            let state = || {
+                let mut s = SentState::default();
+                s.skip_next = skip_next;
+                s.txn = txn;
+                s.kill_sent = true;
+                s
+            };
+            let (mut fast, mut general) = (state(), state());
+            if fast.plain_sent() {
+                assert_eq!(general.command_sent(Kind::Plain), (false, None));
+                assert_eq!(
+                    format!("{fast:?}"),
+                    format!("{general:?}"),
+                    "{skip_next} {txn:?}"
+                );
+            } else {
+                assert_eq!(
+                    format!("{fast:?}"),
+                    format!("{:?}", state()),
+                    "left untouched"
+                );
+                assert!(skip_next || txn.in_multi(), "{txn:?} is the common case");
+            }
+        }
+    }
 
     #[test]
     fn multi_and_watch_are_one_state() {
