@@ -388,12 +388,11 @@ mod tests {
                 },
             ),
         ] {
-            let state = || {
-                let mut s = SentState::default();
-                s.skip_next = skip_next;
-                s.txn = txn;
-                s.kill_sent = true;
-                s
+            let state = || SentState {
+                skip_next,
+                txn,
+                kill_sent: true,
+                ..SentState::default()
             };
             let (mut fast, mut general) = (state(), state());
             if fast.plain_sent() {
