@@ -210,15 +210,17 @@ pub(crate) async fn accept_loop(
                         drop(permit);
                     });
                 } else {
+                    // The permit goes to the session's own task (`session::run`).
                     tokio::spawn(async move {
                         match stream {
                             ClientStream::Tcp(s) => {
                                 let _ = s.set_nodelay(true);
-                                session::run(s, ctx, shutdown, id).await;
+                                session::run(s, ctx, shutdown, id, permit).await;
                             }
-                            ClientStream::Unix(s) => session::run(s, ctx, shutdown, id).await,
+                            ClientStream::Unix(s) => {
+                                session::run(s, ctx, shutdown, id, permit).await
+                            }
                         }
-                        drop(permit);
                     });
                 }
             }

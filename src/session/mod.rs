@@ -122,11 +122,11 @@ pub async fn run_shared<C>(
     shutdown: watch::Receiver<bool>,
     id: u64,
 ) where
-    C: ClientStream,
+    C: ClientStream + Send + Sync + 'static,
 {
     let Some(pool) = ctx.pool.clone() else {
         // Not expected (the listener checks): boxed, so the shared task stays small.
-        return Box::pin(run(client, ctx, shutdown, id)).await;
+        return Box::pin(run(client, ctx, shutdown, id, ())).await;
     };
     shared::run(client, ctx, pool, shutdown, id).await;
 }
@@ -137,7 +137,7 @@ async fn run_pinned<C>(
     client: C,
     ctx: Arc<SessionContext>,
     handoff: shared::Handoff,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     id: u64,
 ) where
     C: ClientStream,
@@ -160,7 +160,7 @@ async fn run_pinned<C>(
         }
     }
     let result = match session.restore_state().await {
-        Ok(()) => session.run(shutdown).await,
+        Ok(()) => session.run(&mut shutdown).await,
         Err(e) => Err(e),
     };
     session.pending_flag(false);
@@ -171,26 +171,52 @@ async fn run_pinned<C>(
 }
 
 /// Runs one client session until either side closes or `shutdown` turns true (then the
-/// session finishes the commands in flight and closes).
-pub async fn run<C>(client: C, ctx: Arc<SessionContext>, shutdown: watch::Receiver<bool>, id: u64)
-where
-    C: ClientStream,
+/// session finishes the commands in flight and closes). `guard` (the listener's connection
+/// permit) is held until the session ends.
+///
+/// Two tasks: this one opens the session (the token wait, the TLS handshake) and ends; the
+/// session then runs as a task of its own (`serve`), which holds the session and nothing else.
+/// As one future, the opening's arguments and locals (and the listener's task around it)
+/// would stay in every session's task for its whole life, since the compiler keeps an async
+/// function's arguments for as long as its future lives: about 170 bytes per idle connection.
+pub async fn run<C, G>(
+    client: C,
+    ctx: Arc<SessionContext>,
+    shutdown: watch::Receiver<bool>,
+    id: u64,
+    guard: G,
+) where
+    C: ClientStream + Send + Sync + 'static,
+    G: Send + 'static,
 {
-    let metrics = ctx.metrics.clone();
-    let _client_gauge = GaugeGuard::new(&metrics.client_connections);
-    metrics.client_connections_total.inc();
+    let client_gauge = GaugeGuard::new(&ctx.metrics.client_connections);
+    ctx.metrics.client_connections_total.inc();
     // Opening (token wait, TLS handshake, error replies) runs boxed: its state lives on the
-    // heap only while connecting. Inline, it would add about 1.5 kB to every session's task
-    // for the session's whole life (the compiler does not overlap it with `session`).
-    let Some(mut session) = Box::pin(open(client, ctx, id)).await else {
+    // heap only while connecting.
+    let Some(session) = Box::pin(open(client, ctx, id)).await else {
         return;
     };
-    let _upstream_gauge = GaugeGuard::new(&metrics.upstream_connections);
-    let result = session.run(shutdown).await;
-    session.pending_flag(false);
-    match result {
-        Ok(()) => tracing::debug!(session = id, "session closed"),
-        Err(e) => tracing::debug!(session = id, reason = %e, "session ended"),
+    tokio::spawn(serve(session, shutdown, (client_gauge, guard)));
+}
+
+/// The opened session's task: runs it, then logs how it ended. A block, not an `async fn`:
+/// an async function moves each argument into a local of its own, and the session would be
+/// stored twice in the task where the compiler does not merge them (a debug build).
+#[allow(clippy::manual_async_fn)]
+fn serve<C: ClientStream, G>(
+    mut session: Session<C>,
+    mut shutdown: watch::Receiver<bool>,
+    guards: G,
+) -> impl Future<Output = ()> {
+    async move {
+        let _guards = guards;
+        let _upstream_gauge = GaugeGuard::new(&session.ctx.metrics.upstream_connections);
+        let result = session.run(&mut shutdown).await;
+        session.pending_flag(false);
+        match result {
+            Ok(()) => tracing::debug!(session = session.id, "session closed"),
+            Err(e) => tracing::debug!(session = session.id, reason = %e, "session ended"),
+        }
     }
 }
 
@@ -417,7 +443,7 @@ impl<C: ClientStream> Session<C> {
         }
     }
 
-    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionEnd> {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SessionEnd> {
         // A token may have changed between connect and now.
         self.note_token_change();
         self.try_reauth().await?;
@@ -431,7 +457,7 @@ impl<C: ClientStream> Session<C> {
         loop {
             if self.replication == Replication::Streaming {
                 // Boxed: a rare path.
-                return Box::pin(self.pipe(&mut shutdown)).await;
+                return Box::pin(self.pipe(shutdown)).await;
             }
             if let Some(since) = draining_since {
                 if !self.client_replies_outstanding() {
@@ -604,12 +630,22 @@ mod task_size {
         std::mem::size_of::<R>()
     }
 
+    fn future_size3<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The long-lived task of a one-to-one session (the listener's permit as its guard).
+    fn serve_task() -> usize {
+        type Guards = (GaugeGuard, tokio::sync::OwnedSemaphorePermit);
+        future_size3(serve::<tokio::net::TcpStream, Guards>)
+    }
+
     /// `cargo test --lib session_sizes -- --nocapture` prints what each idle session holds.
     #[test]
     fn session_sizes() {
         use std::mem::size_of;
         let session = size_of::<Session<tokio::net::TcpStream>>();
-        let task = future_size(run::<tokio::net::TcpStream>);
+        let task = serve_task();
         eprintln!(
             "Session<TcpStream> {session} B (upstream {} B, queue {} B, conn {} B, sent {} B, \
              cscan {} B, uscan {} B); session future {task} B",
@@ -638,7 +674,7 @@ mod task_size {
     #[test]
     fn the_session_future_is_not_much_more_than_the_session() {
         let session = std::mem::size_of::<Session<tokio::net::TcpStream>>();
-        let task = future_size(run::<tokio::net::TcpStream>);
+        let task = serve_task();
         // Rare paths (connecting, reconnecting, error replies) are boxed so that their state
         // does not sit in every idle session's task; 1 kB covers the select loop.
         assert!(
