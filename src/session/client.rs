@@ -134,8 +134,7 @@ impl<C: ClientStream> Session<C> {
                         if self.sent.plain_sent() {
                             // Nothing to model (the common case: most commands): it joins
                             // the run of plain commands at the back of the queue.
-                            self.queue
-                                .push_command(Kind::Plain, scanned.nargs, false, None);
+                            self.queue.push_plain(scanned.nargs);
                             continue;
                         }
                         Action::Forward(Kind::Plain, scanned.nargs)

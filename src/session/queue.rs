@@ -238,6 +238,24 @@ impl ReplyQueue {
         }
     }
 
+    /// `push_command(Kind::Plain, nargs, false, None)`, inlined where every plain command
+    /// passes: nearly always it only counts one more command in the run at the back.
+    #[inline]
+    pub(super) fn push_plain(&mut self, nargs: usize) {
+        if let Some(Pending::Command {
+            kind: Kind::Plain,
+            count,
+            state_change: false,
+            remaining: None,
+            ..
+        }) = self.entries.back_mut()
+        {
+            *count += 1;
+            return;
+        }
+        self.push_command(Kind::Plain, nargs, false, None);
+    }
+
     /// `command_frame` for a plain command at the head (resolved); false, and nothing
     /// counted, if the head is anything else.
     #[inline]
@@ -440,8 +458,9 @@ mod tests {
     fn plain_frame_counts_only_a_resolved_plain_command() {
         let mut q = ReplyQueue::default();
         assert!(!q.plain_frame(), "an empty queue owes nothing");
-        q.push_command(Kind::Plain, 2, false, None);
-        q.push_command(Kind::Plain, 2, false, None);
+        q.push_plain(2);
+        q.push_plain(2);
+        assert_eq!(q.len(), 1, "one run");
         assert!(
             !q.plain_frame(),
             "not resolved yet: settle_head fixes the count first"
@@ -455,6 +474,15 @@ mod tests {
         q.resolve_head(1);
         assert!(!q.plain_frame(), "MULTI's reply is routed the general way");
         assert_eq!(q.len(), 1);
+        q.push_plain(2);
+        assert_eq!(
+            q.len(),
+            2,
+            "a plain command after MULTI starts a run of its own"
+        );
+        q.push_command(Kind::Plain, 2, true, None);
+        q.push_plain(2);
+        assert_eq!(q.len(), 4, "nor does it join a state-changing one");
     }
 
     #[test]
