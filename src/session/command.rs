@@ -166,8 +166,8 @@ fn special_names(len: usize) -> &'static [&'static [u8]] {
 /// `stateless.rs`). Runs for every command, so the common names are found as one packed
 /// integer in a small hash set: callgrind counted about 365 instructions per command for the
 /// byte-wise binary search below, about 170 for a binary search over the packed names, and
-/// about 40 for the hash set. The byte-wise path still answers the rest (long names, module
-/// commands, the modelled ones).
+/// about 70 for the hash set, packing included. The byte-wise path still answers the rest
+/// (long names, module commands, the modelled ones).
 #[inline]
 pub(super) fn quick_kind(name: &[u8]) -> Option<Kind> {
     if let Some(packed) = pack_upper(name) {
