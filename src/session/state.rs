@@ -226,8 +226,6 @@ impl SentState {
         self.client_proto == 2 && self.upstream_proto == 3
     }
 
-    /// Records a client command being sent. Returns whether the command must be treated as
-    /// state-changing, and, for a MULTI that opens a transaction, the transaction's number.
     /// `command_sent(Kind::Plain)` when it would change nothing but `kill_sent` (outside MULTI,
     /// no CLIENT REPLY SKIP to use up): records it and returns true; false leaves the command
     /// to `command_sent`. The hot path: one check instead of the general bookkeeping.
@@ -240,6 +238,8 @@ impl SentState {
         true
     }
 
+    /// Records a client command being sent. Returns whether the command must be treated as
+    /// state-changing, and, for a MULTI that opens a transaction, the transaction's number.
     pub(super) fn command_sent(&mut self, kind: Kind) -> (bool, Option<u64>) {
         let state_change = kind.changes_state() || std::mem::take(&mut self.skip_next);
         if kind == Kind::ClientReply(ReplyMode::Skip) {
