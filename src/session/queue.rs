@@ -145,18 +145,8 @@ impl ReplyQueue {
         state_change: bool,
         opened_multi: Option<u64>,
     ) {
-        if !state_change && kind == Kind::Plain {
-            if let Some(Pending::Command {
-                kind: Kind::Plain,
-                count,
-                state_change: false,
-                remaining: None,
-                ..
-            }) = self.entries.back_mut()
-            {
-                *count += 1;
-                return;
-            }
+        if !state_change && kind == Kind::Plain && self.join_plain_run() {
+            return;
         }
         self.push(Pending::Command {
             kind,
@@ -238,10 +228,10 @@ impl ReplyQueue {
         }
     }
 
-    /// `push_command(Kind::Plain, nargs, false, None)`, inlined where every plain command
-    /// passes: nearly always it only counts one more command in the run at the back.
+    /// Counts one more plain command in the run of plain commands at the back, if the back is
+    /// one whose count is still open (not yet resolved at the head); true if it did.
     #[inline]
-    pub(super) fn push_plain(&mut self, nargs: usize) {
+    fn join_plain_run(&mut self) -> bool {
         if let Some(Pending::Command {
             kind: Kind::Plain,
             count,
@@ -251,9 +241,18 @@ impl ReplyQueue {
         }) = self.entries.back_mut()
         {
             *count += 1;
-            return;
+            return true;
         }
-        self.push_command(Kind::Plain, nargs, false, None);
+        false
+    }
+
+    /// `push_command(Kind::Plain, nargs, false, None)`, inlined where every plain command
+    /// passes: nearly always it only joins the run at the back.
+    #[inline]
+    pub(super) fn push_plain(&mut self, nargs: usize) {
+        if !self.join_plain_run() {
+            self.push_command(Kind::Plain, nargs, false, None);
+        }
     }
 
     /// `command_frame` for a plain command at the head (resolved); false, and nothing
